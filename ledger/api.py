@@ -1,0 +1,307 @@
+"""The ledger as a Python object: open, append, read, verify, checkpoint.
+
+This is the one place that puts records into chains. It validates every body
+against its schema before anything is written, seals it on the chain's current
+head with the ledger's current key, and retries on a lost race for the next
+position, so concurrent writers never fork a chain.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from eventsourcing.persistence import IntegrityError, OperationalError, PersistenceError
+
+from ledger.chain import ORIGIN_PREFIX, Checkpoint, Head, seal, sign_checkpoint
+from ledger.encoding import check_values
+from ledger.errors import (
+    ConflictError,
+    InputError,
+    KeyFileError,
+    NotInitializedError,
+    RecordError,
+    StorageError,
+)
+from ledger.events import EVENT_TYPES, check_fleet_name, validate_input
+from ledger.keys import (
+    Signer,
+    anchor_path,
+    key_id,
+    load_signer,
+    next_key_path,
+    read_public_key,
+    write_private_key,
+    write_public_key,
+)
+from ledger.store import KEY_CHAIN, SealedRecord, Store, default_db, stream_id
+from ledger.verify import LedgerReport, Progress, verify_ledger
+
+CHUNK = 1000
+MAX_ATTEMPTS = 60
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What an append returns: where the record landed. It is durable."""
+
+    fleet: str
+    seq: int
+    hash: str
+
+    def __str__(self) -> str:
+        return f"{self.fleet} seq {self.seq} hash {self.hash}"
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def default_key() -> Path:
+    return Path(os.environ.get("LEDGER_KEY", "ledger.key"))
+
+
+class Ledger:
+    """One ledger database and, for writing, its signing key."""
+
+    def __init__(self, store: Store, signer: Signer | None = None, key_path: Path | None = None):
+        self.store = store
+        self.signer = signer
+        self.key_path = key_path or (signer.path if signer else None) or default_key()
+
+    # -- opening --------------------------------------------------------------
+
+    @classmethod
+    def open(cls, db: str | os.PathLike[str] | None = None, key: str | os.PathLike[str] | None = None,
+             *, writable: bool = True) -> Ledger:
+        """Open an initialised ledger; `writable` loads the signing key."""
+        store = Store(str(db) if db is not None else default_db())
+        try:
+            if store.last(KEY_CHAIN) is None:
+                raise NotInitializedError(f"{store.label} holds no ledger (run `ledger init`)")
+            key_path = Path(key) if key is not None else default_key()
+            signer = load_signer(key_path) if writable else None
+        except BaseException:
+            store.close()
+            raise
+        return cls(store, signer, key_path)
+
+    @classmethod
+    def init(cls, db: str | os.PathLike[str] | None = None, key: str | os.PathLike[str] | None = None,
+             *, actor: str = "ledger-init") -> Ledger:
+        """Create a ledger and its first signing key (kept if the key file exists)."""
+        store = Store(str(db) if db is not None else default_db(), create=True)
+        try:
+            if store.last(KEY_CHAIN) is not None:
+                raise InputError(f"{store.label} is already a ledger; refusing to initialise it again")
+            key_path = Path(key) if key is not None else default_key()
+            if key_path.exists():
+                signer = load_signer(key_path)
+            else:
+                signer = Signer.generate()
+                write_private_key(key_path, signer)
+            if not anchor_path(key_path).exists():
+                write_public_key(anchor_path(key_path), signer.public_raw)
+            ledger = cls(store, signer)
+            ledger._append_chunk(KEY_CHAIN, [{
+                "event": "ledger.initialized", "actor": actor, "target": "ledger",
+                "result": "success", "public_key": signer.public_text, "new_kid": signer.kid,
+            }], check_key=False)
+        except BaseException:
+            store.close()
+            raise
+        return ledger
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- keys -----------------------------------------------------------------
+
+    def key_history(self) -> list[dict[str, Any]]:
+        return [orjson.loads(row.state) for row in self.store.scan(KEY_CHAIN)]
+
+    def current_key(self) -> tuple[str, str, str]:
+        """(kid, public key, in force since) of the key that signs now."""
+        last = self.store.last(KEY_CHAIN)
+        if last is None:
+            raise NotInitializedError(f"{self.store.label} holds no ledger (run `ledger init`)")
+        try:
+            record = orjson.loads(last)
+            return str(record["new_kid"]), str(record["public_key"]), str(record["timestamp"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise StorageError(
+                "the key chain's last record is unreadable; the ledger is damaged (run `ledger verify`)"
+            ) from None
+
+    def anchor_kid(self) -> str:
+        first = self.store.page(KEY_CHAIN, 0, 1)
+        return str(orjson.loads(first[0].state)["new_kid"])
+
+    def _signer_for(self, current_kid: str) -> Signer:
+        signer = self.signer
+        if signer is None:
+            raise KeyFileError("this operation needs the signing key (give --key / LEDGER_KEY)")
+        if signer.kid == current_kid:
+            return signer
+        if signer.path is not None:
+            staged = next_key_path(signer.path)
+            if staged.exists() and load_signer(staged).kid == current_kid:
+                os.replace(staged, signer.path)  # finish a rotation cut short
+            reloaded = load_signer(signer.path)
+            if reloaded.kid == current_kid:
+                self.signer = reloaded
+                return reloaded
+        raise KeyFileError(
+            f"key {signer.kid} is not this ledger's signing key (the ledger signs with {current_kid})"
+        )
+
+    def rotate_key(self, actor: str, reason: str | None = None) -> Receipt:
+        """Introduce a new signing key in a record signed by the retiring one."""
+        current_kid, _, _ = self.current_key()
+        signer = self._signer_for(current_kid)
+        if signer.path is None:
+            raise KeyFileError("cannot rotate a key that has no key file")
+        staged = next_key_path(signer.path)
+        staged.unlink(missing_ok=True)
+        new = Signer.generate()
+        write_private_key(staged, new)
+        body: dict[str, Any] = {
+            "event": "key.rotated", "actor": actor, "target": "ledger", "result": "success",
+            "public_key": new.public_text, "new_kid": new.kid,
+        }
+        if reason:
+            body["reason"] = reason
+        try:
+            validate_input(body)
+            receipt = self._append_chunk(KEY_CHAIN, [body])[0]
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+        os.replace(staged, signer.path)
+        new.path = signer.path
+        self.signer = new
+        return receipt
+
+    # -- writing --------------------------------------------------------------
+
+    def append(self, fleet: str, body: Mapping[str, Any]) -> Receipt:
+        """Validate, seal and durably store one record."""
+        return self.append_many(fleet, [body])[0]
+
+    def append_many(self, fleet: str, bodies: Iterable[Mapping[str, Any]],
+                    chunk: int = CHUNK) -> list[Receipt]:
+        """Validate every body first, then store them in chunks of one transaction."""
+        check_fleet_name(fleet)
+        checked = [self.validate(body, f"record {n}") for n, body in enumerate(bodies, 1)]
+        receipts: list[Receipt] = []
+        for start in range(0, len(checked), chunk):
+            receipts += self._append_chunk(fleet, checked[start:start + chunk])
+        return receipts
+
+    @staticmethod
+    def validate(body: Mapping[str, Any], where: str = "record") -> dict[str, Any]:
+        check_values(dict(body))
+        event_type = validate_input(body, where)
+        if event_type.internal:
+            raise RecordError(f"{where}: '{event_type.name}' is written by the ledger itself")
+        return dict(body)
+
+    def head(self, chain: str) -> Head:
+        last = self.store.last(chain)
+        if last is None:
+            return Head.empty()
+        try:
+            record = orjson.loads(last)
+            return Head(int(record["seq"]), str(record["hash"]), str(record["timestamp"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise StorageError(
+                f"the last record of {chain} is unreadable; the ledger is damaged (run `ledger verify`)"
+            ) from None
+
+    def _append_chunk(self, chain: str, bodies: Sequence[Mapping[str, Any]],
+                      *, check_key: bool = True) -> list[Receipt]:
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                if check_key:
+                    current_kid, _, key_since = self.current_key()
+                    signer = self._signer_for(current_kid)
+                else:
+                    assert self.signer is not None
+                    signer, key_since = self.signer, ""
+                head = self.head(chain)
+                timestamp = max(utc_now(), head.timestamp, key_since)
+                events, receipts = [], []
+                prev, seq = head.hash, head.seq
+                for body in bodies:
+                    seq += 1
+                    record, data = seal(body, fleet=chain, seq=seq, prev=prev,
+                                        timestamp=timestamp, signer=signer)
+                    prev = record["hash"]
+                    events.append(SealedRecord(stream_id(chain), seq, record["event"], data))
+                    receipts.append(Receipt(chain, seq, prev))
+                self.store.insert(events)
+                return receipts
+            except IntegrityError:
+                time.sleep(random.uniform(0, min(0.002 * 2**attempt, 0.25)))
+            except OperationalError as exc:
+                raise StorageError(f"cannot write to {self.store.label}: {exc}") from None
+            except PersistenceError as exc:
+                raise StorageError(f"cannot write to {self.store.label}: {exc}") from None
+        raise ConflictError(f"gave up after {MAX_ATTEMPTS} lost races for the head of {chain}")
+
+    # -- reading --------------------------------------------------------------
+
+    def fleets(self) -> list[str]:
+        return self.store.chains()
+
+    def raw_records(self, fleet: str, after: int = 0) -> Iterator[bytes]:
+        """Stored bytes of a fleet's records after position `after`, in order."""
+        for row in self.store.scan(fleet, after):
+            yield bytes(row.state)
+
+    def records(self, fleet: str, after: int = 0) -> Iterator[dict[str, Any]]:
+        for data in self.raw_records(fleet, after):
+            yield orjson.loads(data)
+
+    # -- proving --------------------------------------------------------------
+
+    def trusted_key(self, public_key: str | None = None) -> bytes:
+        """The anchor to verify against: given, or `<key>.pub` beside the key file."""
+        if public_key:
+            return read_public_key(public_key)
+        path = anchor_path(self.key_path)
+        if path.exists():
+            return read_public_key(str(path))
+        raise KeyFileError("no trusted public key: give --public-key (the key `ledger init` printed)")
+
+    def verify(self, public_key: str | None = None, *, fleets: Sequence[str] | None = None,
+               checkpoint: str | None = None, progress: Progress | None = None) -> LedgerReport:
+        """Verify the whole ledger (or named fleets); raise VerificationError on a fault."""
+        return verify_ledger(self.store, self.trusted_key(public_key), fleets=fleets,
+                             checkpoint_text=checkpoint, progress=progress)
+
+    def checkpoint(self, fleet: str, public_key: str | None = None) -> str:
+        """A signed note of the fleet's size, Merkle root and head, over verified history."""
+        report = self.verify(public_key, fleets=[fleet])
+        chain = report.chains[0]
+        current_kid, _, _ = self.current_key()
+        signer = self._signer_for(current_kid)
+        origin = f"{ORIGIN_PREFIX}/{key_id(report.keys[0].public_raw)}/{fleet}"
+        return sign_checkpoint(Checkpoint(origin, chain.count, chain.root, chain.head), signer)
+
+
+def event_names() -> list[str]:
+    return sorted(name for name, t in EVENT_TYPES.items() if not t.internal)

@@ -1,0 +1,194 @@
+"""Record hashing, the hash chain, the RFC 6962 Merkle root, and checkpoints.
+
+A record's `hash` is SHA-256 of its canonical bytes without `hash` and `sig`;
+its `sig` is Ed25519 over a context prefix and that digest; its `prev` is the
+hash of the record before (32 zero bytes for the first). The Merkle tree's
+leaves are the stored record bytes, hashed with RFC 6962's 0x00/0x01 prefixes,
+and a checkpoint is a C2SP signed note over the tree size, root and head.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ledger.encoding import canonical
+from ledger.errors import InputError
+from ledger.keys import Signer, verify_signature
+
+GENESIS_PREV = "0" * 64
+ORIGIN_PREFIX = "deploy-ledger"
+SIGNATURE_CONTEXT = b"deploy-ledger/record/v1\x00"
+EMPTY_TREE_ROOT = hashlib.sha256(b"").digest()
+EM_DASH = "\u2014"
+ED25519_ALGORITHM = b"\x01"
+
+
+@dataclass(frozen=True)
+class Head:
+    """The last record of a chain: where the next one links."""
+
+    seq: int
+    hash: str
+    timestamp: str
+
+    @classmethod
+    def empty(cls) -> Head:
+        return cls(0, GENESIS_PREV, "")
+
+
+def signed_message(record_hash_hex: str) -> bytes:
+    """What a record's signature covers: a fixed context and the 32-byte hash."""
+    return SIGNATURE_CONTEXT + bytes.fromhex(record_hash_hex)
+
+
+def unsigned_hash(record: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical bytes of a record less `hash` and `sig`."""
+    body = {k: v for k, v in record.items() if k != "hash" and k != "sig"}
+    return hashlib.sha256(canonical(body)).hexdigest()
+
+
+def seal(
+    body: Mapping[str, Any],
+    *,
+    fleet: str,
+    seq: int,
+    prev: str,
+    timestamp: str,
+    signer: Signer,
+) -> tuple[dict[str, Any], bytes]:
+    """Add the chain fields to a validated body; return the record and its bytes."""
+    record = dict(body)
+    record.update(seq=seq, prev=prev, fleet=fleet, timestamp=timestamp, kid=signer.kid)
+    digest = hashlib.sha256(canonical(record)).hexdigest()
+    record["hash"] = digest
+    record["sig"] = signer.sign(signed_message(digest))
+    return record, canonical(record)
+
+
+def leaf_hash(record_bytes: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + record_bytes).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+class MerkleAccumulator:
+    """RFC 6962 tree head over leaves added one by one, in O(log n) memory.
+
+    It keeps the roots of the perfect subtrees that make up the leaves so far
+    (largest first); the tree head folds them from the right, which is exactly
+    RFC 6962's split at the largest power of two.
+    """
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._peaks: list[tuple[int, bytes]] = []
+
+    def add(self, leaf: bytes) -> None:
+        height, node = 0, leaf
+        while self._peaks and self._peaks[-1][0] == height:
+            _, left = self._peaks.pop()
+            node = node_hash(left, node)
+            height += 1
+        self._peaks.append((height, node))
+        self.size += 1
+
+    def root(self) -> bytes:
+        if not self._peaks:
+            return EMPTY_TREE_ROOT
+        node = self._peaks[-1][1]
+        for _, left in reversed(self._peaks[:-1]):
+            node = node_hash(left, node)
+        return node
+
+
+def merkle_root(records: Iterable[bytes]) -> bytes:
+    accumulator = MerkleAccumulator()
+    for record in records:
+        accumulator.add(leaf_hash(record))
+    return accumulator.root()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A signed statement of a chain's size, Merkle root and head hash."""
+
+    origin: str
+    size: int
+    root: bytes
+    head: str
+
+    def body(self) -> str:
+        root = base64.b64encode(self.root).decode("ascii")
+        return f"{self.origin}\n{self.size}\n{root}\nhead {self.head}\n"
+
+
+def note_key_hash(name: str, public_raw: bytes) -> bytes:
+    """C2SP signed-note key hash: SHA-256(name || LF || 0x01 || key)[:4]."""
+    return hashlib.sha256(name.encode() + b"\n" + ED25519_ALGORITHM + public_raw).digest()[:4]
+
+
+def sign_checkpoint(checkpoint: Checkpoint, signer: Signer) -> str:
+    body = checkpoint.body()
+    signature = note_key_hash(checkpoint.origin, signer.public_raw) + signer.sign_raw(
+        body.encode()
+    )
+    line = f"{EM_DASH} {checkpoint.origin} {base64.b64encode(signature).decode('ascii')}\n"
+    return body + "\n" + line
+
+
+def parse_checkpoint(text: str) -> tuple[Checkpoint, list[tuple[str, bytes, bytes]]]:
+    """Split a signed note into its checkpoint and (name, key hash, sig) lines."""
+    body, sep, signatures = text.partition("\n\n")
+    if not sep:
+        raise InputError("checkpoint has no signature block (expected a blank line)")
+    lines = body.split("\n")
+    if len(lines) < 4 or not lines[3].startswith("head "):
+        raise InputError("checkpoint must have origin, size, root and 'head <hash>' lines")
+    try:
+        size = int(lines[1])
+        root = base64.b64decode(lines[2], validate=True)
+    except ValueError:
+        raise InputError("checkpoint size or root is malformed") from None
+    if size < 0 or len(root) != 32:
+        raise InputError("checkpoint size or root is malformed")
+    checkpoint = Checkpoint(lines[0], size, root, lines[3].removeprefix("head "))
+    parsed = []
+    for line in signatures.splitlines():
+        parts = line.split(" ")
+        if len(parts) != 3 or parts[0] != EM_DASH:
+            raise InputError(f"checkpoint signature line is malformed: {line[:60]!r}")
+        try:
+            blob = base64.b64decode(parts[2], validate=True)
+        except ValueError:
+            raise InputError("checkpoint signature is not base64") from None
+        if len(blob) != 68:
+            raise InputError("checkpoint signature has the wrong length for Ed25519")
+        parsed.append((parts[1], blob[:4], blob[4:]))
+    if checkpoint.body() != body + "\n":
+        raise InputError("checkpoint body is not in canonical form")
+    return checkpoint, parsed
+
+
+def checkpoint_signed_by(
+    checkpoint: Checkpoint,
+    signatures: list[tuple[str, bytes, bytes]],
+    public_keys: Iterable[bytes],
+) -> bool:
+    """True when one signature line verifies under one of the given keys."""
+    message = checkpoint.body().encode()
+    keys = list(public_keys)
+    for name, key_hash, sig in signatures:
+        if name != checkpoint.origin:
+            continue
+        for raw in keys:
+            if note_key_hash(name, raw) == key_hash and verify_signature(
+                raw, base64.b64encode(sig).decode("ascii"), message
+            ):
+                return True
+    return False

@@ -1,0 +1,335 @@
+"""The `ledger` command: a thin shell over the Python API.
+
+Errors are mapped to exit codes in one place (`main`): 2 for input the ledger
+refuses (nothing written), 1 for history that fails verification, 3 for a
+question without an answer. Every error is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from ledger import commands
+from ledger.api import Ledger, Receipt
+from ledger.encoding import MAX_RECORD_BYTES, parse_record
+from ledger.errors import InputError, LedgerError, RecordError, UnknownFleetError
+from ledger.feed import FeedFilter, feed, parse_time
+from ledger.store import default_db
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"ledger: {message} (see `{self.prog} --help`)\n")
+
+
+def _common(parser: argparse.ArgumentParser, *, fleet: bool = True) -> None:
+    parser.add_argument("--db", default=None, help="database file or postgresql:// URL "
+                        "(env LEDGER_DB, default ./ledger.db)")
+    parser.add_argument("--key", default=None, help="signing key file (env LEDGER_KEY, "
+                        "default ./ledger.key)")
+    if fleet:
+        parser.add_argument("--fleet", default=os.environ.get("LEDGER_FLEET", "default"),
+                            help="fleet (chain) name (env LEDGER_FLEET, default 'default')")
+
+
+def _who(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--actor", required=True, help="who is doing this (recorded)")
+    parser.add_argument("--reason", default=None, help="why (recorded)")
+
+
+def _open(args: argparse.Namespace, *, writable: bool) -> Ledger:
+    return Ledger.open(args.db or default_db(), args.key, writable=writable)
+
+
+def _print_receipts(receipts: Sequence[Receipt]) -> None:
+    if len(receipts) <= 10:
+        for receipt in receipts:
+            print(f"appended {receipt}")
+    else:
+        first, last = receipts[0], receipts[-1]
+        print(f"appended {len(receipts)} records to {last.fleet}: seq {first.seq}..{last.seq}, "
+              f"head {last.hash}")
+
+
+def _write(args: argparse.Namespace, bodies: list[dict[str, Any]]) -> int:
+    with _open(args, writable=True) as ledger:
+        _print_receipts(ledger.append_many(args.fleet, bodies))
+    return 0
+
+
+# -- handlers --------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    with Ledger.init(args.db or default_db(), args.key, actor=args.actor) as ledger:
+        kid, public, _ = ledger.current_key()
+        print(f"initialised ledger {ledger.store.label}")
+        print(f"public key {public}")
+        print(f"key id {kid}")
+    return 0
+
+
+def cmd_keys_show(args: argparse.Namespace) -> int:
+    with _open(args, writable=False) as ledger:
+        kid, public, since = ledger.current_key()
+        print(f"current key {public} (id {kid}, since {since})")
+        for record in ledger.key_history():
+            print(f"  {record['timestamp']} {record['event']} {record['new_kid']} by {record['actor']}")
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    with _open(args, writable=True) as ledger:
+        receipt = ledger.rotate_key(args.actor, args.reason)
+        kid, public, _ = ledger.current_key()
+        print(f"rotated: key {kid} signs from now on ({public}); recorded at @keys seq {receipt.seq}")
+    return 0
+
+
+def _read_append_input(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if args.json is not None:
+        return [parse_record(args.json)]
+    if args.file is not None:
+        return _read_jsonl(Path(args.file))
+    data = sys.stdin.buffer.read(MAX_RECORD_BYTES + 1)
+    return [parse_record(data, "record on stdin")]
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    bodies = []
+    with handle:
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                bodies.append(parse_record(line.rstrip(b"\r\n"), f"{path} line {number}"))
+    if not bodies:
+        raise RecordError(f"{path} holds no records")
+    for number, body in enumerate(bodies, 1):
+        Ledger.validate(body, f"{path} record {number}")
+    return bodies
+
+
+def cmd_append(args: argparse.Namespace) -> int:
+    return _write(args, _read_append_input(args))
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    return _write(args, [commands.deploy(args.version, args.actor, args.reason, args.from_version)])
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    return _write(args, [commands.complete(args.version, args.actor, args.reason)])
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    if args.action == "start":
+        body = commands.worker_start(args.worker, args.version, args.actor, args.reason)
+    elif args.action == "drain":
+        body = commands.worker_drain(args.worker, args.version, args.actor, args.reason)
+    elif args.sessions is None:
+        raise InputError(f"`ledger worker {args.action}` needs --sessions N")
+    elif args.action == "sessions":
+        body = commands.worker_sessions(args.worker, args.version, args.sessions, args.actor)
+    else:
+        body = commands.worker_exit(args.worker, args.version, args.sessions, args.actor,
+                                    args.reason, args.exit_code)
+    return _write(args, [body])
+
+
+def cmd_mark(args: argparse.Namespace) -> int:
+    event = {"verified": "version.verified", "bad": "version.marked_bad",
+             "cleared": "version.cleared"}[args.verdict]
+    return _write(args, [commands.verdict(event, args.version, args.actor, args.reason)])
+
+
+def cmd_feed(args: argparse.Namespace) -> int:
+    where = FeedFilter(
+        event=args.event, actor=args.actor, version=args.version,
+        since=parse_time(args.since) if args.since else None,
+        until=parse_time(args.until) if args.until else None,
+    )
+    with _open(args, writable=False) as ledger:
+        if not args.follow and args.fleet not in ledger.fleets():
+            raise UnknownFleetError(f"fleet {args.fleet!r} has no records in {ledger.store.label}")
+        out = sys.stdout.buffer
+        try:
+            for data in feed(ledger, args.fleet, after=args.after, limit=args.limit, where=where,
+                             follow=args.follow):
+                out.write(data + b"\n")
+                if args.follow:
+                    out.flush()
+        except KeyboardInterrupt:
+            pass
+        out.flush()
+    return 0
+
+
+class _ProgressBar:
+    """A one-line progress bar on a terminal; silent when stderr is piped."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total <= 0:
+            return
+        percent = done * 100 // total
+        if percent != self.last:
+            self.last = percent
+            bar = "#" * (percent // 4)
+            sys.stderr.write(f"\rverifying [{bar:<25}] {percent:3d}% {done}/{total}")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.last >= 0:
+            sys.stderr.write("\r" + " " * 70 + "\r")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    checkpoint = None
+    if args.checkpoint:
+        try:
+            checkpoint = Path(args.checkpoint).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read checkpoint {args.checkpoint}: {exc}") from None
+    fleets = [args.fleet] if args.fleet else None
+    progress = _ProgressBar()
+    with _open(args, writable=False) as ledger:
+        if args.fleet and args.fleet not in ledger.fleets():
+            raise UnknownFleetError(f"fleet {args.fleet!r} has no records in {ledger.store.label}")
+        try:
+            report = ledger.verify(args.public_key, fleets=fleets, checkpoint=checkpoint,
+                                   progress=progress)
+        finally:
+            progress.close()
+    for chain in report.chains:
+        extra = ""
+        if chain.checkpoint_size is not None:
+            extra = f", extends checkpoint of {chain.checkpoint_size} records"
+        print(f"verified {chain.count} records in fleet {chain.chain}, head {chain.head}{extra}")
+    if not report.chains:
+        print(f"verified key chain of {len(report.keys)} key(s); no fleet records yet")
+    return 0
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    with _open(args, writable=True) as ledger:
+        if args.fleet not in ledger.fleets():
+            raise UnknownFleetError(f"fleet {args.fleet!r} has no records in {ledger.store.label}")
+        sys.stdout.write(ledger.checkpoint(args.fleet, args.public_key))
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="ledger", description="Signed, hash-chained deploy ledger.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    p = sub.add_parser("init", help="create the ledger and its signing key")
+    _common(p, fleet=False)
+    p.add_argument("--actor", default=os.environ.get("USER", "ledger-init"))
+    p.set_defaults(handler=cmd_init)
+
+    keys = sub.add_parser("keys", help="show or rotate the signing key")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, parser_class=OneLineParser)
+    p = keys_sub.add_parser("show", help="print the current public key and the key history")
+    _common(p, fleet=False)
+    p.set_defaults(handler=cmd_keys_show)
+    p = keys_sub.add_parser("rotate", help="introduce a new key, signed by the old one")
+    _common(p, fleet=False)
+    _who(p)
+    p.set_defaults(handler=cmd_keys_rotate)
+
+    p = sub.add_parser("append", help="append records given as JSON")
+    _common(p)
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--json", help="one record as a JSON object")
+    source.add_argument("--file", help="a JSON-lines file of records")
+    p.set_defaults(handler=cmd_append)
+
+    p = sub.add_parser("deploy", help="record that a version starts rolling out")
+    _common(p)
+    p.add_argument("version")
+    p.add_argument("--from-version", default=None)
+    _who(p)
+    p.set_defaults(handler=cmd_deploy)
+
+    p = sub.add_parser("complete", help="record that a version's rollout completed")
+    _common(p)
+    p.add_argument("version")
+    _who(p)
+    p.set_defaults(handler=cmd_complete)
+
+    p = sub.add_parser("worker", help="record a worker fact")
+    _common(p)
+    p.add_argument("action", choices=["start", "sessions", "drain", "exit"])
+    p.add_argument("worker")
+    p.add_argument("--version", required=True)
+    p.add_argument("--sessions", type=int, default=None, help="active sessions (sessions, exit)")
+    p.add_argument("--exit-code", type=int, default=None)
+    _who(p)
+    p.set_defaults(handler=cmd_worker)
+
+    p = sub.add_parser("mark", help="record a verdict on a version")
+    _common(p)
+    p.add_argument("verdict", choices=["verified", "bad", "cleared"])
+    p.add_argument("version")
+    _who(p)
+    p.set_defaults(handler=cmd_mark)
+
+    p = sub.add_parser("feed", help="print records as JSON lines from a cursor")
+    _common(p)
+    p.add_argument("--after", type=int, default=0, help="start after this seq")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--event", default=None)
+    p.add_argument("--actor", default=None)
+    p.add_argument("--version", default=None, help="records naming this version")
+    p.add_argument("--since", default=None, help="RFC 3339 time, inclusive")
+    p.add_argument("--until", default=None, help="RFC 3339 time, inclusive")
+    p.add_argument("--follow", action="store_true", help="keep printing new records")
+    p.set_defaults(handler=cmd_feed)
+
+    p = sub.add_parser("verify", help="verify every hash, link and signature")
+    _common(p, fleet=False)
+    p.add_argument("--fleet", default=None, help="only this fleet (default: every fleet)")
+    p.add_argument("--public-key", default=None,
+                   help="trusted public key or its file (default: <key>.pub)")
+    p.add_argument("--checkpoint", default=None, help="also prove the ledger extends this checkpoint")
+    p.set_defaults(handler=cmd_verify)
+
+    p = sub.add_parser("checkpoint", help="print a signed checkpoint of a fleet's chain")
+    _common(p)
+    p.add_argument("--public-key", default=None)
+    p.set_defaults(handler=cmd_checkpoint)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except LedgerError as exc:
+        print(f"ledger: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Builders for the common records, so callers need not spell every field.
+
+Each returns a plain body for `Ledger.append`, which validates it like any
+other record: these are conveniences, not a second set of rules.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _body(event: str, actor: str, target: str, reason: str | None, **fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"event": event, "actor": actor, "target": target, "result": "success"}
+    body.update({k: v for k, v in fields.items() if v is not None})
+    if reason:
+        body["reason"] = reason
+    return body
+
+
+def deploy(version: str, actor: str, reason: str | None = None,
+           from_version: str | None = None) -> dict[str, Any]:
+    return _body("deployment.started", actor, "fleet", reason, version=version,
+                 from_version=from_version)
+
+
+def complete(version: str, actor: str, reason: str | None = None) -> dict[str, Any]:
+    return _body("deployment.completed", actor, "fleet", reason, version=version)
+
+
+def worker_start(worker: str, version: str, actor: str, reason: str | None = None,
+                 pid: int | None = None) -> dict[str, Any]:
+    return _body("worker.started", actor, worker, reason, worker_id=worker, version=version,
+                 pid=pid)
+
+
+def worker_sessions(worker: str, version: str, active_sessions: int, actor: str) -> dict[str, Any]:
+    return _body("worker.sessions", actor, worker, None, worker_id=worker, version=version,
+                 active_sessions=active_sessions)
+
+
+def worker_drain(worker: str, version: str, actor: str, reason: str | None = None) -> dict[str, Any]:
+    return _body("deployment.drain_started", actor, worker, reason, worker_id=worker,
+                 version=version)
+
+
+def worker_exit(worker: str, version: str, active_sessions: int, actor: str,
+                reason: str | None = None, exit_code: int | None = None) -> dict[str, Any]:
+    return _body("worker.exited", actor, worker, reason, worker_id=worker, version=version,
+                 active_sessions=active_sessions, exit_code=exit_code)
+
+
+def verdict(event: str, version: str, actor: str, reason: str | None = None) -> dict[str, Any]:
+    """`version.verified`, `version.marked_bad` or `version.cleared`."""
+    return _body(event, actor, "fleet", reason, version=version)

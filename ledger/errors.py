@@ -1,0 +1,83 @@
+"""Errors, grouped by who must act on them.
+
+`InputError` and its kin mean the caller gave something the ledger refuses:
+nothing was written and the CLI exits 2. `VerificationError` means stored
+history is not what was signed: the CLI exits 1 and prints the evidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class LedgerError(Exception):
+    """Base of every error the ledger raises on purpose."""
+
+    exit_code = 2
+
+
+class InputError(LedgerError):
+    """The caller's input is malformed or refused; nothing was written."""
+
+
+class RecordError(InputError):
+    """A record failed validation (JSON, schema, size, reserved field)."""
+
+
+class KeyFileError(InputError):
+    """A key file is missing, unreadable, or not this ledger's key."""
+
+
+class NotInitializedError(InputError):
+    """There is no ledger at the given location."""
+
+
+class UnknownFleetError(InputError):
+    """The named fleet has no records."""
+
+
+class StorageError(LedgerError):
+    """The store could not be read or written (locked, unreachable, full)."""
+
+
+class ConflictError(LedgerError):
+    """Concurrent writers kept winning the race for the next position."""
+
+
+class NotFoundError(LedgerError):
+    """A query has no answer (for example: no last-good version)."""
+
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Evidence of the first place where stored history breaks.
+
+    `chain` is the fleet name (or `@keys` for the key chain), `seq` the
+    position, `check` which rule failed, and `expected`/`found` the values.
+    """
+
+    chain: str
+    seq: int
+    check: str
+    expected: str
+    found: str
+    detail: str = ""
+
+    def describe(self) -> str:
+        text = (
+            f"{self.check} at {self.chain} seq {self.seq}: "
+            f"expected {self.expected}, found {self.found}"
+        )
+        return f"{text} ({self.detail})" if self.detail else text
+
+
+class VerificationError(LedgerError):
+    """Stored history fails verification; carries the first fault."""
+
+    exit_code = 1
+
+    def __init__(self, fault: Fault):
+        super().__init__(fault.describe())
+        self.fault = fault

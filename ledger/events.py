@@ -1,0 +1,331 @@
+"""The vocabulary: every event type, its fields, and its JSON Schema.
+
+Names follow OpenRTC's audit vocabulary (flat records with `event`, `actor`,
+`target`, `result`, `version` and extra fields) and extend it where the ledger
+needs more. The schemas built here are the public contract: `schemas/` holds
+them as files (written by `python -m ledger.schemas`, held equal by a test), and
+every append is validated against them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import jsonschema_rs
+
+from ledger.encoding import MAX_SAFE_INTEGER
+from ledger.errors import RecordError
+
+SCHEMA_BASE = "https://deploy-ledger.invalid/schemas/"
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+
+FLEET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+FLEET_RE = re.compile(FLEET_PATTERN)
+
+#: Fields the ledger sets when it seals a record; a caller may not supply them.
+CHAIN_FIELDS = ("seq", "prev", "hash", "kid", "sig", "fleet", "timestamp")
+
+#: Core fields of every record (OpenRTC's flat audit shape).
+CORE_REQUIRED = ("event", "actor", "target", "result")
+
+RESULTS = ("success", "failure", "rejected", "pending")
+
+#: Checks a rollback command can fail, named in `rollback.rejected` records.
+ROLLBACK_CHECKS = (
+    "target_unknown",
+    "target_not_good",
+    "target_is_current",
+    "from_version_mismatch",
+    "rollout_in_flight",
+    "no_current_version",
+    "no_last_good",
+)
+
+_TEXT: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 256}
+_REASON: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 4096}
+_COUNT: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": MAX_SAFE_INTEGER}
+_HEX64: dict[str, Any] = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_KID: dict[str, Any] = {"type": "string", "pattern": "^[0-9a-f]{16}$"}
+_PUBLIC_KEY: dict[str, Any] = {"type": "string", "pattern": "^ed25519:[A-Za-z0-9+/]{43}=$"}
+
+
+@dataclass(frozen=True)
+class EventType:
+    """One event type: its name, why it exists, and its typed fields."""
+
+    name: str
+    description: str
+    required: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    optional: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: Written only by the ledger itself (key management), never by `append`.
+    internal: bool = False
+
+
+def _t(
+    name: str,
+    description: str,
+    required: Mapping[str, Mapping[str, Any]] | None = None,
+    optional: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    internal: bool = False,
+) -> EventType:
+    return EventType(name, description, required or {}, optional or {}, internal)
+
+
+_WORKER = {"worker_id": _TEXT, "version": _TEXT}
+
+EVENT_TYPES: dict[str, EventType] = {
+    t.name: t
+    for t in (
+        _t(
+            "deployment.started",
+            "A version starts rolling out to the fleet (it takes new calls).",
+            {"version": _TEXT},
+            {"from_version": _TEXT, "reason": _REASON},
+        ),
+        _t(
+            "deployment.completed",
+            "Every worker runs the version and the old version has drained.",
+            {"version": _TEXT},
+            {"reason": _REASON},
+        ),
+        _t(
+            "deployment.drain_started",
+            "A worker (or the whole version) stops taking calls; in-flight calls run on.",
+            {"version": _TEXT},
+            {"worker_id": _TEXT, "reason": _REASON},
+        ),
+        _t(
+            "deployment.drain_stuck",
+            "A draining worker outlasted its drain timeout and was left running.",
+            {**_WORKER, "active_sessions": _COUNT},
+            {"reason": _REASON, "timeout_s": _COUNT},
+        ),
+        _t(
+            "deployment.rolled_back",
+            "The fleet returns to `version`, leaving `from_version`.",
+            {"version": _TEXT, "from_version": _TEXT, "reason": _REASON},
+            {
+                "rollback_id": _TEXT,
+                "idempotency_key": _TEXT,
+                "forced": {"type": "boolean"},
+                "good_evidence_seq": _COUNT,
+            },
+        ),
+        _t(
+            "rollback.rejected",
+            "A well-formed rollback command that a check refused; the fleet is untouched.",
+            {"check": {"enum": list(ROLLBACK_CHECKS)}, "reason": _REASON},
+            {
+                "version": _TEXT,
+                "from_version": _TEXT,
+                "detail": _REASON,
+                "idempotency_key": _TEXT,
+            },
+        ),
+        _t(
+            "rollback.completed",
+            "A rollback finished: every live worker runs `version`, none of `from_version` remain.",
+            {"version": _TEXT, "from_version": _TEXT},
+            {"rollback_id": _TEXT, "dropped_calls": _COUNT},
+        ),
+        _t(
+            "rollback.failed",
+            "A rollback could not confirm a clean fleet; `reason` says why.",
+            {"version": _TEXT, "from_version": _TEXT, "reason": _REASON},
+            {"rollback_id": _TEXT},
+        ),
+        _t(
+            "worker.started",
+            "A worker process of a version is up and taking calls.",
+            _WORKER,
+            {"pid": _COUNT, "reason": _REASON},
+        ),
+        _t(
+            "worker.sessions",
+            "A worker reports how many calls it holds now.",
+            {**_WORKER, "active_sessions": _COUNT},
+        ),
+        _t(
+            "worker.exited",
+            "A worker exited; `active_sessions` > 0 at exit means dropped calls.",
+            {**_WORKER, "active_sessions": _COUNT},
+            {"exit_code": {"type": "integer"}, "reason": _REASON},
+        ),
+        _t(
+            "worker.rejected",
+            "A worker was refused membership (for example: wrong version after a rollback).",
+            {**_WORKER, "reason": _REASON},
+        ),
+        _t(
+            "version.verified",
+            "An explicit verdict that a version is healthy.",
+            {"version": _TEXT},
+            {"reason": _REASON},
+        ),
+        _t(
+            "version.marked_bad",
+            "An explicit verdict that a version must not be returned to.",
+            {"version": _TEXT, "reason": _REASON},
+        ),
+        _t(
+            "version.cleared",
+            "A deliberate, recorded clearing of a bad verdict or a rollback-from.",
+            {"version": _TEXT, "reason": _REASON},
+        ),
+        _t(
+            "ledger.initialized",
+            "Genesis of the key chain: the ledger's first signing key.",
+            {"public_key": _PUBLIC_KEY, "new_kid": _KID},
+            internal=True,
+        ),
+        _t(
+            "key.rotated",
+            "Signed by the retiring key; introduces the key that signs from now on.",
+            {"public_key": _PUBLIC_KEY, "new_kid": _KID},
+            {"reason": _REASON},
+            internal=True,
+        ),
+    )
+}
+
+
+INTERNAL_EVENTS = frozenset(name for name, t in EVENT_TYPES.items() if t.internal)
+
+
+def value_schema() -> dict[str, Any]:
+    """Schema of an extra field's value: JSON without floats or huge integers."""
+    return {
+        "anyOf": [
+            {"type": ["string", "boolean", "null"]},
+            {"type": "integer", "minimum": -MAX_SAFE_INTEGER, "maximum": MAX_SAFE_INTEGER},
+            {"type": "array", "items": {"$ref": "#/$defs/value"}},
+            {
+                "type": "object",
+                "propertyNames": {"pattern": "^[ -~]*$"},
+                "additionalProperties": {"$ref": "#/$defs/value"},
+            },
+        ]
+    }
+
+
+def _core_properties() -> dict[str, Any]:
+    return {
+        "actor": _TEXT,
+        "target": _TEXT,
+        "result": {"enum": list(RESULTS)},
+        "version": _TEXT,
+        "reason": _REASON,
+    }
+
+
+def _chain_properties() -> dict[str, Any]:
+    return {
+        "seq": {"type": "integer", "minimum": 1, "maximum": MAX_SAFE_INTEGER},
+        "prev": _HEX64,
+        "hash": _HEX64,
+        "kid": _KID,
+        "sig": {"type": "string", "pattern": "^[A-Za-z0-9+/]{86}==$"},
+        "fleet": {"type": "string", "pattern": f"^@keys$|{FLEET_PATTERN}"},
+        "timestamp": {
+            "type": "string",
+            "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$",
+        },
+    }
+
+
+def event_schema(event_type: EventType, *, sealed: bool) -> dict[str, Any]:
+    """JSON Schema of one event type: as a caller submits it, or as stored."""
+    properties = {**_core_properties(), "event": {"const": event_type.name}}
+    properties.update(event_type.optional)
+    properties.update(event_type.required)
+    required = [*CORE_REQUIRED, *event_type.required]
+    if sealed:
+        properties.update(_chain_properties())
+        required += list(CHAIN_FIELDS)
+    suffix = "record" if sealed else "input"
+    return {
+        "$schema": DRAFT,
+        "$id": f"{SCHEMA_BASE}{event_type.name}.{suffix}.json",
+        "title": event_type.name,
+        "description": event_type.description,
+        "type": "object",
+        "properties": properties,
+        "required": sorted(set(required)),
+        "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"},
+        "additionalProperties": {"$ref": "#/$defs/value"},
+        "$defs": {"value": value_schema()},
+    }
+
+
+def record_schema() -> dict[str, Any]:
+    """Schema of any stored record, as the audit feed prints it."""
+    return {
+        "$schema": DRAFT,
+        "$id": f"{SCHEMA_BASE}record.json",
+        "title": "ledger record",
+        "description": "One sealed record of a chain, as `ledger feed` prints it.",
+        "type": "object",
+        "properties": {
+            **_core_properties(),
+            **_chain_properties(),
+            "event": {"enum": sorted(EVENT_TYPES)},
+        },
+        "required": sorted({*CORE_REQUIRED, *CHAIN_FIELDS}),
+        "additionalProperties": {"$ref": "#/$defs/value"},
+        "$defs": {"value": value_schema()},
+    }
+
+
+@cache
+def _validator(name: str, sealed: bool) -> Any:
+    return jsonschema_rs.validator_for(event_schema(EVENT_TYPES[name], sealed=sealed))
+
+
+def _first_error(validator: Any, record: Mapping[str, Any]) -> str:
+    for error in validator.iter_errors(record):
+        path = ".".join(str(p) for p in error.instance_path)
+        return f"field '{path}': {error.message}" if path else error.message
+    return "invalid record"
+
+
+def validate_input(record: Mapping[str, Any], where: str = "record") -> EventType:
+    """Check a caller's record before it is sealed; return its event type."""
+    event = record.get("event")
+    if not isinstance(event, str):
+        raise RecordError(f"{where}: missing field 'event' (a string naming the event type)")
+    event_type = EVENT_TYPES.get(event)
+    if event_type is None:
+        raise RecordError(f"{where}: unknown event type '{event}'")
+    for name in CHAIN_FIELDS:
+        if name in record:
+            raise RecordError(f"{where}: field '{name}' is set by the ledger, not the caller")
+    validator = _validator(event, False)
+    if not validator.is_valid(record):
+        raise RecordError(f"{where} ({event}): {_first_error(validator, record)}")
+    return event_type
+
+
+def stored_schema_error(record: Mapping[str, Any]) -> str | None:
+    """Why a stored record breaks its schema, or None when it conforms."""
+    event = record.get("event")
+    if not isinstance(event, str) or event not in EVENT_TYPES:
+        return f"unknown event type {event!r}"
+    validator = _validator(event, True)
+    if validator.is_valid(record):
+        return None
+    return _first_error(validator, record)
+
+
+def check_fleet_name(fleet: str) -> str:
+    """Fleet names become chain ids and origin lines: keep them plain."""
+    if not FLEET_RE.match(fleet):
+        raise RecordError(
+            f"fleet name {fleet!r} is invalid: use letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit, at most 64 characters"
+        )
+    return fleet

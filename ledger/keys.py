@@ -1,0 +1,158 @@
+"""Ed25519 key files, key ids, signing and signature checks.
+
+A private key lives in a PEM file of mode 0600 and is never printed. Public
+keys travel as text, `ed25519:<base64 of the 32 raw bytes>`; a key id (`kid`)
+is the first 8 bytes of SHA-256 of the raw public key, in hex. The file
+`<key>.pub` beside a new key holds the ledger's anchor: the public key that
+verification trusts first.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from ledger.errors import KeyFileError
+
+PUBLIC_PREFIX = "ed25519:"
+
+
+def raw_public(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def key_id(raw: bytes) -> str:
+    """The short id a record names its signing key by."""
+    return hashlib.sha256(raw).digest()[:8].hex()
+
+
+def public_text(raw: bytes) -> str:
+    return PUBLIC_PREFIX + base64.b64encode(raw).decode("ascii")
+
+
+def parse_public_key(text: str) -> bytes:
+    """Raw 32 bytes from `ed25519:<base64>` (or bare base64), with a clear error."""
+    body = text.strip()
+    body = body.removeprefix(PUBLIC_PREFIX)
+    try:
+        raw = base64.b64decode(body, validate=True)
+    except binascii.Error:
+        raise KeyFileError(f"public key {text.strip()[:60]!r} is not base64") from None
+    if len(raw) != 32:
+        raise KeyFileError(f"public key must be 32 bytes, got {len(raw)}")
+    return raw
+
+
+def read_public_key(value: str) -> bytes:
+    """A trusted public key given on the command line: a file path or the text."""
+    path = Path(value)
+    if value.startswith(PUBLIC_PREFIX) or not path.exists():
+        return parse_public_key(value)
+    try:
+        return parse_public_key(path.read_text(encoding="ascii"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeyFileError(f"cannot read public key file {path}: {exc}") from None
+
+
+class Signer:
+    """Holds a private key in memory and signs record hashes; never shows it."""
+
+    def __init__(self, private_key: Ed25519PrivateKey, path: Path | None = None):
+        self._key = private_key
+        self.path = path
+        self.public_raw = raw_public(private_key.public_key())
+        self.kid = key_id(self.public_raw)
+        self.public_text = public_text(self.public_raw)
+
+    def __repr__(self) -> str:
+        return f"Signer(kid={self.kid})"
+
+    def sign(self, message: bytes) -> str:
+        return base64.b64encode(self._key.sign(message)).decode("ascii")
+
+    def sign_raw(self, message: bytes) -> bytes:
+        return self._key.sign(message)
+
+    def private_bytes(self) -> bytes:
+        """Raw private bytes, only for handing to the ledger's own signing workers."""
+        return self._key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+
+    @classmethod
+    def generate(cls) -> Signer:
+        return cls(Ed25519PrivateKey.generate())
+
+
+def verify_signature(public_raw: bytes, sig_b64: str, message: bytes) -> bool:
+    try:
+        sig = base64.b64decode(sig_b64, validate=True)
+        Ed25519PublicKey.from_public_bytes(public_raw).verify(sig, message)
+    except (InvalidSignature, binascii.Error, ValueError):
+        return False
+    return True
+
+
+def write_private_key(path: Path, signer: Signer) -> None:
+    """Write a new private key file, mode 0600, refusing to overwrite one."""
+    pem = signer._key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyFileError(f"key file {path} already exists; refusing to overwrite it") from None
+    except OSError as exc:
+        raise KeyFileError(f"cannot create key file {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+        handle.flush()
+        os.fsync(handle.fileno())
+    signer.path = path
+
+
+def write_public_key(path: Path, raw: bytes) -> None:
+    path.write_text(public_text(raw) + "\n", encoding="ascii")
+
+
+def load_signer(path: Path) -> Signer:
+    """Load a private key file with a one-line error for each way it can fail."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise KeyFileError(
+            f"signing key not found at {path} (run `ledger init`, or give --key / LEDGER_KEY)"
+        ) from None
+    except OSError as exc:
+        raise KeyFileError(f"cannot read signing key {path}: {exc.strerror}") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise KeyFileError(f"{path} is not an unencrypted PEM private key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyFileError(f"{path} holds a {type(key).__name__}, not an Ed25519 key")
+    return Signer(key, path)
+
+
+def anchor_path(key_path: Path) -> Path:
+    """Where `init` leaves the anchor public key: beside the private key."""
+    return key_path.with_name(key_path.name + ".pub")
+
+
+def next_key_path(key_path: Path) -> Path:
+    """Where a rotation stages the new private key before it takes over."""
+    return key_path.with_name(key_path.name + ".next")

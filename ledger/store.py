@@ -1,0 +1,168 @@
+"""Persistence: sealed records as events of an eventsourcing application.
+
+Each chain is one event stream: a fleet's records live in stream
+`fleet:<name>` and the key history in stream `@keys`, with a record's `seq`
+as the stream's `originator_version`. The store's unique key on
+(stream, version) is what stops two writers from forking a chain: the loser of
+a race gets `IntegrityError` and re-seals on the new head. The stored state is
+the record's canonical bytes exactly as hashed and signed, so verification
+reads the very bytes that were signed; no transcoder, compressor or cipher
+touches them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import (
+    JSONTranscoder,
+    Mapper,
+    OperationalError,
+    PersistenceError,
+    StoredEvent,
+)
+
+from ledger.errors import NotInitializedError, StorageError
+from ledger.postgres_url import postgres_env, redact
+
+FLEET_PREFIX = "fleet:"
+KEY_CHAIN = "@keys"
+PAGE_SIZE = 2000
+
+
+@dataclass(frozen=True)
+class SealedRecord:
+    """The domain event: one sealed record at its position in its chain."""
+
+    originator_id: str
+    originator_version: int
+    event: str
+    data: bytes
+
+
+class RecordMapper(Mapper[str]):
+    """Maps a sealed record to a stored event and back, bytes untouched.
+
+    The topic column carries the event type, so followers can filter by it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(transcoder=JSONTranscoder())  # unused: state is already bytes
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        return StoredEvent(
+            originator_id=domain_event.originator_id,
+            originator_version=domain_event.originator_version,
+            topic=domain_event.event,
+            state=domain_event.data,
+        )
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        return SealedRecord(
+            str(stored_event.originator_id),
+            stored_event.originator_version,
+            stored_event.topic,
+            stored_event.state,
+        )
+
+
+class LedgerApplication(Application[str]):
+    """The eventsourcing application that holds every chain of one ledger."""
+
+    name = "DeployLedger"
+
+    def construct_mapper(self) -> Mapper[str]:
+        return RecordMapper()
+
+
+def stream_id(chain: str) -> str:
+    return chain if chain == KEY_CHAIN else FLEET_PREFIX + chain
+
+
+def is_postgres(db: str) -> bool:
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+def persistence_env(db: str) -> dict[str, str]:
+    """eventsourcing settings for a database location (a file path by default)."""
+    if is_postgres(db):
+        return postgres_env(db)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "SQLITE_DBNAME": str(Path(db)),
+        "SQLITE_LOCK_TIMEOUT": "30",
+        "ORIGINATOR_ID_TYPE": "text",
+    }
+
+
+class Store:
+    """Reads and writes the stored records of every chain in one ledger."""
+
+    def __init__(self, db: str, *, create: bool = False):
+        if not is_postgres(db) and not create and not Path(db).exists():
+            raise NotInitializedError(
+                f"no ledger at {db} (run `ledger init`, or give --db / LEDGER_DB)"
+            )
+        self.db = db
+        self.label = redact(db) if is_postgres(db) else db
+        try:
+            self.app = LedgerApplication(env=persistence_env(db))
+        except (PersistenceError, OSError) as exc:
+            raise StorageError(f"cannot open ledger database {self.label}: {exc}") from None
+        self.recorder: Any = self.app.recorder
+
+    def close(self) -> None:
+        self.app.close()
+
+    def insert(self, records: Sequence[SealedRecord]) -> None:
+        """Write records in one transaction; returns only once they are durable.
+
+        Raises eventsourcing's IntegrityError when a position is taken.
+        """
+        self.app.save(*records)
+
+    def last(self, chain: str) -> bytes | None:
+        row = self.last_row(chain)
+        return bytes(row.state) if row else None
+
+    def last_row(self, chain: str) -> StoredEvent | None:
+        rows = self.recorder.select_events(stream_id(chain), desc=True, limit=1)
+        return rows[0] if rows else None
+
+    def page(self, chain: str, after: int, limit: int = PAGE_SIZE) -> Sequence[StoredEvent]:
+        result: Sequence[StoredEvent] = self.recorder.select_events(
+            stream_id(chain), gt=after, limit=limit
+        )
+        return result
+
+    def scan(self, chain: str, after: int = 0, page_size: int = PAGE_SIZE) -> Iterator[StoredEvent]:
+        """Every stored record of a chain after a position, in order, page by page."""
+        while True:
+            rows = self.page(chain, after, page_size)
+            yield from rows
+            if len(rows) < page_size:
+                return
+            after = rows[-1].originator_version
+
+    def chains(self) -> list[str]:
+        """Names of the fleets that have records (the key chain excluded)."""
+        table = self.recorder.events_table_name
+        try:
+            with self.recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(f"SELECT DISTINCT originator_id FROM {table}")
+                names = [row[0] for row in cursor.fetchall()]
+        except OperationalError as exc:
+            raise StorageError(f"cannot read {self.label}: {exc}") from None
+        return sorted(n.removeprefix(FLEET_PREFIX) for n in names if n.startswith(FLEET_PREFIX))
+
+    def max_notification_id(self) -> int:
+        return int(self.recorder.max_notification_id() or 0)
+
+
+def default_db() -> str:
+    return os.environ.get("LEDGER_DB", "ledger.db")

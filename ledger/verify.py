@@ -1,0 +1,338 @@
+"""Whole-ledger verification, with evidence of the first fault.
+
+Per record, a worker checks what needs only the record: its position, that its
+bytes are canonical, its hash, its schema and its Ed25519 signature. Those run
+in a process pool on every core (signature checks dominate and hold the GIL).
+The parent checks what links records: no gap in `seq`, each `prev` is the hash
+before it, timestamps never go back, and each signing key was in force at that
+time according to the key chain, which is itself verified first from the
+trusted anchor key. The parent also folds the Merkle root for checkpoints.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from eventsourcing.persistence import StoredEvent
+
+from ledger.chain import (
+    GENESIS_PREV,
+    ORIGIN_PREFIX,
+    Checkpoint,
+    MerkleAccumulator,
+    checkpoint_signed_by,
+    leaf_hash,
+    signed_message,
+)
+from ledger.encoding import canonical
+from ledger.errors import Fault, InputError, VerificationError
+from ledger.events import INTERNAL_EVENTS, stored_schema_error
+from ledger.keys import key_id, parse_public_key, verify_signature
+from ledger.store import KEY_CHAIN, Store
+
+BATCH = 1024
+PARALLEL_THRESHOLD = 4096
+Progress = Callable[[int, int], None]
+
+# (seq, prev, hash, kid, timestamp, leaf hash, event type, new key or None)
+RecordInfo = tuple[int, str, str, str, str, bytes, str, "tuple[str, str] | None"]
+# (seq, check, expected, found, detail)
+RawFault = tuple[int, str, str, str, str]
+
+
+@dataclass(frozen=True)
+class KeyEpoch:
+    """A signing key and the span of time in which it may sign."""
+
+    kid: str
+    public_raw: bytes
+    start: str
+    end: str | None = None
+
+
+@dataclass
+class ChainReport:
+    """What verification proved about one chain."""
+
+    chain: str
+    count: int = 0
+    head: str = GENESIS_PREV
+    root: bytes = b""
+    checkpoint_size: int | None = None
+
+
+@dataclass
+class LedgerReport:
+    keys: list[KeyEpoch] = field(default_factory=list)
+    chains: list[ChainReport] = field(default_factory=list)
+
+
+def check_batch(
+    chain: str, rows: Sequence[tuple[int, bytes]], keys: dict[str, bytes]
+) -> tuple[list[RecordInfo], RawFault | None]:
+    """Check each record on its own; stop at the first fault in the batch."""
+    infos: list[RecordInfo] = []
+    for position, data in rows:
+        try:
+            record = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            return infos, (position, "encoding", "a JSON record", "undecodable bytes", str(exc))
+        if not isinstance(record, dict):
+            return infos, (position, "encoding", "a JSON object", type(record).__name__, "")
+        if canonical(record) != data:
+            return infos, (position, "encoding", "canonical JSON bytes", "non-canonical bytes", "")
+        seq = record.get("seq")
+        if seq != position:
+            return infos, (position, "seq", str(position), repr(seq), "record stored out of place")
+        schema_error = stored_schema_error(record)
+        if schema_error is not None:
+            return infos, (position, "schema", "a valid record", "invalid record", schema_error)
+        if record["fleet"] != chain:
+            return infos, (position, "fleet", chain, record["fleet"], "record moved between chains")
+        stated = record["hash"]
+        body = {k: v for k, v in record.items() if k != "hash" and k != "sig"}
+        actual = hashlib.sha256(canonical(body)).hexdigest()
+        if actual != stated:
+            return infos, (position, "hash", actual, stated, "record content changed")
+        kid = record["kid"]
+        public_raw = keys.get(kid)
+        if public_raw is None:
+            return infos, (position, "signature", "a key of this ledger", f"unknown key {kid}", "")
+        if not verify_signature(public_raw, record["sig"], signed_message(actual)):
+            return infos, (position, "signature", f"valid signature by {kid}", "bad signature", "")
+        new_key = None
+        if record["event"] in ("ledger.initialized", "key.rotated"):
+            new_key = (record["new_kid"], record["public_key"])
+        if (record["event"] in INTERNAL_EVENTS) != (chain == KEY_CHAIN):
+            return infos, (position, "event", "an event of this chain", record["event"], "")
+        infos.append(
+            (position, record["prev"], actual, kid, record["timestamp"], leaf_hash(data),
+             record["event"], new_key)
+        )
+    return infos, None
+
+
+_worker_keys: dict[str, bytes] = {}
+
+
+def _init_worker(keys: dict[str, bytes]) -> None:
+    _worker_keys.clear()
+    _worker_keys.update(keys)
+
+
+def _check_in_worker(
+    chain: str, rows: Sequence[tuple[int, bytes]]
+) -> tuple[list[RecordInfo], RawFault | None]:
+    return check_batch(chain, rows, _worker_keys)
+
+
+class _Linker:
+    """The parent's checks across records of one chain."""
+
+    def __init__(self, chain: str, epochs: dict[str, KeyEpoch], checkpoint: Checkpoint | None):
+        self.report = ChainReport(chain)
+        self.epochs = epochs
+        self.accumulator = MerkleAccumulator()
+        self.checkpoint = checkpoint
+        self.last_timestamp = ""
+
+    def fault(self, seq: int, check: str, expected: str, found: str, detail: str = "") -> None:
+        raise VerificationError(Fault(self.report.chain, seq, check, expected, found, detail))
+
+    def link(self, info: RecordInfo) -> None:
+        seq, prev, digest, kid, timestamp, leaf, _event, _new_key = info
+        report = self.report
+        if seq != report.count + 1:
+            self.fault(report.count + 1, "seq", str(report.count + 1), str(seq),
+                       f"{seq - report.count - 1} record(s) missing")
+        if prev != report.head:
+            self.fault(seq, "prev", report.head, prev, "link to the record before is broken")
+        if timestamp < self.last_timestamp:
+            self.fault(seq, "timestamp", f">= {self.last_timestamp}", timestamp, "time went back")
+        epoch = self.epochs.get(kid)
+        if epoch is None:
+            self.fault(seq, "signature", "a key of this ledger", f"unknown key {kid}")
+        elif timestamp < epoch.start or (epoch.end is not None and timestamp > epoch.end):
+            self.fault(seq, "key", f"key {kid} in force {epoch.start}..{epoch.end or 'now'}",
+                       timestamp, "signed outside the key's time in force (retired key?)")
+        self.last_timestamp = timestamp
+        self.accumulator.add(leaf)
+        report.count = seq
+        report.head = digest
+        if self.checkpoint is not None and seq == self.checkpoint.size:
+            self._match_checkpoint(seq)
+
+    def _match_checkpoint(self, seq: int) -> None:
+        assert self.checkpoint is not None
+        root = self.accumulator.root()
+        if root != self.checkpoint.root:
+            self.fault(seq, "checkpoint root", base64.b64encode(self.checkpoint.root).decode(),
+                       base64.b64encode(root).decode(), "history differs from the checkpoint")
+        if self.report.head != self.checkpoint.head:
+            self.fault(seq, "checkpoint head", self.checkpoint.head, self.report.head)
+        self.report.checkpoint_size = seq
+
+    def finish(self) -> ChainReport:
+        self.report.root = self.accumulator.root()
+        checkpoint = self.checkpoint
+        if checkpoint is not None:
+            if checkpoint.size == 0:
+                self.report.checkpoint_size = 0
+            elif self.report.count < checkpoint.size:
+                self.fault(self.report.count + 1, "truncated", f"{checkpoint.size} records",
+                           f"{self.report.count} records",
+                           "the ledger no longer extends the checkpoint")
+        return self.report
+
+
+def _batches(rows: Iterator[StoredEvent]) -> Iterator[list[tuple[int, bytes]]]:
+    batch: list[tuple[int, bytes]] = []
+    for row in rows:
+        batch.append((row.originator_version, bytes(row.state)))
+        if len(batch) == BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class Verifier:
+    """Verifies chains of one store against a trusted anchor key."""
+
+    def __init__(self, store: Store, anchor_raw: bytes, progress: Progress | None = None):
+        self.store = store
+        self.anchor_raw = anchor_raw
+        self.progress = progress
+        self.epochs: dict[str, KeyEpoch] = {}
+        self._pool: Executor | None = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> Verifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def verify_keys(self) -> list[KeyEpoch]:
+        """Walk the key chain from the anchor; every key must be introduced by the one before."""
+        anchor_kid = key_id(self.anchor_raw)
+        keys = {anchor_kid: self.anchor_raw}
+        linker = _Linker(KEY_CHAIN, {anchor_kid: KeyEpoch(anchor_kid, self.anchor_raw, "")}, None)
+        epochs: list[KeyEpoch] = []
+        for batch in _batches(self.store.scan(KEY_CHAIN)):
+            for position, data in batch:
+                infos, fault = check_batch(KEY_CHAIN, [(position, data)], keys)
+                if fault:
+                    raise VerificationError(Fault(KEY_CHAIN, *fault))
+                info = infos[0]
+                linker.link(info)
+                seq, _prev, _h, kid, timestamp, _leaf, event, new_key = info
+                assert new_key is not None
+                new_kid, new_public = new_key
+                raw = parse_public_key(new_public)
+                if key_id(raw) != new_kid:
+                    linker.fault(seq, "key", f"kid {key_id(raw)}", new_kid, "kid does not match key")
+                if seq == 1:
+                    if event != "ledger.initialized" or new_kid != anchor_kid:
+                        linker.fault(1, "anchor", f"ledger initialized with key {anchor_kid}",
+                                     f"{event} introducing {new_kid}",
+                                     "this ledger was not made with the trusted key")
+                    epochs.append(KeyEpoch(new_kid, raw, timestamp))
+                else:
+                    if event != "key.rotated":
+                        linker.fault(seq, "key chain", "key.rotated", event)
+                    current = epochs[-1]
+                    if kid != current.kid:
+                        linker.fault(seq, "key", f"rotation signed by current key {current.kid}", kid)
+                    epochs[-1] = KeyEpoch(current.kid, current.public_raw, current.start, timestamp)
+                    epochs.append(KeyEpoch(new_kid, raw, timestamp))
+                keys = {e.kid: e.public_raw for e in epochs}
+                linker.epochs = {e.kid: e for e in epochs}
+        if not epochs:
+            raise VerificationError(Fault(KEY_CHAIN, 1, "anchor", "ledger.initialized", "no records",
+                                          "the key chain is empty"))
+        self.epochs = {e.kid: e for e in epochs}
+        return epochs
+
+    def verify_chain(self, chain: str, checkpoint: Checkpoint | None = None) -> ChainReport:
+        if not self.epochs:
+            self.verify_keys()
+        last = self.store.last_row(chain)
+        total = last.originator_version if last else 0
+        linker = _Linker(chain, self.epochs, checkpoint)
+        batches = _batches(self.store.scan(chain))
+        if total >= PARALLEL_THRESHOLD:
+            results = self._parallel(chain, batches)
+        else:
+            keys = {k: e.public_raw for k, e in self.epochs.items()}
+            results = (check_batch(chain, batch, keys) for batch in batches)
+        for infos, fault in results:
+            for info in infos:
+                linker.link(info)
+            if fault is not None:
+                raise VerificationError(Fault(chain, *fault))
+            if self.progress:
+                self.progress(linker.report.count, total)
+        return linker.finish()
+
+    def _parallel(
+        self, chain: str, batches: Iterator[list[tuple[int, bytes]]]
+    ) -> Iterator[tuple[list[RecordInfo], RawFault | None]]:
+        if self._pool is None:
+            keys = {k: e.public_raw for k, e in self.epochs.items()}
+            self._pool = ProcessPoolExecutor(
+                max_workers=os.cpu_count() or 1, initializer=_init_worker, initargs=(keys,)
+            )
+        window = 4 * (os.cpu_count() or 1)
+        pending: deque[Future[Any]] = deque()
+        for batch in batches:
+            pending.append(self._pool.submit(_check_in_worker, chain, batch))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def load_checkpoint(text: str) -> tuple[Checkpoint, list[tuple[str, bytes, bytes]]]:
+    from ledger.chain import parse_checkpoint
+
+    return parse_checkpoint(text)
+
+
+def verify_ledger(
+    store: Store,
+    anchor_raw: bytes,
+    *,
+    fleets: Sequence[str] | None = None,
+    checkpoint_text: str | None = None,
+    progress: Progress | None = None,
+) -> LedgerReport:
+    """Verify the key chain, then each fleet (all of them unless named)."""
+    report = LedgerReport()
+    with Verifier(store, anchor_raw, progress) as verifier:
+        report.keys = verifier.verify_keys()
+        checkpoint = None
+        if checkpoint_text is not None:
+            checkpoint, signatures = load_checkpoint(checkpoint_text)
+            if not checkpoint_signed_by(checkpoint, signatures, [e.public_raw for e in report.keys]):
+                raise InputError("checkpoint signature does not verify under any key of this ledger")
+            prefix = f"{ORIGIN_PREFIX}/{key_id(anchor_raw)}/"
+            if not checkpoint.origin.startswith(prefix):
+                raise InputError(f"checkpoint origin {checkpoint.origin!r} is not of this ledger")
+            fleets = [checkpoint.origin.removeprefix(prefix)]
+        names = list(fleets) if fleets is not None else store.chains()
+        for name in names:
+            report.chains.append(verifier.verify_chain(name, checkpoint))
+    return report

@@ -1,0 +1,103 @@
+"""Keys: creation, display, rotation, and verification anchored at a public key."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from ledger import Ledger, VerificationError
+from ledger import commands as build
+from ledger.chain import seal
+from ledger.keys import load_signer
+from tests.conftest import Env, run_cli, seed
+
+
+def test_init_creates_a_private_key_of_mode_0600_and_prints_only_the_public_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, key = tmp_path / "l.db", tmp_path / "l.key"
+    result = run_cli(capsys, "init", "--db", str(db), "--key", str(key))
+    assert result.code == 0
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    pem = key.read_text()
+    assert "PRIVATE KEY" in pem
+    body = "".join(pem.splitlines()[1:-1])
+    assert body not in result.out + result.err
+    public = key.with_name("l.key.pub").read_text().strip()
+    assert f"public key {public}" in result.out
+    again = run_cli(capsys, "init", "--db", str(db), "--key", str(key))
+    assert again.code == 2 and "already a ledger" in again.err
+
+
+def test_keys_show_prints_the_public_key(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_cli(capsys, "keys", "show", *env.args())
+    assert result.code == 0
+    assert env.pub.read_text().strip() in result.out
+
+
+def test_rotation_is_followed_by_verify(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    old = load_signer(env.key)
+    with env.open() as lg:
+        seed(lg)
+    result = run_cli(capsys, "keys", "rotate", *env.args(), "--actor", "sec", "--reason", "yearly")
+    assert result.code == 0
+    new = load_signer(env.key)
+    assert new.kid != old.kid
+    with env.open() as lg:
+        receipt = lg.append("prod", build.deploy("v2", "ci"))
+        record = list(lg.records("prod"))[-1]
+        assert record["kid"] == new.kid and receipt.seq == 7
+        lg.verify()  # anchored at the original key, follows the rotation
+    # the anchor file still holds the original key, so a reviewer needs only it
+    assert run_cli(capsys, "verify", *env.args(), "--public-key", str(env.pub)).code == 0
+
+
+def test_the_retired_key_cannot_append(env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    retired = tmp_path / "retired.key"
+    retired.write_bytes(env.key.read_bytes())
+    run_cli(capsys, "keys", "rotate", *env.args(), "--actor", "sec")
+    result = run_cli(capsys, "deploy", "v2", "--actor", "ci", "--db", str(env.db), "--key", str(retired))
+    assert result.code == 2 and "is not this ledger's signing key" in result.err
+
+
+def test_a_record_signed_by_a_retired_key_after_retirement_is_a_fault(env: Env,
+                                                                     tmp_path: Path) -> None:
+    import sqlite3
+
+    old = load_signer(env.key)
+    with env.open() as lg:
+        seed(lg)
+        lg.rotate_key("sec")
+        lg.append("prod", build.deploy("v2", "ci"))
+        head = lg.head("prod")
+    # an insider with the old key appends after the rotation, straight into the table
+    body = build.complete("v2", "mallory")
+    _, data = seal(body, fleet="prod", seq=head.seq + 1, prev=head.hash, timestamp=head.timestamp,
+                   signer=old)
+    with sqlite3.connect(env.db) as c:
+        c.execute("INSERT INTO stored_events VALUES (?,?,?,?)",
+                  ("fleet:prod", head.seq + 1, "deployment.completed", data))
+    with env.open(writable=False) as lg, pytest.raises(VerificationError) as caught:
+        lg.verify()
+    assert caught.value.fault.seq == head.seq + 1
+    assert caught.value.fault.check == "key"
+
+
+def test_a_ledger_rewritten_under_another_key_fails(env: Env, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    with env.open() as lg:
+        seed(lg)
+    forged_db, forged_key = tmp_path / "forged.db", tmp_path / "forged.key"
+    with Ledger.init(forged_db, forged_key) as forged:
+        seed(forged)
+    result = run_cli(capsys, "verify", "--db", str(forged_db), "--public-key", str(env.pub))
+    assert result.code == 1
+    assert "@keys seq 1" in result.err and "unknown key" in result.err
+
+
+def test_verify_without_any_trusted_key_is_an_input_error(env: Env, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_cli(capsys, "verify", "--db", str(env.db), "--key", str(tmp_path / "none.key"))
+    assert result.code == 2 and "no trusted public key" in result.err
