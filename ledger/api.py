@@ -20,10 +20,11 @@ from typing import Any
 import orjson
 from eventsourcing.persistence import IntegrityError, OperationalError, PersistenceError
 
-from ledger.chain import ORIGIN_PREFIX, Checkpoint, Head, seal, sign_checkpoint
-from ledger.encoding import check_values
+from ledger.chain import ORIGIN_PREFIX, Checkpoint, Head, link, seal, sign_checkpoint, signed_message
+from ledger.encoding import canonical, check_values
 from ledger.errors import (
     ConflictError,
+    HeadMovedError,
     InputError,
     KeyFileError,
     NotInitializedError,
@@ -41,7 +42,8 @@ from ledger.keys import (
     write_private_key,
     write_public_key,
 )
-from ledger.store import KEY_CHAIN, SealedRecord, Store, default_db, stream_id
+from ledger.signing import BatchSigner
+from ledger.store import KEY_CHAIN, KeyChainMovedError, SealedRecord, Store, default_db, stream_id
 from ledger.verify import LedgerReport, Progress, verify_ledger
 
 CHUNK = 1000
@@ -68,6 +70,16 @@ def default_key() -> Path:
     return Path(os.environ.get("LEDGER_KEY", "ledger.key"))
 
 
+@dataclass(frozen=True)
+class KeyState:
+    """The key that signs now: its position in the key chain, id, public key, start."""
+
+    seq: int
+    kid: str
+    public: str
+    since: str
+
+
 class Ledger:
     """One ledger database and, for writing, its signing key."""
 
@@ -75,6 +87,11 @@ class Ledger:
         self.store = store
         self.signer = signer
         self.key_path = key_path or (signer.path if signer else None) or default_key()
+        # What this writer last saw; a stale value costs one retry, never a fork:
+        # the store refuses a taken position and a moved key chain.
+        self._heads: dict[str, Head] = {}
+        self._key: KeyState | None = None
+        self._batch_signer: BatchSigner | None = None
 
     # -- opening --------------------------------------------------------------
 
@@ -120,6 +137,8 @@ class Ledger:
         return ledger
 
     def close(self) -> None:
+        if self._batch_signer is not None:
+            self._batch_signer.close()
         self.store.close()
 
     def __enter__(self) -> Ledger:
@@ -135,12 +154,17 @@ class Ledger:
 
     def current_key(self) -> tuple[str, str, str]:
         """(kid, public key, in force since) of the key that signs now."""
-        last = self.store.last(KEY_CHAIN)
-        if last is None:
+        key = self._read_key_state()
+        return key.kid, key.public, key.since
+
+    def _read_key_state(self) -> KeyState:
+        row = self.store.last_row(KEY_CHAIN)
+        if row is None:
             raise NotInitializedError(f"{self.store.label} holds no ledger (run `ledger init`)")
         try:
-            record = orjson.loads(last)
-            return str(record["new_kid"]), str(record["public_key"]), str(record["timestamp"])
+            record = orjson.loads(row.state)
+            return KeyState(row.originator_version, str(record["new_kid"]),
+                            str(record["public_key"]), str(record["timestamp"]))
         except (orjson.JSONDecodeError, KeyError, TypeError):
             raise StorageError(
                 "the key chain's last record is unreadable; the ledger is damaged (run `ledger verify`)"
@@ -186,7 +210,7 @@ class Ledger:
             body["reason"] = reason
         try:
             validate_input(body)
-            receipt = self._append_chunk(KEY_CHAIN, [body])[0]
+            receipt = self._rotate(body, signer)
         except BaseException:
             staged.unlink(missing_ok=True)
             raise
@@ -195,11 +219,44 @@ class Ledger:
         self.signer = new
         return receipt
 
+    def _rotate(self, body: Mapping[str, Any], signer: Signer) -> Receipt:
+        """Seal the rotation while holding the write lock.
+
+        Its timestamp is then later than every record committed with the old
+        key, and every later append sees the new key chain (its guard fails and
+        it re-seals with the new key): no legitimate record is ever stamped as
+        signed after its key's retirement.
+        """
+        sealed: list[Receipt] = []
+
+        def make() -> list[SealedRecord]:
+            key = self._read_key_state()
+            if key.kid != signer.kid:
+                raise KeyFileError(f"key {signer.kid} was rotated meanwhile (now {key.kid})")
+            head = self.head(KEY_CHAIN)
+            timestamp = max(utc_now(), head.timestamp)
+            record, data = seal(body, fleet=KEY_CHAIN, seq=head.seq + 1, prev=head.hash,
+                                timestamp=timestamp, signer=signer)
+            sealed.append(Receipt(KEY_CHAIN, head.seq + 1, record["hash"]))
+            return [SealedRecord(stream_id(KEY_CHAIN), head.seq + 1, record["event"], data)]
+
+        try:
+            self.store.insert_locked(make)
+        except (OperationalError, PersistenceError) as exc:
+            raise StorageError(f"cannot write to {self.store.label}: {exc}") from None
+        self._key = None
+        return sealed[0]
+
     # -- writing --------------------------------------------------------------
 
-    def append(self, fleet: str, body: Mapping[str, Any]) -> Receipt:
-        """Validate, seal and durably store one record."""
-        return self.append_many(fleet, [body])[0]
+    def append(self, fleet: str, body: Mapping[str, Any], *, expect_seq: int | None = None) -> Receipt:
+        """Validate, seal and durably store one record.
+
+        With `expect_seq`, append only if the chain's head is still at that seq
+        (a decision taken at that head stays valid); otherwise `HeadMovedError`.
+        """
+        check_fleet_name(fleet)
+        return self._append_chunk(fleet, [self.validate(body)], expect_seq=expect_seq)[0]
 
     def append_many(self, fleet: str, bodies: Iterable[Mapping[str, Any]],
                     chunk: int = CHUNK) -> list[Receipt]:
@@ -232,35 +289,61 @@ class Ledger:
             ) from None
 
     def _append_chunk(self, chain: str, bodies: Sequence[Mapping[str, Any]],
-                      *, check_key: bool = True) -> list[Receipt]:
+                      *, check_key: bool = True, expect_seq: int | None = None) -> list[Receipt]:
         for attempt in range(MAX_ATTEMPTS):
             try:
                 if check_key:
-                    current_kid, _, key_since = self.current_key()
-                    signer = self._signer_for(current_kid)
-                else:
+                    key = self._key or self._read_key_state()
+                    signer = self._signer_for(key.kid)
+                else:  # the genesis of the key chain: there is no key chain yet
                     assert self.signer is not None
-                    signer, key_since = self.signer, ""
-                head = self.head(chain)
-                timestamp = max(utc_now(), head.timestamp, key_since)
-                events, receipts = [], []
-                prev, seq = head.hash, head.seq
-                for body in bodies:
-                    seq += 1
-                    record, data = seal(body, fleet=chain, seq=seq, prev=prev,
-                                        timestamp=timestamp, signer=signer)
-                    prev = record["hash"]
-                    events.append(SealedRecord(stream_id(chain), seq, record["event"], data))
-                    receipts.append(Receipt(chain, seq, prev))
-                self.store.insert(events)
-                return receipts
+                    key, signer = KeyState(0, self.signer.kid, self.signer.public_text, ""), self.signer
+                if expect_seq is not None or chain not in self._heads:
+                    self._heads[chain] = self.head(chain)
+                head = self._heads[chain]
+                if expect_seq is not None and head.seq != expect_seq:
+                    raise HeadMovedError(f"{chain} moved from seq {expect_seq} to {head.seq}")
+                timestamp = max(utc_now(), head.timestamp, key.since)
+                events, receipts = self._seal_all(chain, bodies, head, timestamp, signer)
+                guard = key.seq + (len(bodies) if chain == KEY_CHAIN else 0)
+                self.store.insert(events, key_chain_seq=guard if check_key else None)
             except IntegrityError:
+                self._heads.pop(chain, None)
+                if expect_seq is not None:
+                    raise HeadMovedError(f"{chain} moved past seq {expect_seq}") from None
                 time.sleep(random.uniform(0, min(0.002 * 2**attempt, 0.25)))
-            except OperationalError as exc:
+                continue
+            except KeyChainMovedError:
+                self._key = None  # a rotation landed: re-read the key and seal again
+                continue
+            except (OperationalError, PersistenceError) as exc:
                 raise StorageError(f"cannot write to {self.store.label}: {exc}") from None
-            except PersistenceError as exc:
-                raise StorageError(f"cannot write to {self.store.label}: {exc}") from None
+            last = receipts[-1]
+            self._heads[chain] = Head(last.seq, last.hash, timestamp)
+            self._key = key if check_key and chain != KEY_CHAIN else None
+            return receipts
         raise ConflictError(f"gave up after {MAX_ATTEMPTS} lost races for the head of {chain}")
+
+    def _seal_all(self, chain: str, bodies: Sequence[Mapping[str, Any]], head: Head, timestamp: str,
+                  signer: Signer) -> tuple[list[SealedRecord], list[Receipt]]:
+        """Link the bodies on `head`, sign their hashes (on every core when many), encode."""
+        records, prev = [], head.hash
+        for seq, body in enumerate(bodies, head.seq + 1):
+            record = link(body, fleet=chain, seq=seq, prev=prev, timestamp=timestamp, kid=signer.kid)
+            prev = record["hash"]
+            records.append(record)
+        if self._batch_signer is None or self._batch_signer.signer is not signer:
+            if self._batch_signer is not None:
+                self._batch_signer.close()
+            self._batch_signer = BatchSigner(signer)
+        signatures = self._batch_signer.sign_all([signed_message(r["hash"]) for r in records])
+        events, receipts = [], []
+        stream = stream_id(chain)
+        for record, sig in zip(records, signatures, strict=True):
+            record["sig"] = sig
+            events.append(SealedRecord(stream, record["seq"], record["event"], canonical(record)))
+            receipts.append(Receipt(chain, record["seq"], record["hash"]))
+        return events, receipts
 
     # -- reading --------------------------------------------------------------
 

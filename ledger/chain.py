@@ -51,6 +51,16 @@ def unsigned_hash(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical(body)).hexdigest()
 
 
+def link(
+    body: Mapping[str, Any], *, fleet: str, seq: int, prev: str, timestamp: str, kid: str
+) -> dict[str, Any]:
+    """Add the chain fields and the hash to a validated body (signing comes after)."""
+    record = dict(body)
+    record.update(seq=seq, prev=prev, fleet=fleet, timestamp=timestamp, kid=kid)
+    record["hash"] = hashlib.sha256(canonical(record)).hexdigest()
+    return record
+
+
 def seal(
     body: Mapping[str, Any],
     *,
@@ -61,11 +71,8 @@ def seal(
     signer: Signer,
 ) -> tuple[dict[str, Any], bytes]:
     """Add the chain fields to a validated body; return the record and its bytes."""
-    record = dict(body)
-    record.update(seq=seq, prev=prev, fleet=fleet, timestamp=timestamp, kid=signer.kid)
-    digest = hashlib.sha256(canonical(record)).hexdigest()
-    record["hash"] = digest
-    record["sig"] = signer.sign(signed_message(digest))
+    record = link(body, fleet=fleet, seq=seq, prev=prev, timestamp=timestamp, kid=signer.kid)
+    record["sig"] = signer.sign(signed_message(record["hash"]))
     return record, canonical(record)
 
 

@@ -14,12 +14,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ledger import commands
+from ledger import cli_fleet, commands
 from ledger.api import Ledger, Receipt
 from ledger.encoding import MAX_RECORD_BYTES, parse_record
 from ledger.errors import InputError, LedgerError, RecordError, UnknownFleetError
 from ledger.feed import FeedFilter, feed, parse_time
 from ledger.store import default_db
+from projections import cli as projections_cli
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -116,9 +117,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
                 bodies.append(parse_record(line.rstrip(b"\r\n"), f"{path} line {number}"))
     if not bodies:
         raise RecordError(f"{path} holds no records")
-    for number, body in enumerate(bodies, 1):
-        Ledger.validate(body, f"{path} record {number}")
-    return bodies
+    return bodies  # validated, every one before any is written, by append_many
 
 
 def cmd_append(args: argparse.Namespace) -> int:
@@ -126,6 +125,8 @@ def cmd_append(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
+    if args.drive:
+        return cli_fleet.cmd_deploy_drive(args)
     return _write(args, [commands.deploy(args.version, args.actor, args.reason, args.from_version)])
 
 
@@ -267,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("version")
     p.add_argument("--from-version", default=None)
     _who(p)
+    p.add_argument("--drive", action="store_true",
+                   help="start workers of VERSION, drain the others, confirm the fleet clean")
+    p.add_argument("--projections", default=None, help=argparse.SUPPRESS)
+    cli_fleet.add_driver_options(p)
     p.set_defaults(handler=cmd_deploy)
 
     p = sub.add_parser("complete", help="record that a version's rollout completed")
@@ -316,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--public-key", default=None)
     p.set_defaults(handler=cmd_checkpoint)
+
+    projections_cli.register(sub, _common)
+    cli_fleet.register(sub, _common)
     return parser
 
 

@@ -25,6 +25,27 @@ def canonical(value: dict[str, Any]) -> bytes:
 
 def check_values(value: Any, path: str = "") -> None:
     """Refuse values outside the canonical set, naming the field."""
+    if type(value) is dict and not path:
+        # Fast path for the common flat record: plain scalars need no recursion.
+        for key, item in value.items():
+            kind = type(item)
+            if kind is str or kind is bool or item is None:
+                if key.isascii():
+                    continue
+            elif kind is int and -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER and key.isascii():
+                continue
+            _check_item(key, item)
+        return
+    _check_any(value, path)
+
+
+def _check_item(key: Any, item: Any) -> None:
+    if not isinstance(key, str) or not key.isascii():
+        raise RecordError(f"field '': key {key!r} is not ASCII")
+    _check_any(item, key)
+
+
+def _check_any(value: Any, path: str) -> None:
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return
     if isinstance(value, int):
@@ -38,13 +59,13 @@ def check_values(value: Any, path: str = "") -> None:
         )
     if isinstance(value, list):
         for index, item in enumerate(value):
-            check_values(item, f"{path}[{index}]")
+            _check_any(item, f"{path}[{index}]")
         return
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str) or not key.isascii():
                 raise RecordError(f"field '{path}': key {key!r} is not ASCII")
-            check_values(item, f"{path}.{key}" if path else key)
+            _check_any(item, f"{path}.{key}" if path else key)
         return
     raise RecordError(f"field '{path}': unsupported value {value!r}")
 

@@ -44,6 +44,10 @@ class ConflictError(LedgerError):
     """Concurrent writers kept winning the race for the next position."""
 
 
+class HeadMovedError(ConflictError):
+    """A conditional append found the chain's head moved: decide again."""
+
+
 class NotFoundError(LedgerError):
     """A query has no answer (for example: no last-good version)."""
 

@@ -77,6 +77,10 @@ def _t(
 
 
 _WORKER = {"worker_id": _TEXT, "version": _TEXT}
+_WORKER_IDS: dict[str, Any] = {"type": "array", "items": _TEXT, "maxItems": 1000}
+#: A driven move names its plan in its own record, so an executor can resume it.
+_PLAN = {"start_workers": _WORKER_IDS, "drain_workers": _WORKER_IDS, "drain_timeout_s": _COUNT}
+_OPERATION = {"operation_id": _TEXT}
 
 EVENT_TYPES: dict[str, EventType] = {
     t.name: t
@@ -85,25 +89,31 @@ EVENT_TYPES: dict[str, EventType] = {
             "deployment.started",
             "A version starts rolling out to the fleet (it takes new calls).",
             {"version": _TEXT},
-            {"from_version": _TEXT, "reason": _REASON},
+            {"from_version": _TEXT, "reason": _REASON, **_PLAN, **_OPERATION},
         ),
         _t(
             "deployment.completed",
             "Every worker runs the version and the old version has drained.",
             {"version": _TEXT},
-            {"reason": _REASON},
+            {"reason": _REASON, "dropped_calls": _COUNT, **_OPERATION},
+        ),
+        _t(
+            "deployment.failed",
+            "A driven deploy could not confirm a clean fleet; `reason` says why.",
+            {"version": _TEXT, "reason": _REASON},
+            {"from_version": _TEXT, **_OPERATION},
         ),
         _t(
             "deployment.drain_started",
             "A worker (or the whole version) stops taking calls; in-flight calls run on.",
             {"version": _TEXT},
-            {"worker_id": _TEXT, "reason": _REASON},
+            {"worker_id": _TEXT, "reason": _REASON, **_OPERATION},
         ),
         _t(
             "deployment.drain_stuck",
             "A draining worker outlasted its drain timeout and was left running.",
             {**_WORKER, "active_sessions": _COUNT},
-            {"reason": _REASON, "timeout_s": _COUNT},
+            {"reason": _REASON, "timeout_s": _COUNT, **_OPERATION},
         ),
         _t(
             "deployment.rolled_back",
@@ -114,6 +124,7 @@ EVENT_TYPES: dict[str, EventType] = {
                 "idempotency_key": _TEXT,
                 "forced": {"type": "boolean"},
                 "good_evidence_seq": _COUNT,
+                **_PLAN,
             },
         ),
         _t(
@@ -131,13 +142,13 @@ EVENT_TYPES: dict[str, EventType] = {
             "rollback.completed",
             "A rollback finished: every live worker runs `version`, none of `from_version` remain.",
             {"version": _TEXT, "from_version": _TEXT},
-            {"rollback_id": _TEXT, "dropped_calls": _COUNT},
+            {"rollback_id": _TEXT, "dropped_calls": _COUNT, "live_workers": _COUNT, **_OPERATION},
         ),
         _t(
             "rollback.failed",
             "A rollback could not confirm a clean fleet; `reason` says why.",
             {"version": _TEXT, "from_version": _TEXT, "reason": _REASON},
-            {"rollback_id": _TEXT},
+            {"rollback_id": _TEXT, **_OPERATION},
         ),
         _t(
             "worker.started",
@@ -154,7 +165,7 @@ EVENT_TYPES: dict[str, EventType] = {
             "worker.exited",
             "A worker exited; `active_sessions` > 0 at exit means dropped calls.",
             {**_WORKER, "active_sessions": _COUNT},
-            {"exit_code": {"type": "integer"}, "reason": _REASON},
+            {"exit_code": {"type": "integer"}, "reason": _REASON, **_OPERATION},
         ),
         _t(
             "worker.rejected",

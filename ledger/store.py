@@ -13,7 +13,7 @@ touches them.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from eventsourcing.persistence import (
     PersistenceError,
     StoredEvent,
 )
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
 from ledger.errors import NotInitializedError, StorageError
 from ledger.postgres_url import postgres_env, redact
@@ -71,6 +72,34 @@ class RecordMapper(Mapper[str]):
         )
 
 
+class KeyChainMovedError(Exception):
+    """The key chain changed since the writer read it: re-read the key, re-seal."""
+
+
+class GuardedSQLiteRecorder(SQLiteApplicationRecorder):
+    """Inserts a batch in one statement and, inside the same write transaction,
+    checks that the key chain is still at the position the writer sealed against.
+
+    The check runs after the insert, when the write lock is held, so no rotation
+    can commit between the check and the commit: a record is never stored with
+    a key that was retired before it was written.
+    """
+
+    def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent],
+                       **kwargs: Any) -> Sequence[int] | None:
+        c.executemany(self.insert_events_statement, [
+            (s.originator_id, s.originator_version, s.topic, s.state) for s in stored_events
+        ])
+        expected = kwargs.get("key_chain_seq")
+        if expected is not None:
+            c.execute(f"SELECT MAX(originator_version) FROM {self.events_table_name} "
+                      "WHERE originator_id=?", (KEY_CHAIN,))
+            found = c.fetchone()[0] or 0
+            if found != expected:
+                raise KeyChainMovedError(f"key chain at {found}, sealed against {expected}")
+        return None
+
+
 class LedgerApplication(Application[str]):
     """The eventsourcing application that holds every chain of one ledger."""
 
@@ -97,6 +126,7 @@ def persistence_env(db: str) -> dict[str, str]:
         "SQLITE_DBNAME": str(Path(db)),
         "SQLITE_LOCK_TIMEOUT": "30",
         "ORIGINATOR_ID_TYPE": "text",
+        "APPLICATION_RECORDER_TOPIC": "ledger.store:GuardedSQLiteRecorder",
     }
 
 
@@ -119,12 +149,27 @@ class Store:
     def close(self) -> None:
         self.app.close()
 
-    def insert(self, records: Sequence[SealedRecord]) -> None:
+    def insert(self, records: Sequence[SealedRecord], key_chain_seq: int | None = None) -> None:
         """Write records in one transaction; returns only once they are durable.
 
-        Raises eventsourcing's IntegrityError when a position is taken.
+        Raises eventsourcing's IntegrityError when a position is taken, and
+        `KeyChainMovedError` when `key_chain_seq` is given and no longer the
+        key chain's length. (The application's event store is used directly:
+        `Application.save` only adds aggregate bookkeeping this ledger has none of.)
         """
-        self.app.save(*records)
+        self.app.events.put(list(records), key_chain_seq=key_chain_seq)
+
+    def insert_locked(self, make: Callable[[], Sequence[SealedRecord]]) -> None:
+        """Take the write lock first, then build the records and insert them.
+
+        For writes whose content must be decided while no one else can commit
+        (a key rotation's timestamp).
+        """
+        recorder = self.recorder
+        with recorder.datastore.transaction(commit=True) as cursor:
+            cursor.execute(f"UPDATE {recorder.events_table_name} SET topic=topic WHERE 0")
+            stored = [self.app.mapper.to_stored_event(record) for record in make()]
+            recorder._insert_events(cursor, stored)
 
     def last(self, chain: str) -> bytes | None:
         row = self.last_row(chain)

@@ -1,0 +1,349 @@
+"""The benchmark: each figure as a ratio against a baseline measured in the same run.
+
+    python -m ledger.bench [--records N] [--batch-records N] [--verify-records N]
+                           [--memory-records N] [--only NAME ...] [--json]
+
+Figures (goals from the ledger-core issue):
+
+- ``append``: ``Ledger.append``, one record per transaction, vs raw eventsourcing
+  saving one small aggregate event per ``save()`` (goal >= 0.8).
+- ``batch``: ``Ledger.append_many(chunk=1000)`` vs raw eventsourcing saving 1,000
+  events per ``save()`` (goal >= 0.4 and >= 20,000 records/s).
+- ``verify``: records/s through ``Ledger.verify`` vs the Ed25519 verify rate of
+  ``cryptography`` on all cores (goal >= 0.8).
+- ``memory``: peak RSS of a child process that verifies a ledger of
+  ``--memory-records`` records vs the same child doing only ``import ledger``
+  (goal < 200 MB).
+
+Every database is a real SQLite file in a temporary directory, deleted at the
+end. The raw baseline uses the same eventsourcing settings as the ledger
+(``ledger.store.persistence_env``). Append figures alternate baseline and ledger
+rounds, and the verify baseline is measured before and after the ledger, so
+drift on a shared machine falls on both sides. Absolute rates are printed only
+for context; the results are the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate, event
+
+from ledger import commands as build
+from ledger.api import Ledger
+from ledger.chain import signed_message
+from ledger.keys import raw_public
+from ledger.store import persistence_env
+
+FLEET = "bench"
+BATCH = 1000  # records per transaction in the batched figure
+SIGNATURE_BATCH = 1024  # signatures per task in the verify baseline (= ledger.verify.BATCH)
+BASELINE_SIGNATURES = 65536  # enough for ~2 s of verifying on two cores
+ROUNDS = 3  # alternating baseline/ledger rounds for the append figures
+BUILD_SLICE = 100_000  # bodies per append_many call when building a ledger
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One result: the ledger's number, its baseline, their ratio, and the goal."""
+
+    name: str
+    title: str
+    ledger: float
+    baseline: float
+    unit: str
+    ratio: float
+    goal: str
+    met: bool
+    note: str = ""
+
+
+# -- the raw eventsourcing baseline -----------------------------------------------
+
+
+class Worker(Aggregate):
+    """The baseline's aggregate: one small event per report, like a worker.sessions record."""
+
+    active_sessions = 0
+
+    @event("SessionsReported")
+    def report(self, actor: str, target: str, result: str, worker_id: str, version: str,
+               active_sessions: int) -> None:
+        self.active_sessions = active_sessions
+
+
+class RawApplication(Application[UUID]):
+    """Plain eventsourcing on its own SQLite file, with the ledger's settings."""
+
+    name = "RawBench"
+
+
+def bodies(n: int) -> list[dict[str, Any]]:
+    """The records both sides write: small worker.sessions reports."""
+    return [build.worker_sessions("w1", "v1", i, "bench") for i in range(n)]
+
+
+def raw_appends(db: Path, records: Sequence[dict[str, Any]], per_save: int) -> float:
+    """Seconds for raw eventsourcing to save `records`, `per_save` events per save()."""
+    env = persistence_env(str(db))
+    env.pop("APPLICATION_RECORDER_TOPIC")  # the library's own recorder: the baseline is untouched
+    app = RawApplication(env=env)
+    try:
+        worker = Worker()
+        app.save(worker)  # untimed: creates the table and the WAL
+        start = time.perf_counter()
+        for first in range(0, len(records), per_save):
+            for body in records[first:first + per_save]:
+                worker.report(body["actor"], body["target"], body["result"], body["worker_id"],
+                              body["version"], body["active_sessions"])
+            app.save(worker)
+        return time.perf_counter() - start
+    finally:
+        app.close()
+
+
+def ledger_appends(db: Path, records: Sequence[dict[str, Any]], per_save: int) -> float:
+    """Seconds for the ledger to append `records`, `per_save` records per transaction."""
+    ledger = Ledger.init(db, db.with_suffix(".key"), actor="bench")
+    try:
+        ledger.append(FLEET, records[0])  # untimed: first write to the fleet's chain
+        start = time.perf_counter()
+        if per_save == 1:
+            for body in records:
+                ledger.append(FLEET, body)
+        else:
+            ledger.append_many(FLEET, records, chunk=per_save)
+        return time.perf_counter() - start
+    finally:
+        ledger.close()
+
+
+def paired_rates(tmp: Path, n: int, per_save: int) -> tuple[float, float]:
+    """(ledger, raw) records/s over alternating rounds of n/ROUNDS records each."""
+    per_round = max(per_save, n // ROUNDS)
+    records = bodies(per_round)
+    ledger_time = raw_time = 0.0
+    for round_ in range(ROUNDS):
+        raw_time += raw_appends(tmp / f"raw-{per_save}-{round_}.db", records, per_save)
+        ledger_time += ledger_appends(tmp / f"ledger-{per_save}-{round_}.db", records, per_save)
+    total = per_round * ROUNDS
+    return total / ledger_time, total / raw_time
+
+
+# -- figures ----------------------------------------------------------------------
+
+
+def figure_append(tmp: Path, n: int) -> Figure:
+    ledger, raw = paired_rates(tmp, n, 1)
+    ratio = ledger / raw
+    return Figure("append", "append, 1 record/transaction", ledger, raw, "rec/s", ratio,
+                  ">= 0.8", ratio >= 0.8, "baseline: eventsourcing, 1 aggregate event per save()")
+
+
+def figure_batch(tmp: Path, n: int) -> Figure:
+    per_save = min(BATCH, n)
+    ledger, raw = paired_rates(tmp, n, per_save)
+    ratio = ledger / raw
+    return Figure("batch", f"append_many, {per_save} records/transaction", ledger, raw, "rec/s",
+                  ratio, ">= 0.4 and >= 20,000 rec/s", ratio >= 0.4 and ledger >= 20_000,
+                  f"baseline: eventsourcing, {per_save} aggregate events per save()")
+
+
+def _verify_signatures(public_raw: bytes, pairs: Sequence[tuple[bytes, bytes]]) -> int:
+    """Pool task of the verify baseline: check a batch of (signature, message)."""
+    key = Ed25519PublicKey.from_public_bytes(public_raw)
+    for signature, message in pairs:
+        key.verify(signature, message)
+    return len(pairs)
+
+
+def crypto_verify_rate(total: int, workers: int) -> float:
+    """Ed25519 verifications/s of `cryptography` in a pool of `workers` processes."""
+    private = Ed25519PrivateKey.generate()
+    public_raw = raw_public(private.public_key())
+    size = max(1, min(total, SIGNATURE_BATCH))
+    messages = [signed_message(hashlib.sha256(b"%d" % i).hexdigest()) for i in range(size)]
+    pairs = [(private.sign(m), m) for m in messages]
+    tasks = max(1, total // size)
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(_verify_signatures, [public_raw] * workers, [pairs[:1]] * workers))  # start
+        start = time.perf_counter()
+        done = sum(pool.map(_verify_signatures, [public_raw] * tasks, [pairs] * tasks))
+        return done / (time.perf_counter() - start)
+
+
+class Workspace:
+    """The temporary directory, and ledgers built in it (reused by size)."""
+
+    def __init__(self, root: Path, log: Callable[[str], None]):
+        self.root = root
+        self.log = log
+        self._built: dict[int, tuple[Path, Path]] = {}
+
+    def ledger_of(self, n: int) -> tuple[Path, Path]:
+        """(db, key) of a ledger holding n records in one fleet, built with append_many."""
+        if n not in self._built:
+            db, key = self.root / f"built-{n}.db", self.root / f"built-{n}.key"
+            self.log(f"building a ledger of {n:,} records ...")
+            start = time.perf_counter()
+            with Ledger.init(db, key, actor="bench") as ledger:
+                for first in range(0, n, BUILD_SLICE):
+                    ledger.append_many(FLEET, bodies(min(BUILD_SLICE, n - first)), chunk=BATCH)
+            self.log(f"built in {time.perf_counter() - start:.1f} s")
+            self._built[n] = (db, key)
+        return self._built[n]
+
+
+def figure_verify(space: Workspace, n: int) -> Figure:
+    db, key = space.ledger_of(n)
+    workers = os.cpu_count() or 1
+    signatures = min(max(n, 1), BASELINE_SIGNATURES)
+    before = crypto_verify_rate(signatures // 2 or 1, workers)
+    with Ledger.open(db, key, writable=False) as ledger:
+        start = time.perf_counter()
+        report = ledger.verify()
+        elapsed = time.perf_counter() - start
+    after = crypto_verify_rate(signatures // 2 or 1, workers)
+    rate = sum(chain.count for chain in report.chains) / elapsed
+    baseline = (before + after) / 2
+    ratio = rate / baseline
+    return Figure("verify", f"verify, {n:,} records", rate, baseline, "rec/s", ratio, ">= 0.8",
+                  ratio >= 0.8, f"baseline: cryptography Ed25519 verify, {workers} processes "
+                  f"(before {before:,.0f}, after {after:,.0f}/s)")
+
+
+# The probe reads its own peak from /proc (VmHWM): its ru_maxrss would include the
+# benchmark process's RSS, which Linux carries over the exec of a vforked child.
+# Its pool workers are forked, not exec'd, so their ru_maxrss is their own.
+PROBE = """\
+import json, re, resource, sys
+{action}
+status = open("/proc/self/status").read()
+print(json.dumps({{
+    "parent_kb": int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)),
+    "workers_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+}}))
+"""
+IMPORT_ONLY = "import ledger"
+VERIFY = "from ledger.cli import main\nif main(sys.argv[1:]) != 0:\n    sys.exit('verify failed')"
+
+
+def peak_rss(action: str, args: Sequence[str], cwd: Path) -> tuple[int, int]:
+    """(own, largest child's) peak RSS in bytes of a fresh Python that runs `action`.
+
+    Verify's pool workers are the probe's children; the pool is shut down (its
+    workers waited for) before the probe reads RUSAGE_CHILDREN. Linux only (/proc).
+    """
+    done = subprocess.run([sys.executable, "-c", PROBE.format(action=action), *args], cwd=cwd,
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory probe failed: {done.stderr.strip()[-500:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return int(result["parent_kb"]) * 1024, int(result["workers_kb"]) * 1024
+
+
+def figure_memory(space: Workspace, n: int) -> Figure:
+    db, key = space.ledger_of(n)
+    baseline, _ = peak_rss(IMPORT_ONLY, [], space.root)
+    parent, workers = peak_rss(VERIFY, ["verify", "--db", str(db), "--key", str(key)], space.root)
+    peak = max(parent, workers)
+    which = "parent" if parent >= workers else "a pool worker"
+    return Figure("memory", f"peak RSS verifying {n:,} records", peak / MB, baseline / MB, "MB",
+                  peak / baseline, "< 200 MB", peak < 200 * MB,
+                  f"max is {which}: parent {parent / MB:.1f} MB, largest worker {workers / MB:.1f} MB;"
+                  " baseline: `import ledger`")
+
+
+# -- running and printing -----------------------------------------------------------
+
+FIGURES = ("append", "batch", "verify", "memory")
+
+
+def run(args: argparse.Namespace, log: Callable[[str], None]) -> list[Figure]:
+    chosen = args.only or list(FIGURES)
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory(prefix="ledger-bench-") as tmp:
+        space = Workspace(Path(tmp), log)
+        for name in FIGURES:
+            if name not in chosen:
+                continue
+            log(f"measuring {name} ...")
+            if name == "append":
+                figures.append(figure_append(space.root, args.records))
+            elif name == "batch":
+                figures.append(figure_batch(space.root, args.batch_records))
+            elif name == "verify":
+                figures.append(figure_verify(space, args.verify_records))
+            else:
+                figures.append(figure_memory(space, args.memory_records))
+    return figures
+
+
+def table(figures: Sequence[Figure]) -> str:
+    """The figures as a plain-text table, notes underneath."""
+    rows = [("figure", "ledger", "baseline", "ratio", "goal", "")]
+    for f in figures:
+        rows.append((f.title, f"{f.ledger:,.1f} {f.unit}", f"{f.baseline:,.1f} {f.unit}",
+                     f"{f.ratio:.2f}", f.goal, "met" if f.met else "MISSED"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    lines += [f"  {f.name}: {f.note}" for f in figures if f.note]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ledger.bench",
+                                     description="Ledger benchmark: figures as ratios to baselines.")
+    parser.add_argument("--records", type=int, default=3000,
+                        help="records per side for the one-per-transaction figure (default 3000)")
+    parser.add_argument("--batch-records", type=int, default=90_000,
+                        help="records per side for the batched figure (default 90,000)")
+    parser.add_argument("--verify-records", type=int, default=100_000,
+                        help="records in the ledger for the verify figure (default 100,000)")
+    parser.add_argument("--memory-records", type=int, default=1_000_000,
+                        help="records in the ledger for the memory figure (default 1,000,000)")
+    parser.add_argument("--only", nargs="+", choices=FIGURES, metavar="NAME",
+                        help=f"only these figures ({', '.join(FIGURES)})")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for option in ("records", "batch_records", "verify_records", "memory_records"):
+        if getattr(args, option) < 1:
+            build_parser().error(f"--{option.replace('_', '-')} must be at least 1")
+
+    def log(message: str) -> None:
+        print(f"bench: {message}", file=sys.stderr, flush=True)
+
+    figures = run(args, log)
+    if args.json:
+        settings = {k: v for k, v in vars(args).items() if k not in ("json", "only")}
+        print(json.dumps({"cpus": os.cpu_count(), "settings": settings,
+                          "figures": [asdict(f) for f in figures]}, indent=2))
+    else:
+        print(table(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""The executor: carries out a recorded rollback (or driven deploy) on a fleet.
+
+It follows the ledger with its own tracking position. The operation to carry
+out is the newest `deployment.rolled_back` (or `deployment.started` with a
+worker plan) after that position; its record names the workers to start and to
+drain, so the plan survives any crash. Each pass reconciles what the ledger
+says was done with what the plan needs and does only what is missing:
+
+1. start each planned worker of the target version that has not reported
+   `worker.started` (a worker id already running refuses to start twice);
+2. once they all report started, record `deployment.drain_started` for each
+   worker of another version and ask the driver to drain it (a drain already
+   recorded is only re-signalled, never re-recorded);
+3. wait for each draining worker's `worker.exited`; a worker that vanished
+   without reporting is recorded as exited with the sessions it last held
+   (dropped calls); one that outlasts the drain timeout is recorded as
+   `deployment.drain_stuck` and left running: a worker holding calls is never
+   killed;
+4. when every live worker runs the target and none is draining, record
+   `rollback.completed` (or `deployment.completed`) and move the tracking
+   position past the operation. If a drain is stuck, record `rollback.failed`.
+
+Killed between any two steps and restarted, it resumes at the first missing
+step and repeats nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ledger import commands
+from ledger.api import Ledger
+from ledger.fleet import FleetDriver
+from ledger.rollback import StateSource
+from ledger.rules import FleetHistory
+from ledger.tracking import Tracker
+
+TRIGGERS = ("deployment.rolled_back", "deployment.started")
+DEFAULT_START_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Operation:
+    """A fleet move to carry out, as its triggering record states it."""
+
+    kind: str  # "rollback" or "deploy"
+    seq: int
+    target: str
+    from_version: str | None
+    operation_id: str
+    start_workers: list[str]
+    drain_workers: list[str]
+    drain_timeout_s: int
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Operation | None:
+        if record["event"] not in TRIGGERS or "start_workers" not in record:
+            return None
+        kind = "rollback" if record["event"] == "deployment.rolled_back" else "deploy"
+        name = record.get("rollback_id") or record.get("operation_id") or f"op{record['seq']}"
+        return cls(kind, record["seq"], record["version"], record.get("from_version"), str(name),
+                   list(record["start_workers"]), list(record.get("drain_workers", [])),
+                   int(record.get("drain_timeout_s", 120)))
+
+    def ends_with(self, record: dict[str, Any]) -> bool:
+        """Whether a later record settles this operation."""
+        event = record["event"]
+        if event in ("rollback.completed", "rollback.failed", "deployment.failed"):
+            return bool(record.get("operation_id") == self.operation_id)
+        if event == "deployment.completed":
+            return self.kind == "deploy" and record.get("version") == self.target
+        # another move supersedes this one
+        return event in TRIGGERS and record["seq"] > self.seq
+
+
+@dataclass
+class Steps:
+    """What the ledger says was done for one operation so far."""
+
+    started: set[str] = field(default_factory=set)
+    drained: dict[str, str] = field(default_factory=dict)  # worker id -> drain timestamp
+    exited: dict[str, int] = field(default_factory=dict)  # worker id -> sessions at exit
+    stuck: set[str] = field(default_factory=set)
+    cursor: int = 0
+
+    def absorb(self, record: dict[str, Any]) -> None:
+        worker = str(record.get("worker_id", ""))
+        event = record["event"]
+        if event == "worker.started":
+            self.started.add(worker)
+        elif event == "deployment.drain_started" and worker:
+            self.drained.setdefault(worker, record["timestamp"])
+        elif event == "worker.exited":
+            self.exited[worker] = record["active_sessions"]
+        elif event == "deployment.drain_stuck":
+            self.stuck.add(worker)
+        self.cursor = record["seq"]
+
+
+def _age_seconds(timestamp: str) -> float:
+    moment = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return (datetime.now(UTC) - moment).total_seconds()
+
+
+class Executor:
+    """Carries out the fleet moves the ledger records, through a driver."""
+
+    def __init__(self, ledger: Ledger, driver: FleetDriver, states: StateSource, tracker: Tracker,
+                 fleet: str, *, actor: str = "fleet-driver", poll_s: float = 0.2,
+                 start_timeout_s: float = DEFAULT_START_TIMEOUT_S, step_delay_s: float = 0.0,
+                 say: Callable[[str], None] = lambda _line: None):
+        self.ledger, self.driver, self.states, self.tracker = ledger, driver, states, tracker
+        self.fleet, self.actor, self.poll_s = fleet, actor, poll_s
+        self.start_timeout_s, self.step_delay_s, self._say = start_timeout_s, step_delay_s, say
+        self._last_said = ""
+
+    def say(self, line: str) -> None:
+        """Progress for the person waiting: each line once, not once per poll."""
+        if line != self._last_said:
+            self._last_said = line
+            self._say(line)
+
+    # -- finding work ---------------------------------------------------------------
+
+    def pending(self) -> Operation | None:
+        """The operation after the tracking position that nothing has settled yet."""
+        operation: Operation | None = None
+        last = self.tracker.position(self.fleet)
+        for record in self.ledger.records(self.fleet, after=last):
+            if operation is not None and operation.ends_with(record):
+                operation = None
+            found = Operation.from_record(record)
+            if found is not None:
+                operation = found
+            last = record["seq"]
+        if operation is None:
+            self.tracker.advance(self.fleet, last)
+        return operation
+
+    def run_pending(self) -> str | None:
+        """Carry out the pending operation, if any; return how it ended."""
+        operation = self.pending()
+        if operation is None:
+            return None
+        return self.carry_out(operation)
+
+    # -- carrying out ------------------------------------------------------------------
+
+    def _record(self, body: dict[str, Any]) -> int:
+        receipt = self.ledger.append(self.fleet, body)
+        if self.step_delay_s:
+            time.sleep(self.step_delay_s)  # lets tests kill the executor between two steps
+        return receipt.seq
+
+    def _catch_up(self, op: Operation, steps: Steps) -> None:
+        for record in self.ledger.records(self.fleet, after=max(steps.cursor, op.seq)):
+            steps.absorb(record)
+
+    def carry_out(self, op: Operation) -> str:
+        steps = Steps()
+        self._catch_up(op, steps)
+        self.say(f"{op.kind} {op.operation_id}: {op.from_version or '(nothing)'} -> {op.target}")
+        outcome = self._start(op, steps) or self._drain(op, steps)
+        if outcome is None:
+            outcome = self._finish(op, steps)
+        self.tracker.advance(self.fleet, self.ledger.head(self.fleet).seq)
+        return outcome
+
+    def _start(self, op: Operation, steps: Steps) -> str | None:
+        for worker_id in op.start_workers:
+            if worker_id not in steps.started:
+                self.driver.start_worker(worker_id, op.target)
+        deadline = time.monotonic() + self.start_timeout_s
+        while True:
+            self._catch_up(op, steps)
+            missing = [w for w in op.start_workers if w not in steps.started]
+            if not missing:
+                return None
+            if time.monotonic() > deadline:
+                return self._fail(op, f"workers {', '.join(missing)} did not start within "
+                                      f"{self.start_timeout_s:.0f}s")
+            self.say(f"waiting for {len(missing)} {op.target} worker(s) to start")
+            time.sleep(self.poll_s)
+
+    def _to_drain(self, op: Operation, state: FleetHistory) -> dict[str, str]:
+        """Worker id -> version of every worker to drain: the plan's and any straggler."""
+        wanted = {w: "" for w in op.drain_workers}
+        for worker in state.workers.values():
+            if worker.version != op.target:
+                wanted[worker.worker_id] = worker.version
+        for worker_id in wanted:
+            if not wanted[worker_id]:
+                live = state.workers.get(worker_id)
+                wanted[worker_id] = live.version if live else (op.from_version or op.target)
+        return wanted
+
+    def _drain(self, op: Operation, steps: Steps) -> str | None:
+        while True:
+            state = self.states.fleet_state(self.fleet)
+            self._catch_up(op, steps)
+            waiting: list[str] = []
+            for worker_id, version in sorted(self._to_drain(op, state).items()):
+                if worker_id in steps.exited:
+                    continue
+                live = state.workers.get(worker_id)
+                if worker_id not in steps.drained:
+                    if live is None and not self.driver.is_alive(worker_id):
+                        continue  # gone before the operation: nothing to drain
+                    body = commands.worker_drain(worker_id, version, self.actor,
+                                                 f"{op.kind} to {op.target}")
+                    body["operation_id"] = op.operation_id
+                    self._record(body)
+                    self.driver.drain(worker_id)
+                    self._catch_up(op, steps)
+                    waiting.append(worker_id)
+                    continue
+                if not self.driver.is_alive(worker_id):
+                    self._catch_up(op, steps)
+                    if worker_id not in steps.exited:
+                        sessions = live.active_sessions if live else 0
+                        body = commands.worker_exit(worker_id, version, sessions, self.actor,
+                                                    "exited without reporting")
+                        body["result"] = "failure" if sessions else "success"
+                        self._record(body)
+                    continue
+                self.driver.drain(worker_id)  # harmless again; covers a restart mid-step
+                age = _age_seconds(steps.drained[worker_id])
+                if age > op.drain_timeout_s and worker_id not in steps.stuck:
+                    body = {"event": "deployment.drain_stuck", "actor": self.actor, "target": worker_id,
+                            "result": "failure", "worker_id": worker_id, "version": version,
+                            "active_sessions": live.active_sessions if live else 0,
+                            "timeout_s": op.drain_timeout_s, "operation_id": op.operation_id}
+                    self._record(body)
+                    self._catch_up(op, steps)
+                waiting.append(worker_id)
+            if not waiting:
+                return None
+            if all(w in steps.stuck for w in waiting):
+                stuck = ", ".join(f"{w} ({state.workers[w].active_sessions if w in state.workers else '?'}"
+                                  " sessions)" for w in waiting)
+                return self._fail(op, f"drain stuck past {op.drain_timeout_s}s: {stuck}; left running")
+            held = sum(state.workers[w].active_sessions for w in waiting if w in state.workers)
+            self.say(f"draining {len(waiting)} worker(s), {held} call(s) still in flight")
+            time.sleep(self.poll_s)
+
+    def _finish(self, op: Operation, steps: Steps) -> str:
+        self._catch_up(op, steps)
+        state = self.states.fleet_state(self.fleet)
+        unclean = [w.worker_id for w in state.workers.values()
+                   if w.version != op.target or w.draining]
+        if unclean:
+            return self._fail(op, f"fleet not clean: {', '.join(sorted(unclean))}")
+        dropped = sum(steps.exited.get(w, 0) for w in steps.drained)
+        if op.kind == "rollback":
+            body = {"event": "rollback.completed", "actor": self.actor, "target": "fleet",
+                    "result": "success", "version": op.target, "from_version": op.from_version,
+                    "rollback_id": op.operation_id, "operation_id": op.operation_id,
+                    "dropped_calls": dropped, "live_workers": len(state.workers)}
+        else:
+            body = commands.complete(op.target, self.actor, "fleet clean")
+            body.update(operation_id=op.operation_id, dropped_calls=dropped)
+        self._record(body)
+        self.say(f"fleet clean: {len(state.workers)} worker(s) on {op.target}, "
+                 f"{dropped} dropped call(s)")
+        return "completed"
+
+    def _fail(self, op: Operation, reason: str) -> str:
+        body: dict[str, Any] = {"actor": self.actor, "target": "fleet", "result": "failure",
+                                "version": op.target, "reason": reason,
+                                "operation_id": op.operation_id}
+        if op.from_version:
+            body["from_version"] = op.from_version
+        if op.kind == "rollback":
+            body.update(event="rollback.failed", rollback_id=op.operation_id)
+        else:
+            body.update(event="deployment.failed")
+        self._record(body)
+        self.say(f"{op.kind} failed: {reason}")
+        return "failed"
+
+
+def deploy_record(state: FleetHistory, version: str, actor: str, reason: str | None,
+                  workers: int | None, drain_timeout_s: int) -> dict[str, Any]:
+    """A `deployment.started` that carries its worker plan, decided at `state.head_seq`.
+
+    New workers: `workers`, or as many as the current version runs (at least
+    one). To drain: every live worker of another version.
+    """
+    current = state.current
+    count = workers or max(1, sum(1 for w in state.workers.values() if w.version == current))
+    operation_id = f"op{state.head_seq + 1}"
+    body = commands.deploy(version, actor, reason, from_version=current)
+    body.update(
+        operation_id=operation_id,
+        start_workers=[f"{version}-{operation_id}-{i}" for i in range(1, count + 1)],
+        drain_workers=sorted(w.worker_id for w in state.workers.values() if w.version != version),
+        drain_timeout_s=drain_timeout_s,
+    )
+    return body

@@ -1,0 +1,113 @@
+"""The fleet driver protocol, and a driver that runs real local worker processes.
+
+A driver does three things and nothing else: start a worker of a version, ask
+a worker to drain, and say whether a worker is still alive. What the workers
+do (their sessions, their exits) they report into the ledger themselves; the
+rollback executor reads that, so the ledger stays the system of record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+class FleetDriver(Protocol):
+    """What the executor needs from a fleet of workers."""
+
+    def start_worker(self, worker_id: str, version: str) -> None:
+        """Start one worker of `version`; a worker id already running is left alone."""
+
+    def drain(self, worker_id: str) -> None:
+        """Ask a worker to stop taking calls and exit once its calls end. Never kills."""
+
+    def is_alive(self, worker_id: str) -> bool:
+        """Whether the worker's process is still running."""
+
+
+@dataclass
+class WorkerSettings:
+    """How local workers behave: call arrival, length, failure rate per version."""
+
+    arrival_rate: float = 2.0
+    capacity: int = 8
+    call_min: float = 1.0
+    call_max: float = 4.0
+    fail_rate: dict[str, float] = field(default_factory=dict)
+    max_seconds: float = 0.0
+
+
+class LocalProcessDriver:
+    """Runs `python -m ledger.worker` processes on this machine.
+
+    Workers run in their own session, so they outlive a driver that is killed:
+    a restarted driver finds them again through their lock files in `rundir`
+    (a held lock means alive; the file holds the pid to signal).
+    """
+
+    def __init__(self, db: str, key: str, fleet: str, rundir: Path,
+                 settings: WorkerSettings | None = None):
+        self.db, self.key, self.fleet = db, key, fleet
+        self.rundir = rundir
+        self.settings = settings or WorkerSettings()
+        self._children: list[subprocess.Popen[bytes]] = []
+        rundir.mkdir(parents=True, exist_ok=True)
+
+    def _lock_path(self, worker_id: str) -> Path:
+        return self.rundir / f"{worker_id}.lock"
+
+    def start_worker(self, worker_id: str, version: str) -> None:
+        if self.is_alive(worker_id):
+            return
+        s = self.settings
+        argv = [
+            sys.executable, "-m", "ledger.worker", "--db", self.db, "--key", self.key,
+            "--fleet", self.fleet, "--worker-id", worker_id, "--version", version,
+            "--rundir", str(self.rundir), "--arrival-rate", str(s.arrival_rate),
+            "--capacity", str(s.capacity), "--call-min", str(s.call_min),
+            "--call-max", str(s.call_max), "--fail-rate", str(s.fail_rate.get(version, 0.0)),
+            "--max-seconds", str(s.max_seconds),
+        ]
+        log = open(self.rundir / f"{worker_id}.log", "ab")  # noqa: SIM115 - the child owns it
+        with log:
+            self._children.append(subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True))
+
+    def pid(self, worker_id: str) -> int | None:
+        try:
+            text = self._lock_path(worker_id).read_text().strip()
+        except FileNotFoundError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    def is_alive(self, worker_id: str) -> bool:
+        self._children = [c for c in self._children if c.poll() is None]  # reap exited ones
+        path = self._lock_path(worker_id)
+        if not path.exists():
+            return False
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def drain(self, worker_id: str) -> None:
+        pid = self.pid(worker_id)
+        if pid is not None and self.is_alive(worker_id):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def stop_all(self) -> None:
+        """Drain every worker this driver knows of (for tests and demo cleanup)."""
+        for path in self.rundir.glob("*.lock"):
+            self.drain(path.stem)

@@ -1,0 +1,247 @@
+"""The rollback command: validated against the ledger, then recorded.
+
+`plan_rollback` is pure: given a fleet's state (the rules' `FleetHistory`,
+consistent at a known head) and a request, it returns either a plan or a
+refusal naming the check that failed. `RollbackCommand.run` takes the state at
+the head, decides, and appends the decision only if the head has not moved
+since (otherwise it decides again), so a rollback is never validated against
+stale history. A malformed request is refused before anything is read or
+written; a well-formed request that a check refuses is recorded as
+`rollback.rejected`, because auditors count refused attempts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ledger.api import Ledger, Receipt
+from ledger.errors import HeadMovedError, InputError, UnknownFleetError
+from ledger.rules import Candidate, FleetHistory, candidates, is_good, last_good
+
+DEFAULT_DRAIN_TIMEOUT_S = 120
+MAX_DECISIONS = 20
+
+
+class StateSource(Protocol):
+    """Where the command reads a fleet's state: caught up to the ledger's head."""
+
+    def fleet_state(self, fleet: str) -> FleetHistory:
+        """The fleet's state, consistent with its chain's head at the time of the call."""
+
+
+@dataclass(frozen=True)
+class RollbackRequest:
+    fleet: str
+    actor: str
+    reason: str
+    to_version: str | None = None
+    from_version: str | None = None
+    idempotency_key: str | None = None
+    force_bad_target: bool = False
+    workers: int | None = None
+    drain_timeout_s: int = DEFAULT_DRAIN_TIMEOUT_S
+
+    def check_well_formed(self) -> None:
+        """Malformed requests never reach the ledger: one line, exit 2."""
+        if not self.actor.strip():
+            raise InputError("rollback needs --actor (who is rolling back)")
+        if not self.reason.strip():
+            raise InputError("rollback needs --reason (why; it is recorded)")
+        if self.to_version is not None and not self.to_version.strip():
+            raise InputError("--to must name a version")
+        if self.workers is not None and self.workers < 1:
+            raise InputError(f"--workers must be at least 1, not {self.workers}")
+        if self.drain_timeout_s < 1:
+            raise InputError(f"--drain-timeout must be at least 1 second, not {self.drain_timeout_s}")
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    """What an accepted rollback will do, decided at `head_seq`."""
+
+    fleet: str
+    target: str
+    from_version: str
+    good_evidence_seq: int | None
+    forced: bool
+    head_seq: int
+    rollback_id: str
+    start_workers: list[str]
+    drain_workers: list[str]
+    drain_timeout_s: int
+    candidates: list[Candidate] = field(default_factory=list)
+
+    def record(self, request: RollbackRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "event": "deployment.rolled_back", "actor": request.actor, "target": "fleet",
+            "result": "success", "version": self.target, "from_version": self.from_version,
+            "reason": request.reason, "rollback_id": self.rollback_id, "forced": self.forced,
+            "start_workers": self.start_workers, "drain_workers": self.drain_workers,
+            "drain_timeout_s": self.drain_timeout_s,
+        }
+        if self.good_evidence_seq is not None:
+            body["good_evidence_seq"] = self.good_evidence_seq
+        if request.idempotency_key:
+            body["idempotency_key"] = request.idempotency_key
+        return body
+
+    def describe(self) -> list[str]:
+        lines = [
+            f"rollback plan for fleet {self.fleet} at seq {self.head_seq}:",
+            f"  leave {self.from_version}, return to {self.target}"
+            + (f" (good since seq {self.good_evidence_seq})" if self.good_evidence_seq else "")
+            + (" [forced: target is not good]" if self.forced else ""),
+        ]
+        for candidate in self.candidates:
+            if candidate.skipped:
+                lines.append(f"  skipped {candidate.version}: {candidate.skipped}")
+        lines.append(f"  start workers: {', '.join(self.start_workers)}")
+        lines.append(f"  drain workers: {', '.join(self.drain_workers) or '(none live)'}")
+        lines.append(f"  drain timeout: {self.drain_timeout_s}s")
+        return lines
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A well-formed request that a check refused."""
+
+    check: str
+    reason: str
+    target: str | None = None
+    from_version: str | None = None
+
+    def record(self, request: RollbackRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "event": "rollback.rejected", "actor": request.actor, "target": "fleet",
+            "result": "rejected", "check": self.check, "reason": request.reason,
+            "detail": self.reason,
+        }
+        if self.target:
+            body["version"] = self.target
+        if self.from_version:
+            body["from_version"] = self.from_version
+        if request.idempotency_key:
+            body["idempotency_key"] = request.idempotency_key
+        return body
+
+
+def plan_rollback(state: FleetHistory, request: RollbackRequest) -> RollbackPlan | Refusal:
+    """Decide a rollback against a fleet's state: a plan, or the check that refuses it."""
+    current = state.current
+    if current is None:
+        return Refusal("no_current_version", f"fleet {state.fleet} has no version to roll back from")
+    target = request.to_version
+    if target is None:
+        best = last_good(state, leaving=current)
+        if best is None:
+            return Refusal("no_last_good", f"no good version other than {current} to return to",
+                           None, current)
+        target = best.version
+    if target not in state.versions:
+        return Refusal("target_unknown", f"version {target} never appears in fleet {state.fleet}",
+                       target, current)
+    forced = False
+    if not is_good(state, target):
+        why = next((c.skipped for c in candidates(state, current) if c.version == target), None)
+        if not request.force_bad_target:
+            return Refusal("target_not_good", f"{target} is not good: {why}", target, current)
+        forced = True
+    if target == current:
+        return Refusal("target_is_current", f"the fleet already runs {target}", target, current)
+    if request.from_version is not None and request.from_version != current:
+        return Refusal("from_version_mismatch",
+                       f"the fleet runs {current}, not {request.from_version}", target, current)
+    flight = state.in_flight
+    if flight is not None and (flight["kind"] == "rollback" or flight["version"] != current):
+        return Refusal("rollout_in_flight",
+                       f"a {flight['kind']} to {flight['version']} is in flight since seq {flight['seq']}",
+                       target, current)
+    evidence = state.versions[target].evidence()
+    rollback_id = f"rb{state.head_seq + 1}"
+    live_bad = sorted(w.worker_id for w in state.workers.values() if w.version != target)
+    from_workers = sum(1 for w in state.workers.values() if w.version == current)
+    count = request.workers or max(1, from_workers)
+    return RollbackPlan(
+        fleet=state.fleet, target=target, from_version=current,
+        good_evidence_seq=evidence["seq"] if evidence else None, forced=forced,
+        head_seq=state.head_seq, rollback_id=rollback_id,
+        start_workers=[f"{target}-{rollback_id}-{i}" for i in range(1, count + 1)],
+        drain_workers=live_bad, drain_timeout_s=request.drain_timeout_s,
+        candidates=candidates(state, current),
+    )
+
+
+@dataclass(frozen=True)
+class RollbackOutcome:
+    """What the command did: accepted (with its record) or refused; or only planned."""
+
+    decision: RollbackPlan | Refusal
+    receipt: Receipt | None
+    replayed: bool = False
+
+    @property
+    def accepted(self) -> bool:
+        return isinstance(self.decision, RollbackPlan)
+
+
+class RollbackCommand:
+    """Validate at the head, then record the decision at that same head."""
+
+    def __init__(self, ledger: Ledger, states: StateSource):
+        self.ledger = ledger
+        self.states = states
+
+    def _state(self, fleet: str) -> FleetHistory:
+        state = self.states.fleet_state(fleet)
+        if state.head_seq == 0:
+            raise UnknownFleetError(f"fleet {fleet!r} has no records")
+        return state
+
+    def plan(self, request: RollbackRequest) -> RollbackPlan | Refusal:
+        """The dry run: decide, write nothing."""
+        request.check_well_formed()
+        return plan_rollback(self._state(request.fleet), request)
+
+    def run(self, request: RollbackRequest) -> RollbackOutcome:
+        request.check_well_formed()
+        for _ in range(MAX_DECISIONS):
+            state = self._state(request.fleet)
+            replay = self._replay(state, request)
+            if replay is not None:
+                return replay
+            decision = plan_rollback(state, request)
+            try:
+                receipt = self.ledger.append(request.fleet, decision.record(request),
+                                             expect_seq=state.head_seq)
+            except HeadMovedError:
+                continue  # someone wrote meanwhile: decide again on the new head
+            return RollbackOutcome(decision, receipt)
+        raise HeadMovedError(f"fleet {request.fleet} kept moving; gave up after {MAX_DECISIONS} tries")
+
+    def _replay(self, state: FleetHistory, request: RollbackRequest) -> RollbackOutcome | None:
+        """A repeated idempotency key returns the first result and writes nothing."""
+        key = request.idempotency_key
+        if not key:
+            return None
+        first = state.idempotency.get(key)
+        if first is None:
+            return None
+        record = next(self.ledger.records(request.fleet, after=first - 1))
+        receipt = Receipt(request.fleet, record["seq"], record["hash"])
+        return RollbackOutcome(decision_from_record(record), receipt, replayed=True)
+
+
+def decision_from_record(record: dict[str, Any]) -> RollbackPlan | Refusal:
+    """Rebuild the decision a recorded rollback or rejection states."""
+    if record["event"] == "rollback.rejected":
+        return Refusal(record["check"], record.get("detail", record["reason"]),
+                       record.get("version"), record.get("from_version"))
+    return RollbackPlan(
+        fleet=record["fleet"], target=record["version"], from_version=record["from_version"],
+        good_evidence_seq=record.get("good_evidence_seq"), forced=bool(record.get("forced")),
+        head_seq=record["seq"] - 1, rollback_id=record.get("rollback_id", f"rb{record['seq']}"),
+        start_workers=list(record.get("start_workers", [])),
+        drain_workers=list(record.get("drain_workers", [])),
+        drain_timeout_s=int(record.get("drain_timeout_s", DEFAULT_DRAIN_TIMEOUT_S)),
+    )

@@ -1,0 +1,56 @@
+"""Signing many record hashes on every core.
+
+`cryptography`'s Ed25519 signing holds the GIL, so a large batch is signed in a
+pool of processes, one per core, each holding the private key it was handed at
+start. Small batches are signed in-process: a pool round trip costs more than
+a few signatures.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ledger.keys import Signer
+
+PARALLEL_MIN = 256
+
+_worker_key: Ed25519PrivateKey | None = None
+
+
+def _init_worker(private_raw: bytes) -> None:
+    global _worker_key
+    _worker_key = Ed25519PrivateKey.from_private_bytes(private_raw)
+
+
+def _sign_slice(messages: Sequence[bytes]) -> list[str]:
+    assert _worker_key is not None
+    return [base64.b64encode(_worker_key.sign(m)).decode("ascii") for m in messages]
+
+
+class BatchSigner:
+    """Signs lists of messages with one key, in parallel when the list is long."""
+
+    def __init__(self, signer: Signer):
+        self.signer = signer
+        self._pool: ProcessPoolExecutor | None = None
+
+    def sign_all(self, messages: Sequence[bytes]) -> list[str]:
+        workers = os.cpu_count() or 1
+        if len(messages) < PARALLEL_MIN or workers < 2:
+            return [self.signer.sign(m) for m in messages]
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(workers, initializer=_init_worker,
+                                             initargs=(self.signer.private_bytes(),))
+        size = -(-len(messages) // workers)
+        slices = [messages[i:i + size] for i in range(0, len(messages), size)]
+        return [sig for part in self._pool.map(_sign_slice, slices) for sig in part]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None

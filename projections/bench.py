@@ -1,0 +1,230 @@
+"""Benchmark of the projections: figures as ratios against baselines measured in the same run.
+
+    python -m projections.bench [--records N] [--small N] [--queries N] [--json]
+
+- ``rebuild``: ``Projections.rebuild()`` over N records (all three views), in
+  records/s, vs reading the same notification log raw with
+  ``select_notifications`` pages (goal: the whole rebuild of 1,000,000 records
+  under 60 s; for smaller N the time is extrapolated linearly and said so).
+- ``last-good`` and ``fleet``: p50 latency of one answer on an open
+  ``Projections`` (automatic catch-up check included) at N records vs at
+  ``--small`` (10,000) records of the same ledger (goal: p50 < 1 ms and the
+  ratio <= 1.5).
+- ``state``: p50 latency of loading a fleet's rules state (what the rollback
+  command validates against), N vs small; no goal here, it is for issue 4.
+
+The ledger is a real SQLite file built with ``Ledger.append_many`` from a
+realistic workload: two fleets, each a sequence of versions deployed to eight
+workers that report their sessions, drain and exit, with now and then a
+rollback and a verdict. ``run()`` returns ``ledger.bench.Figure`` objects so
+the ledger's benchmark can print them with its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from ledger import commands as build
+from ledger.api import Ledger
+from ledger.bench import Figure, table
+from projections.runner import PAGE_SIZE, Projections
+
+FLEETS = ("bench-eu", "bench-us")
+WORKERS = 8
+REPORTS = 250  # sessions reports per worker per version
+SLICE = 5_000  # records per append_many call (alternating fleets)
+REBUILD_GOAL_S = 60.0
+REBUILD_GOAL_RECORDS = 1_000_000
+
+Log = Callable[[str], None]
+
+
+def _rollback(version: str, source: str) -> dict[str, Any]:
+    return {"event": "deployment.rolled_back", "actor": "on-call", "target": "fleet",
+            "result": "success", "version": version, "from_version": source,
+            "reason": "elevated session errors"}
+
+
+def _rollback_done(version: str, source: str) -> dict[str, Any]:
+    return {"event": "rollback.completed", "actor": "driver", "target": "fleet",
+            "result": "success", "version": version, "from_version": source}
+
+
+def workload(fleet: str) -> Iterator[dict[str, Any]]:
+    """An endless, realistic history of one fleet: deploys, sessions, drains, exits, rollbacks."""
+    live: list[tuple[str, str]] = []
+    good: list[str] = []
+    number = 0
+    while True:
+        number += 1
+        version = f"v{number}"
+        source = good[-1] if good else None
+        yield build.deploy(version, "ci", f"release {number}", source)
+        fresh = [(f"{fleet}-{version}-w{i}", version) for i in range(WORKERS)]
+        for worker, v in fresh:
+            yield build.worker_start(worker, v, "platform")
+        for tick in range(REPORTS):
+            for worker, v in live + fresh:
+                if (tick + len(worker)) % 2 == 0 or v == version:
+                    yield build.worker_sessions(worker, v, (tick * 7 + len(worker)) % 40, worker)
+        for worker, v in live:
+            yield build.worker_drain(worker, v, "driver")
+        for worker, v in live:
+            yield build.worker_exit(worker, v, 0, "driver", exit_code=0)
+        live = fresh
+        yield build.complete(version, "ci")
+        if number % 7 == 0 and source is not None:
+            yield _rollback(source, version)
+            yield _rollback_done(source, version)
+            yield build.verdict("version.verified", source, "qa", "healthy after rollback")
+        else:
+            good.append(version)
+
+
+class Builder:
+    """Grows one ledger to a given size, alternating the fleets slice by slice."""
+
+    def __init__(self, db: Path, key: Path):
+        self.ledger = Ledger.init(db, key, actor="bench")
+        self.streams = {fleet: workload(fleet) for fleet in FLEETS}
+        self.count = 0
+
+    def grow_to(self, n: int) -> None:
+        turn = 0
+        while self.count < n:
+            fleet = FLEETS[turn % len(FLEETS)]
+            size = min(SLICE, n - self.count)
+            stream = self.streams[fleet]
+            self.ledger.append_many(fleet, [next(stream) for _ in range(size)])
+            self.count += size
+            turn += 1
+
+    def close(self) -> None:
+        self.ledger.close()
+
+
+def raw_read_seconds(views: Projections) -> tuple[int, float]:
+    """Read the whole notification log in the runner's pages: the floor of any rebuild."""
+    recorder = views.store.recorder
+    start = time.perf_counter()
+    count, last = 0, 0
+    while True:
+        page = recorder.select_notifications(last, PAGE_SIZE, inclusive_of_start=False)
+        if not page:
+            break
+        count += len(page)
+        last = page[-1].id
+    return count, time.perf_counter() - start
+
+
+def p50_ms(action: Callable[[], object], queries: int) -> float:
+    times = []
+    for _ in range(queries):
+        start = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def latencies(views: Projections, queries: int) -> dict[str, float]:
+    fleet = FLEETS[0]
+    views.catch_up()
+    for _ in range(50):  # warm caches and connections
+        views.last_good(fleet)
+        views.fleet(fleet)
+    return {
+        "last-good": p50_ms(lambda: views.last_good(fleet), queries),
+        "fleet": p50_ms(lambda: views.fleet(fleet), queries),
+        "state": p50_ms(lambda: views.state(fleet), max(queries // 20, 20)),
+    }
+
+
+def run(records: int, small: int = 10_000, queries: int = 2000, log: Log | None = None) -> list[Figure]:
+    """Build a ledger of `records`, measure at `small` and at `records`; return the figures."""
+    say = log or (lambda message: None)
+    small = min(small, records)
+    with tempfile.TemporaryDirectory(prefix="projections-bench-") as tmp:
+        root = Path(tmp)
+        builder = Builder(root / "ledger.db", root / "ledger.key")
+        try:
+            say(f"building a ledger of {small:,} records ...")
+            builder.grow_to(small)
+            with Projections(builder.ledger.store, root / "views.db", notice=say) as views:
+                at_small = latencies(views, queries)
+                say(f"building on to {records:,} records ...")
+                started = time.perf_counter()
+                builder.grow_to(records)
+                say(f"built in {time.perf_counter() - started:.1f} s")
+                say("reading the notification log raw, rebuilding, reading raw again ...")
+                count, raw_before = raw_read_seconds(views)
+                started = time.perf_counter()
+                rebuilt = views.rebuild()
+                rebuild_s = time.perf_counter() - started
+                _, raw_after = raw_read_seconds(views)
+                at_large = latencies(views, queries)
+        finally:
+            builder.close()
+    raw_rate = count / ((raw_before + raw_after) / 2)
+    rate = rebuilt / rebuild_s
+    projected = REBUILD_GOAL_RECORDS / rate
+    figures = [Figure(
+        "rebuild", f"rebuild all views, {rebuilt:,} records", rate, raw_rate, "rec/s", rate / raw_rate,
+        f"1M in < {REBUILD_GOAL_S:.0f} s", projected < REBUILD_GOAL_S,
+        f"rebuild took {rebuild_s:.1f} s; 1,000,000 records at this rate: {projected:.1f} s"
+        + ("" if rebuilt >= REBUILD_GOAL_RECORDS else " (extrapolated)")
+        + "; baseline: select_notifications pages, no processing")]
+    for name in ("last-good", "fleet", "state"):
+        large, base = at_large[name], at_small[name]
+        ratio = large / base
+        if name == "state":
+            figures.append(Figure(name, f"{name} p50 at {records:,} vs {small:,}", large, base, "ms",
+                                  ratio, "(no goal)", True, "loads every version entry of the fleet"))
+        else:
+            figures.append(Figure(name, f"{name} p50 at {records:,} vs {small:,}", large, base, "ms",
+                                  ratio, "p50 < 1 ms, ratio <= 1.5", large < 1.0 and ratio <= 1.5,
+                                  f"p50 {base:.3f} ms at {small:,}, {large:.3f} ms at {records:,}"))
+    return figures
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m projections.bench",
+                                     description="Projections benchmark: figures as ratios.")
+    parser.add_argument("--records", type=int, default=100_000,
+                        help="records in the ledger (default 100,000; the goal is stated at 1,000,000)")
+    parser.add_argument("--small", type=int, default=10_000,
+                        help="the smaller size for the latency ratios (default 10,000)")
+    parser.add_argument("--queries", type=int, default=2000, help="queries per latency p50")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.records < 1 or args.small < 1 or args.queries < 1:
+        parser.error("--records, --small and --queries must be at least 1")
+
+    def log(message: str) -> None:
+        print(f"bench: {message}", file=sys.stderr, flush=True)
+
+    figures = run(args.records, args.small, args.queries, log)
+    if args.json:
+        print(json.dumps({"cpus": os.cpu_count(), "settings": vars(args),
+                          "figures": [asdict(f) for f in figures]}, indent=2))
+    else:
+        print(table(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""Rollbacks that drive real worker processes, recorded step by step.
+
+Every test here runs the real `ledger` command in child processes and real
+`ledger.worker` processes that hold calls and drain on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from ledger.fleet import LocalProcessDriver
+from tests.conftest import Env
+
+FAST = ["--call-seconds", "0.2:0.6", "--arrival-rate", "6"]
+
+
+def ledger_cmd(env: Env, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ledger.cli", *argv, *env.args(), "--fleet", "prod"],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def records(env: Env) -> list[dict[str, Any]]:
+    with env.open(writable=False) as lg:
+        return list(lg.records("prod"))
+
+
+def events(env: Env) -> Counter[str]:
+    return Counter(r["event"] for r in records(env))
+
+
+def stop_workers(rundir: Path) -> None:
+    """Drain whatever is still running, then make sure nothing outlives the test."""
+    if not rundir.exists():
+        return
+    driver = LocalProcessDriver("", "", "prod", rundir)
+    driver.stop_all()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(driver.is_alive(p.stem) for p in rundir.glob("*.lock")):
+        time.sleep(0.1)
+    for path in rundir.glob("*.lock"):
+        pid = driver.pid(path.stem)
+        if pid and driver.is_alive(path.stem):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def fleet_env(env: Env) -> Iterator[Env]:
+    yield env
+    stop_workers(Path(f"{env.db}.run"))
+
+
+def deploy(env: Env, version: str, *extra: str) -> None:
+    done = ledger_cmd(env, "deploy", version, "--actor", "ci", "--drive", "--workers", "2", *FAST, *extra)
+    assert done.returncode == 0, done.stderr
+    assert "fleet clean" in done.stdout
+
+
+def record_deploy(env: Env, version: str) -> None:
+    """A deploy recorded without workers: for tests of decisions, not of the fleet."""
+    for argv in (["deploy", version], ["complete", version]):
+        assert ledger_cmd(env, *argv, "--actor", "ci").returncode == 0
+
+
+def test_rollback_returns_to_last_good_and_confirms_the_fleet_clean(fleet_env: Env) -> None:
+    env = fleet_env
+    deploy(env, "v1")
+    deploy(env, "v2", "--fail-rate", "v2=0.7")
+    done = ledger_cmd(env, "rollback", "--actor", "on-call", "--reason", "elevated session errors", *FAST)
+    assert done.returncode == 0, done.stderr
+    history = records(env)
+    rolled = [r for r in history if r["event"] == "deployment.rolled_back"]
+    assert len(rolled) == 1
+    assert (rolled[0]["version"], rolled[0]["from_version"]) == ("v1", "v2")
+    assert rolled[0]["actor"] == "on-call" and rolled[0]["reason"] == "elevated session errors"
+    after = [r for r in history if r["seq"] > rolled[0]["seq"]]
+    started = {r["worker_id"] for r in after if r["event"] == "worker.started"}
+    assert started == set(rolled[0]["start_workers"])
+    drains = [r["worker_id"] for r in after if r["event"] == "deployment.drain_started"]
+    assert sorted(drains) == sorted(rolled[0]["drain_workers"]) and len(drains) == 2
+    exits = [r for r in after if r["event"] == "worker.exited"]
+    assert {r["worker_id"] for r in exits} == set(drains)
+    assert all(r["active_sessions"] == 0 for r in exits)  # zero dropped calls
+    first_drain = min(r["seq"] for r in after if r["event"] == "deployment.drain_started")
+    assert all(r["seq"] < first_drain for r in after if r["event"] == "worker.started")
+    completed = [r for r in after if r["event"] == "rollback.completed"]
+    assert len(completed) == 1 and completed[0]["dropped_calls"] == 0
+    assert completed[0]["seq"] > max(r["seq"] for r in exits)
+    fleet = orjson.loads(ledger_cmd(env, "fleet", "--json").stdout)
+    assert fleet["summary"]["clean"] and fleet["summary"]["versions"] == {"v1": 2}
+    assert ledger_cmd(env, "verify").returncode == 0
+
+
+def test_refused_rollback_is_recorded_and_leaves_the_fleet_alone(fleet_env: Env) -> None:
+    env = fleet_env
+    deploy(env, "v1")
+    stop_workers(Path(f"{env.db}.run"))  # a quiet fleet, so every new record is the command's
+    before = events(env)
+    done = ledger_cmd(env, "rollback", "--actor", "on-call", "--reason", "panic", "--to", "v1")
+    assert done.returncode == 1
+    assert "target_is_current" in done.stderr
+    after = events(env)
+    assert after - before == Counter({"rollback.rejected": 1})
+    rejected = next(r for r in records(env) if r["event"] == "rollback.rejected")
+    assert rejected["actor"] == "on-call" and rejected["check"] == "target_is_current"
+
+
+def test_malformed_rollback_writes_nothing(fleet_env: Env) -> None:
+    env = fleet_env
+    record_deploy(env, "v1")
+    record_deploy(env, "v2")
+    before = records(env)
+    for argv in (["--actor", "", "--reason", "x"], ["--actor", "a", "--reason", " "],
+                 ["--actor", "a"], ["--actor", "a", "--reason", "r", "--workers", "0"]):
+        done = ledger_cmd(env, "rollback", *argv)
+        assert done.returncode == 2, argv
+        assert done.stderr.count("\n") == 1
+    assert records(env) == before
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(fleet_env: Env) -> None:
+    env = fleet_env
+    record_deploy(env, "v1")
+    record_deploy(env, "v2")
+    assert ledger_cmd(env, "worker", "start", "w7", "--version", "v2", "--actor", "p").returncode == 0
+    before = records(env)
+    done = ledger_cmd(env, "rollback", "--actor", "on-call", "--reason", "errors", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "return to v1" in done.stdout and "good since seq" in done.stdout
+    assert "skipped v2: is the version being left" in done.stdout
+    assert "drain workers: w7" in done.stdout and "drain timeout: 120s" in done.stdout
+    assert records(env) == before
+
+
+def test_a_repeated_idempotency_key_returns_the_first_result(fleet_env: Env) -> None:
+    env = fleet_env
+    record_deploy(env, "v1")
+    record_deploy(env, "v2")
+    args = ["rollback", "--actor", "on-call", "--reason", "errors", "--idempotency-key", "inc-42",
+            "--no-drive"]
+    first = ledger_cmd(env, *args)
+    assert first.returncode == 0, first.stderr
+    before = records(env)
+    again = ledger_cmd(env, *args)
+    assert again.returncode == 0
+    assert "writing nothing" in again.stdout
+    assert records(env) == before
+    rejected_first = ledger_cmd(env, "rollback", "--actor", "a", "--reason", "r", "--to", "v9",
+                                "--idempotency-key", "inc-43")
+    assert rejected_first.returncode == 1
+    before = records(env)
+    rejected_again = ledger_cmd(env, "rollback", "--actor", "a", "--reason", "r", "--to", "v9",
+                                "--idempotency-key", "inc-43")
+    assert rejected_again.returncode == 1 and "target_unknown" in rejected_again.stderr
+    assert records(env) == before
+
+
+def test_a_drain_past_its_timeout_is_recorded_stuck_and_the_worker_left_running(fleet_env: Env) -> None:
+    env = fleet_env
+    deploy(env, "v1")
+    # v2's calls last long; the rollback allows 1 s to drain
+    deploy(env, "v2", "--call-seconds", "30:40", "--arrival-rate", "20")
+    time.sleep(1.0)
+    done = ledger_cmd(env, "rollback", "--actor", "on-call", "--reason", "errors",
+                      "--drain-timeout", "1", *FAST)
+    assert done.returncode == 1
+    counted = events(env)
+    assert counted["deployment.drain_stuck"] == 2
+    assert counted["rollback.failed"] == 1 and counted["rollback.completed"] == 0
+    driver = LocalProcessDriver("", "", "prod", Path(f"{env.db}.run"))
+    stuck = [r["worker_id"] for r in records(env) if r["event"] == "deployment.drain_stuck"]
+    assert all(driver.is_alive(w) for w in stuck)  # holding calls: never killed
+
+
+def test_a_worker_that_dies_holding_calls_is_recorded_as_dropped_calls(fleet_env: Env) -> None:
+    env = fleet_env
+    deploy(env, "v1")
+    deploy(env, "v2", "--call-seconds", "20:30", "--arrival-rate", "20")
+    time.sleep(1.5)
+    driver = LocalProcessDriver("", "", "prod", Path(f"{env.db}.run"))
+    victims = [r["worker_id"] for r in records(env) if r["event"] == "worker.started"
+               and r["version"] == "v2"]
+    rollback = subprocess.Popen(
+        [sys.executable, "-m", "ledger.cli", "rollback", "--actor", "on-call", "--reason", "errors",
+         "--drain-timeout", "60", *FAST, *env.args(), "--fleet", "prod"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and events(env)["deployment.drain_started"] < 4:
+        time.sleep(0.1)
+    for worker_id in victims:  # the machine dies under them
+        pid = driver.pid(worker_id)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+    _out, err = rollback.communicate(timeout=120)
+    assert rollback.returncode == 0, err
+    exits = [r for r in records(env) if r["event"] == "worker.exited" and r["worker_id"] in victims]
+    assert len(exits) == 2 and all(r["active_sessions"] > 0 for r in exits)
+    assert all(r["reason"] == "exited without reporting" for r in exits)
+    completed = next(r for r in records(env) if r["event"] == "rollback.completed")
+    assert completed["dropped_calls"] == sum(r["active_sessions"] for r in exits)
+
+
+def wait_for(env: Env, event: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if events(env)[event] >= 1:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no {event} within {timeout}s")
+
+
+@pytest.mark.parametrize("kill_after", [
+    "deployment.rolled_back", "worker.started", "deployment.drain_started", "worker.exited",
+    "rollback.completed",
+])
+def test_the_executor_killed_at_any_step_resumes_and_repeats_nothing(fleet_env: Env,
+                                                                     kill_after: str) -> None:
+    env = fleet_env
+    deploy(env, "v1")
+    deploy(env, "v2")
+    already = events(env)
+    before = {k: v for k, v in already.items() if k != "worker.sessions"}
+    seq_before = max(r["seq"] for r in records(env))
+    rollback = subprocess.Popen(
+        [sys.executable, "-m", "ledger.cli", "rollback", "--actor", "on-call", "--reason", "errors",
+         "--step-delay", "0.7", *FAST, *env.args(), "--fleet", "prod"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if any(r["event"] == kill_after for r in records(env) if r["seq"] > seq_before):
+            break
+        time.sleep(0.05)
+    rollback.send_signal(signal.SIGKILL)
+    rollback.wait(timeout=10)
+    resumed = ledger_cmd(env, "drive", *FAST)
+    assert resumed.returncode == 0, resumed.stderr
+    after = [r for r in records(env) if r["seq"] > seq_before]
+    counted = Counter(r["event"] for r in after)
+    rolled = [r for r in after if r["event"] == "deployment.rolled_back"]
+    assert len(rolled) == 1
+    assert counted["rollback.completed"] == 1 and counted["rollback.failed"] == 0
+    started = Counter(r["worker_id"] for r in after if r["event"] == "worker.started")
+    assert started == Counter({w: 1 for w in rolled[0]["start_workers"]})
+    drained = Counter(r["worker_id"] for r in after if r["event"] == "deployment.drain_started")
+    assert drained == Counter({w: 1 for w in rolled[0]["drain_workers"]})
+    exited = Counter(r["worker_id"] for r in after if r["event"] == "worker.exited")
+    assert exited == Counter({w: 1 for w in rolled[0]["drain_workers"]})
+    assert all(r["active_sessions"] == 0 for r in after if r["event"] == "worker.exited")
+    assert before["deployment.completed"] == 2
+    again = ledger_cmd(env, "drive")
+    assert again.returncode == 0 and "nothing to drive" in again.stdout
+    assert ledger_cmd(env, "verify").returncode == 0
