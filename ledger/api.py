@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from eventsourcing.persistence import IntegrityError, OperationalError, PersistenceError
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    PersistenceError,
+)
 
 from ledger.chain import ORIGIN_PREFIX, Checkpoint, Head, link, seal, sign_checkpoint, signed_message
 from ledger.encoding import canonical, check_values
@@ -42,12 +47,13 @@ from ledger.keys import (
     write_private_key,
     write_public_key,
 )
-from ledger.signing import BatchSigner
+from ledger.signing import BatchSigner, Signatures
 from ledger.store import KEY_CHAIN, KeyChainMovedError, SealedRecord, Store, default_db, stream_id
 from ledger.verify import LedgerReport, Progress, verify_ledger
 
 CHUNK = 1000
 MAX_ATTEMPTS = 60
+RECONNECT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -263,18 +269,74 @@ class Ledger:
         """Validate every body first, then store them in chunks of one transaction."""
         check_fleet_name(fleet)
         checked = [self.validate(body, f"record {n}") for n, body in enumerate(bodies, 1)]
+        chunks = [checked[start:start + chunk] for start in range(0, len(checked), chunk)]
+        receipts = self._append_pipelined(fleet, chunks) if len(chunks) > 1 else []
+        stored = len(receipts)
+        for part in chunks:
+            if stored >= len(part):
+                stored -= len(part)  # this chunk went in on the fast path
+                continue
+            receipts += self._append_chunk(fleet, part)
+        return receipts
+
+    def _append_pipelined(self, fleet: str, chunks: Sequence[Sequence[dict[str, Any]]]) -> list[Receipt]:
+        """The fast path for many chunks: sign chunk k+1 on the pool while chunk k is
+        encoded and inserted. Returns the receipts of the chunks it stored, in order;
+        at the first chunk it cannot store (a lost race, a rotation, a lost
+        connection) it stops, and `_append_chunk` carries on with its retries.
+        """
         receipts: list[Receipt] = []
-        for start in range(0, len(checked), chunk):
-            receipts += self._append_chunk(fleet, checked[start:start + chunk])
+        try:
+            key = self._key or self._read_key_state()
+            signer = self._signer_for(key.kid)
+            head = self._heads[fleet] if fleet in self._heads else self.head(fleet)
+        except PersistenceError:
+            return receipts
+        timestamp = max(utc_now(), head.timestamp, key.since)
+        signing = self._signing(signer)
+        prev, seq = head.hash, head.seq
+        in_flight: tuple[list[dict[str, Any]], Signatures] | None = None
+        for part in [*chunks, None]:
+            if part is not None:
+                records = []
+                for body in part:
+                    seq += 1
+                    record = link(body, fleet=fleet, seq=seq, prev=prev, timestamp=timestamp,
+                                  kid=signer.kid)
+                    prev = record["hash"]
+                    records.append(record)
+                started = signing.submit([signed_message(r["hash"]) for r in records])
+            if in_flight is not None:
+                stored = self._store_signed(fleet, *in_flight, key.seq)
+                if not stored:
+                    self._heads.pop(fleet, None)
+                    return receipts
+                receipts += stored
+            in_flight = (records, started) if part is not None else None
+        last = receipts[-1]
+        self._heads[fleet] = Head(last.seq, last.hash, timestamp)
+        self._key = key
+        return receipts
+
+    def _store_signed(self, fleet: str, records: list[dict[str, Any]], signatures: Signatures,
+                      key_seq: int) -> list[Receipt]:
+        """Insert linked records once their signatures are in; [] if the insert failed."""
+        events, receipts = self._encode(fleet, records, signatures.result())
+        try:
+            self.store.insert(events, key_chain_seq=key_seq)
+        except (IntegrityError, KeyChainMovedError, InterfaceError, OperationalError):
+            return receipts if self._landed(fleet, receipts) else []
         return receipts
 
     @staticmethod
     def validate(body: Mapping[str, Any], where: str = "record") -> dict[str, Any]:
-        check_values(dict(body))
-        event_type = validate_input(body, where)
+        """A copy of the body, checked against the canonical value set and its schema."""
+        record = dict(body)
+        check_values(record)
+        event_type = validate_input(record, where)
         if event_type.internal:
             raise RecordError(f"{where}: '{event_type.name}' is written by the ledger itself")
-        return dict(body)
+        return record
 
     def head(self, chain: str) -> Head:
         last = self.store.last(chain)
@@ -290,8 +352,20 @@ class Ledger:
 
     def _append_chunk(self, chain: str, bodies: Sequence[Mapping[str, Any]],
                       *, check_key: bool = True, expect_seq: int | None = None) -> list[Receipt]:
+        """Seal on the head and insert; retry lost races and a store that is briefly away.
+
+        A lost race (the position is taken) re-reads the head and seals again.
+        A connection lost around a commit (a database restart) is retried for
+        up to `RECONNECT_SECONDS`; if that commit did land, the retry finds its
+        own records at the head and returns them instead of writing them twice.
+        """
+        reconnect_until: float | None = None
+        receipts: list[Receipt] = []
+        sealed_at, key = "", self._key
         for attempt in range(MAX_ATTEMPTS):
             try:
+                if receipts and self._landed(chain, receipts):
+                    break  # an earlier attempt committed; only its acknowledgement was lost
                 if check_key:
                     key = self._key or self._read_key_state()
                     signer = self._signer_for(key.kid)
@@ -303,26 +377,56 @@ class Ledger:
                 head = self._heads[chain]
                 if expect_seq is not None and head.seq != expect_seq:
                     raise HeadMovedError(f"{chain} moved from seq {expect_seq} to {head.seq}")
-                timestamp = max(utc_now(), head.timestamp, key.since)
-                events, receipts = self._seal_all(chain, bodies, head, timestamp, signer)
+                sealed_at = max(utc_now(), head.timestamp, key.since)
+                events, receipts = self._seal_all(chain, bodies, head, sealed_at, signer)
                 guard = key.seq + (len(bodies) if chain == KEY_CHAIN else 0)
                 self.store.insert(events, key_chain_seq=guard if check_key else None)
+                break
             except IntegrityError:
                 self._heads.pop(chain, None)
+                if self._landed(chain, receipts):
+                    break
+                receipts = []
                 if expect_seq is not None:
                     raise HeadMovedError(f"{chain} moved past seq {expect_seq}") from None
                 time.sleep(random.uniform(0, min(0.002 * 2**attempt, 0.25)))
-                continue
             except KeyChainMovedError:
                 self._key = None  # a rotation landed: re-read the key and seal again
-                continue
-            except (OperationalError, PersistenceError) as exc:
+                receipts = []
+            except (InterfaceError, OperationalError) as exc:
+                self._heads.pop(chain, None)
+                now = time.monotonic()
+                reconnect_until = reconnect_until or now + RECONNECT_SECONDS
+                if now > reconnect_until or self.store.is_sqlite:  # SQLite already waited its lock timeout
+                    raise StorageError(f"cannot write to {self.store.label}: {exc}") from None
+                time.sleep(min(0.1 * 2**attempt, 1.0))
+            except PersistenceError as exc:
                 raise StorageError(f"cannot write to {self.store.label}: {exc}") from None
-            last = receipts[-1]
-            self._heads[chain] = Head(last.seq, last.hash, timestamp)
-            self._key = key if check_key and chain != KEY_CHAIN else None
-            return receipts
-        raise ConflictError(f"gave up after {MAX_ATTEMPTS} lost races for the head of {chain}")
+        else:
+            raise ConflictError(f"gave up after {MAX_ATTEMPTS} tries at the head of {chain}")
+        last = receipts[-1]
+        self._heads[chain] = Head(last.seq, last.hash, sealed_at)
+        self._key = key if check_key and chain != KEY_CHAIN else None
+        return receipts
+
+    def _landed(self, chain: str, receipts: Sequence[Receipt]) -> bool:
+        """Whether these sealed records are the ones stored at their positions."""
+        if not receipts:
+            return False
+        for receipt in (receipts[0], receipts[-1]):
+            rows = self.store.page(chain, receipt.seq - 1, 1)
+            if not rows or rows[0].originator_version != receipt.seq:
+                return False
+            if orjson.loads(rows[0].state).get("hash") != receipt.hash:
+                return False
+        return True
+
+    def _signing(self, signer: Signer) -> BatchSigner:
+        if self._batch_signer is None or self._batch_signer.signer is not signer:
+            if self._batch_signer is not None:
+                self._batch_signer.close()
+            self._batch_signer = BatchSigner(signer)
+        return self._batch_signer
 
     def _seal_all(self, chain: str, bodies: Sequence[Mapping[str, Any]], head: Head, timestamp: str,
                   signer: Signer) -> tuple[list[SealedRecord], list[Receipt]]:
@@ -332,11 +436,13 @@ class Ledger:
             record = link(body, fleet=chain, seq=seq, prev=prev, timestamp=timestamp, kid=signer.kid)
             prev = record["hash"]
             records.append(record)
-        if self._batch_signer is None or self._batch_signer.signer is not signer:
-            if self._batch_signer is not None:
-                self._batch_signer.close()
-            self._batch_signer = BatchSigner(signer)
-        signatures = self._batch_signer.sign_all([signed_message(r["hash"]) for r in records])
+        signatures = self._signing(signer).sign_all([signed_message(r["hash"]) for r in records])
+        return self._encode(chain, records, signatures)
+
+    @staticmethod
+    def _encode(chain: str, records: list[dict[str, Any]],
+                signatures: Sequence[str]) -> tuple[list[SealedRecord], list[Receipt]]:
+        """Add each signature and encode: the stored bytes are the signed record."""
         events, receipts = [], []
         stream = stream_id(chain)
         for record, sig in zip(records, signatures, strict=True):

@@ -17,7 +17,7 @@ from typing import Any
 from ledger.api import Ledger
 from ledger.drive import Executor, deploy_record
 from ledger.errors import HeadMovedError, InputError, LedgerError
-from ledger.fleet import LocalProcessDriver, WorkerSettings
+from ledger.fleet import LocalProcessDriver, WorkerSettings, default_rundir
 from ledger.rollback import Refusal, RollbackCommand, RollbackPlan, RollbackRequest
 from ledger.rules import FleetHistory
 from ledger.store import default_db
@@ -67,8 +67,8 @@ class FleetSession:
         call_min, call_max = _call_seconds(args.call_seconds)
         settings = WorkerSettings(arrival_rate=args.arrival_rate, call_min=call_min,
                                   call_max=call_max, fail_rate=_fail_rates(args.fail_rate))
-        rundir = Path(args.rundir or f"{self.db}.run")
         assert self.ledger.signer is not None and self.ledger.signer.path is not None
+        rundir = Path(args.rundir) if args.rundir else default_rundir(self.db, str(self.ledger.signer.path))
         self.driver = LocalProcessDriver(self.db, str(self.ledger.signer.path), args.fleet, rundir,
                                          settings)
         self.tracker = Tracker(self.db, "fleet-driver")

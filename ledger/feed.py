@@ -7,8 +7,7 @@ each `prev` link itself.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -16,8 +15,6 @@ import orjson
 
 from ledger.api import Ledger
 from ledger.errors import InputError
-
-POLL_SECONDS = 0.1
 
 
 def parse_time(text: str) -> str:
@@ -63,22 +60,15 @@ def feed(
     limit: int | None = None,
     where: FeedFilter | None = None,
     follow: bool = False,
-    stop: Callable[[], bool] = lambda: False,
 ) -> Iterator[bytes]:
     """Stored bytes of matching records after `after`; with `follow`, forever."""
     where = where or FeedFilter()
     plain = where == FeedFilter()
     sent = 0
-    cursor = after
-    while True:
-        for data in ledger.raw_records(fleet, cursor):
-            record = orjson.loads(data)
-            cursor = record["seq"]
-            if plain or where.matches(record):
-                yield data
-                sent += 1
-                if limit is not None and sent >= limit:
-                    return
-        if not follow or stop():
-            return
-        time.sleep(POLL_SECONDS)
+    source = ledger.store.follow(fleet, after) if follow else ledger.raw_records(fleet, after)
+    for data in source:
+        if plain or where.matches(orjson.loads(data)):
+            yield data
+            sent += 1
+            if limit is not None and sent >= limit:
+                return

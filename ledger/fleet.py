@@ -19,6 +19,14 @@ from pathlib import Path
 from typing import Protocol
 
 
+def default_rundir(db: str, key: str) -> Path:
+    """Where local workers keep their lock files and logs: beside the ledger file,
+    or beside the key when the ledger is a database server."""
+    if db.startswith(("postgresql://", "postgres://")):
+        return Path(f"{key}.run")
+    return Path(f"{db}.run")
+
+
 class FleetDriver(Protocol):
     """What the executor needs from a fleet of workers."""
 

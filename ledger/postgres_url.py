@@ -9,9 +9,9 @@ PGPASSFILE). Passwords are never printed: `redact` is for messages.
 from __future__ import annotations
 
 import os
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
-from ledger.errors import InputError
+from ledger.errors import InputError, StorageError
 
 
 def postgres_env(url: str) -> dict[str, str]:
@@ -32,9 +32,14 @@ def postgres_env(url: str) -> dict[str, str]:
         "POSTGRES_USER": unquote(parts.username or os.environ.get("PGUSER", "postgres")),
         "POSTGRES_PASSWORD": unquote(parts.password or os.environ.get("PGPASSWORD", "")),
         "POSTGRES_CONNECT_TIMEOUT": "10",
+        "POSTGRES_PRE_PING": "y",  # a pooled connection broken by a server restart is replaced
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         "ORIGINATOR_ID_TYPE": "text",
+        "APPLICATION_RECORDER_TOPIC": "ledger.store:GuardedPostgresRecorder",
     }
+    schema = parse_qs(parts.query).get("schema")
+    if schema:
+        env["POSTGRES_SCHEMA"] = schema[0]
     return env
 
 
@@ -45,3 +50,19 @@ def redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
     return parts._replace(netloc=netloc).geturl()
+
+
+def check_connection(url: str) -> None:
+    """Connect once, briefly, so a bad password or an unreachable server is one clear line."""
+    import psycopg
+
+    env = postgres_env(url)
+    try:
+        psycopg.connect(
+            dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
+            user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"] or None,
+            connect_timeout=5,
+        ).close()
+    except psycopg.Error as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise StorageError(f"cannot connect to {redact(url)}: {reason}") from None

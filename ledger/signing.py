@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -32,6 +32,16 @@ def _sign_slice(messages: Sequence[bytes]) -> list[str]:
     return [base64.b64encode(_worker_key.sign(m)).decode("ascii") for m in messages]
 
 
+class Signatures:
+    """Signatures being made, slice by slice, in order."""
+
+    def __init__(self, parts: list[Future[list[str]]]):
+        self.parts = parts
+
+    def result(self) -> list[str]:
+        return [sig for part in self.parts for sig in part.result()]
+
+
 class BatchSigner:
     """Signs lists of messages with one key, in parallel when the list is long."""
 
@@ -40,15 +50,21 @@ class BatchSigner:
         self._pool: ProcessPoolExecutor | None = None
 
     def sign_all(self, messages: Sequence[bytes]) -> list[str]:
+        return self.submit(messages).result()
+
+    def submit(self, messages: Sequence[bytes]) -> Signatures:
+        """Start signing; the caller collects with `.result()` (so it can work meanwhile)."""
         workers = os.cpu_count() or 1
         if len(messages) < PARALLEL_MIN or workers < 2:
-            return [self.signer.sign(m) for m in messages]
+            done: Future[list[str]] = Future()
+            done.set_result([self.signer.sign(m) for m in messages])
+            return Signatures([done])
         if self._pool is None:
             self._pool = ProcessPoolExecutor(workers, initializer=_init_worker,
                                              initargs=(self.signer.private_bytes(),))
         size = -(-len(messages) // workers)
-        slices = [messages[i:i + size] for i in range(0, len(messages), size)]
-        return [sig for part in self._pool.map(_sign_slice, slices) for sig in part]
+        return Signatures([self._pool.submit(_sign_slice, messages[i:i + size])
+                           for i in range(0, len(messages), size)])
 
     def close(self) -> None:
         if self._pool is not None:

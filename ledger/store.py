@@ -13,6 +13,7 @@ touches them.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,18 +23,19 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import (
     JSONTranscoder,
     Mapper,
-    OperationalError,
     PersistenceError,
     StoredEvent,
 )
+from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
 from ledger.errors import NotInitializedError, StorageError
-from ledger.postgres_url import postgres_env, redact
+from ledger.postgres_url import check_connection, postgres_env, redact
 
 FLEET_PREFIX = "fleet:"
 KEY_CHAIN = "@keys"
 PAGE_SIZE = 2000
+OPEN_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,40 @@ class GuardedSQLiteRecorder(SQLiteApplicationRecorder):
         return None
 
 
+KEY_GUARD_MARKER = "ledger: key chain moved"
+
+
+class GuardedPostgresRecorder(PostgresApplicationRecorder):
+    """The PostgreSQL twin of `GuardedSQLiteRecorder`.
+
+    The guard runs inside the insert's transaction, once the EXCLUSIVE table
+    lock that eventsourcing takes for every insert is held (so no rotation can
+    commit between the check and this commit), and fails the transaction in
+    SQL, so nothing of the batch can commit.
+    """
+
+    def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent],
+                              **kwargs: Any) -> None:
+        expected = kwargs.get("key_chain_seq")
+        if expected is not None:
+            self._lock_table(curs)  # taken before the check: commits are ordered from here
+            table = f'"{self.datastore.schema}"."{self.events_table_name}"'
+            curs.execute(
+                "DO $guard$ BEGIN IF (SELECT COALESCE(MAX(originator_version), 0) FROM "
+                f"{table} WHERE originator_id = '{KEY_CHAIN}') <> {int(expected)} THEN "
+                f"RAISE EXCEPTION '{KEY_GUARD_MARKER}'; END IF; END $guard$"
+            )
+        super()._insert_stored_events(curs, stored_events, **kwargs)
+
+
+    def _create_table(self, curs: Any) -> None:
+        # Many processes opening one new ledger at once would otherwise race on
+        # eventsourcing's CREATE OR REPLACE FUNCTION ("tuple concurrently updated").
+        curs.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                     (f"{self.datastore.schema}.{self.events_table_name}",))
+        super()._create_table(curs)
+
+
 class LedgerApplication(Application[str]):
     """The eventsourcing application that holds every chain of one ledger."""
 
@@ -139,11 +175,20 @@ class Store:
                 f"no ledger at {db} (run `ledger init`, or give --db / LEDGER_DB)"
             )
         self.db = db
+        self.is_sqlite = not is_postgres(db)
         self.label = redact(db) if is_postgres(db) else db
-        try:
-            self.app = LedgerApplication(env=persistence_env(db))
-        except (PersistenceError, OSError) as exc:
-            raise StorageError(f"cannot open ledger database {self.label}: {exc}") from None
+        if is_postgres(db):
+            check_connection(db)
+        for attempt in range(OPEN_ATTEMPTS):
+            try:
+                self.app = LedgerApplication(env=persistence_env(db))
+                break
+            except (PersistenceError, OSError) as exc:
+                # Concurrent first opens can collide creating types and tables; the
+                # loser finds them made when it tries again.
+                if attempt + 1 == OPEN_ATTEMPTS or not is_postgres(db):
+                    raise StorageError(f"cannot open ledger database {self.label}: {exc}") from None
+                time.sleep(0.05 * (attempt + 1))
         self.recorder: Any = self.app.recorder
 
     def close(self) -> None:
@@ -157,7 +202,12 @@ class Store:
         key chain's length. (The application's event store is used directly:
         `Application.save` only adds aggregate bookkeeping this ledger has none of.)
         """
-        self.app.events.put(list(records), key_chain_seq=key_chain_seq)
+        try:
+            self.app.events.put(list(records), key_chain_seq=key_chain_seq)
+        except PersistenceError as exc:
+            if KEY_GUARD_MARKER in str(exc):
+                raise KeyChainMovedError(str(exc)) from None
+            raise
 
     def insert_locked(self, make: Callable[[], Sequence[SealedRecord]]) -> None:
         """Take the write lock first, then build the records and insert them.
@@ -166,6 +216,12 @@ class Store:
         (a key rotation's timestamp).
         """
         recorder = self.recorder
+        if is_postgres(self.db):
+            with recorder.datastore.transaction(commit=True) as cursor:
+                recorder._lock_table(cursor)  # the lock every insert takes, before deciding
+                stored = [self.app.mapper.to_stored_event(record) for record in make()]
+                recorder._insert_stored_events(cursor, stored)
+            return
         with recorder.datastore.transaction(commit=True) as cursor:
             cursor.execute(f"UPDATE {recorder.events_table_name} SET topic=topic WHERE 0")
             stored = [self.app.mapper.to_stored_event(record) for record in make()]
@@ -194,14 +250,43 @@ class Store:
                 return
             after = rows[-1].originator_version
 
+    def follow(self, chain: str, after: int, poll_s: float = 0.1) -> Iterator[bytes]:
+        """Every record of a chain after position `after`, as it lands, forever.
+
+        It reads by position in the chain, so notification-id gaps (left on
+        PostgreSQL by rolled-back inserts) never matter. On PostgreSQL it
+        LISTENs on the recorder's channel first and only then reads, so a
+        record committed in between is read, not missed; each NOTIFY (or a
+        one-second safety tick) triggers the next read. SQLite polls.
+        """
+        if not is_postgres(self.db):
+            while True:
+                rows = self.page(chain, after)
+                for row in rows:
+                    after = row.originator_version
+                    yield bytes(row.state)
+                if not rows:
+                    time.sleep(poll_s)
+        with self.recorder.datastore.get_connection() as connection:
+            connection.execute(f'LISTEN "{self.recorder.channel_name}"')
+            connection.commit()
+            while True:
+                for row in self.scan(chain, after):
+                    after = row.originator_version
+                    yield bytes(row.state)
+                for _ in connection.notifies(timeout=1.0, stop_after=1):
+                    pass
+
     def chains(self) -> list[str]:
         """Names of the fleets that have records (the key chain excluded)."""
         table = self.recorder.events_table_name
+        if is_postgres(self.db):
+            table = f'"{self.recorder.datastore.schema}"."{table}"'
         try:
             with self.recorder.datastore.transaction(commit=False) as cursor:
-                cursor.execute(f"SELECT DISTINCT originator_id FROM {table}")
-                names = [row[0] for row in cursor.fetchall()]
-        except OperationalError as exc:
+                cursor.execute(f"SELECT DISTINCT originator_id AS stream FROM {table}")
+                names = [row["stream"] for row in cursor.fetchall()]
+        except PersistenceError as exc:
             raise StorageError(f"cannot read {self.label}: {exc}") from None
         return sorted(n.removeprefix(FLEET_PREFIX) for n in names if n.startswith(FLEET_PREFIX))
 

@@ -1,6 +1,6 @@
 """Benchmark of the projections: figures as ratios against baselines measured in the same run.
 
-    python -m projections.bench [--records N] [--small N] [--queries N] [--json]
+    python -m projections.bench [--records N] [--small N] [--queries N] [--db URL] [--json]
 
 - ``rebuild``: ``Projections.rebuild()`` over N records (all three views), in
   records/s, vs reading the same notification log raw with
@@ -12,6 +12,9 @@
   ratio <= 1.5).
 - ``state``: p50 latency of loading a fleet's rules state (what the rollback
   command validates against), N vs small; no goal here, it is for issue 4.
+
+With ``--db postgresql://...?schema=S`` (an empty schema) the ledger and its
+views (tables ``deployledger_views_*`` in the same schema) are on PostgreSQL.
 
 The ledger is a real SQLite file built with ``Ledger.append_many`` from a
 realistic workload: two fleets, each a sequence of versions deployed to eight
@@ -37,6 +40,7 @@ from typing import Any
 from ledger import commands as build
 from ledger.api import Ledger
 from ledger.bench import Figure, table
+from ledger.rollback import RollbackCommand, RollbackRequest
 from projections.runner import PAGE_SIZE, Projections
 
 FLEETS = ("bench-eu", "bench-us")
@@ -94,7 +98,7 @@ def workload(fleet: str) -> Iterator[dict[str, Any]]:
 class Builder:
     """Grows one ledger to a given size, alternating the fleets slice by slice."""
 
-    def __init__(self, db: Path, key: Path):
+    def __init__(self, db: str | Path, key: Path):
         self.ledger = Ledger.init(db, key, actor="bench")
         self.streams = {fleet: workload(fleet) for fleet in FLEETS}
         self.count = 0
@@ -136,31 +140,37 @@ def p50_ms(action: Callable[[], object], queries: int) -> float:
     return statistics.median(times) * 1000
 
 
-def latencies(views: Projections, queries: int) -> dict[str, float]:
+def latencies(views: Projections, ledger: Ledger, queries: int) -> dict[str, float]:
     fleet = FLEETS[0]
     views.catch_up()
     for _ in range(50):  # warm caches and connections
         views.last_good(fleet)
         views.fleet(fleet)
+    command = RollbackCommand(ledger, views)
+    request = RollbackRequest(fleet, "bench", "validation latency")
     return {
         "last-good": p50_ms(lambda: views.last_good(fleet), queries),
         "fleet": p50_ms(lambda: views.fleet(fleet), queries),
         "state": p50_ms(lambda: views.state(fleet), max(queries // 20, 20)),
+        "rollback-dry-run": p50_ms(lambda: command.plan(request), max(queries // 20, 20)),
     }
 
 
-def run(records: int, small: int = 10_000, queries: int = 2000, log: Log | None = None) -> list[Figure]:
-    """Build a ledger of `records`, measure at `small` and at `records`; return the figures."""
+def run(records: int, small: int = 10_000, queries: int = 2000, log: Log | None = None,
+        db: str | None = None) -> list[Figure]:
+    """Build a ledger of `records` (in a temporary SQLite file, or at `db`: an empty
+    PostgreSQL schema), measure at `small` and at `records`; return the figures."""
     say = log or (lambda message: None)
     small = min(small, records)
     with tempfile.TemporaryDirectory(prefix="projections-bench-") as tmp:
         root = Path(tmp)
-        builder = Builder(root / "ledger.db", root / "ledger.key")
+        builder = Builder(db or root / "ledger.db", root / "ledger.key")
+        views_at = None if db else root / "views.db"  # PostgreSQL: tables beside the ledger's
         try:
             say(f"building a ledger of {small:,} records ...")
             builder.grow_to(small)
-            with Projections(builder.ledger.store, root / "views.db", notice=say) as views:
-                at_small = latencies(views, queries)
+            with Projections(builder.ledger.store, views_at, notice=say) as views:
+                at_small = latencies(views, builder.ledger, queries)
                 say(f"building on to {records:,} records ...")
                 started = time.perf_counter()
                 builder.grow_to(records)
@@ -171,7 +181,7 @@ def run(records: int, small: int = 10_000, queries: int = 2000, log: Log | None 
                 rebuilt = views.rebuild()
                 rebuild_s = time.perf_counter() - started
                 _, raw_after = raw_read_seconds(views)
-                at_large = latencies(views, queries)
+                at_large = latencies(views, builder.ledger, queries)
         finally:
             builder.close()
     raw_rate = count / ((raw_before + raw_after) / 2)
@@ -183,10 +193,14 @@ def run(records: int, small: int = 10_000, queries: int = 2000, log: Log | None 
         f"rebuild took {rebuild_s:.1f} s; 1,000,000 records at this rate: {projected:.1f} s"
         + ("" if rebuilt >= REBUILD_GOAL_RECORDS else " (extrapolated)")
         + "; baseline: select_notifications pages, no processing")]
-    for name in ("last-good", "fleet", "state"):
+    for name in ("last-good", "fleet", "state", "rollback-dry-run"):
         large, base = at_large[name], at_small[name]
         ratio = large / base
-        if name == "state":
+        if name == "rollback-dry-run":
+            figures.append(Figure(name, f"rollback validation p50 at {records:,} vs {small:,}", large, base,
+                                  "ms", ratio, "p50 < 20 ms, ratio <= 2", large < 20.0 and ratio <= 2,
+                                  "RollbackCommand.plan: state at the head, then every check"))
+        elif name == "state":
             figures.append(Figure(name, f"{name} p50 at {records:,} vs {small:,}", large, base, "ms",
                                   ratio, "(no goal)", True, "loads every version entry of the fleet"))
         else:
@@ -204,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--small", type=int, default=10_000,
                         help="the smaller size for the latency ratios (default 10,000)")
     parser.add_argument("--queries", type=int, default=2000, help="queries per latency p50")
+    parser.add_argument("--db", default=None, metavar="URL",
+                        help="build the ledger in this empty PostgreSQL schema (postgresql://...?schema=S) "
+                             "instead of a temporary SQLite file; the views go beside it")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     return parser
 
@@ -217,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"bench: {message}", file=sys.stderr, flush=True)
 
-    figures = run(args.records, args.small, args.queries, log)
+    figures = run(args.records, args.small, args.queries, log, db=args.db)
     if args.json:
         print(json.dumps({"cpus": os.cpu_count(), "settings": vars(args),
                           "figures": [asdict(f) for f in figures]}, indent=2))

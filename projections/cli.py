@@ -179,7 +179,7 @@ def cmd_catch_up(args: argparse.Namespace) -> int:
         applied = views.catch_up()
         elapsed = time.perf_counter() - started
         print(f"projections caught up: {applied} new ledger records in {elapsed:.2f}s; "
-              f"at notification {views.position()} ({views.path})")
+              f"at notification {views.position()} ({views.where})")
     return 0
 
 
@@ -189,7 +189,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         applied = views.rebuild()
         elapsed = time.perf_counter() - started
         rate = f", {applied / elapsed:,.0f} records/s" if elapsed > 0 and applied else ""
-        print(f"projections rebuilt from {applied} ledger records in {elapsed:.2f}s{rate} ({views.path})")
+        print(f"projections rebuilt from {applied} ledger records in {elapsed:.2f}s{rate} ({views.where})")
     return 0
 
 
@@ -197,9 +197,10 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
 
 def _views_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--projections", default=None, metavar="PATH",
-                        help="the projections file (env LEDGER_PROJECTIONS, "
-                             "default <db>.projections.db beside the ledger)")
+    parser.add_argument("--projections", default=None, metavar="PATH|URL",
+                        help="where the read models live: a SQLite file or a postgresql:// URL "
+                             "(env LEDGER_PROJECTIONS; default <db>.projections.db beside a SQLite "
+                             "ledger, tables deployledger_views_* in a PostgreSQL ledger's own schema)")
 
 
 def register(subparsers: argparse._SubParsersAction[Any], common: Common) -> None:

@@ -1,20 +1,37 @@
-"""The runner and Python API: catch up, rebuild, and answer from the read models.
+"""The runner and Python API: catch up, rebuild, follow, and answer from the read models.
 
 `Projections` follows the ledger's notification log from its tracking position
-(SQLite has no subscriptions, so it reads pages on demand), and catches up
-before every answer, so an answer is never behind the ledger as it was when the
-question was asked. Answers read only the views: their cost does not grow with
-the number of records. A views file that is missing, damaged, of another
-format, or of another ledger is rebuilt from the ledger, with a notice.
+in batches, and catches up before every answer, so an answer is never behind
+the ledger as it was when the question was asked. Answers read only the
+views: their cost does not grow with the number of records. `follow()` keeps
+the views caught up as records are committed (woken by PostgreSQL's
+LISTEN/NOTIFY, or by polling on SQLite).
+
+Where the views live: beside a SQLite ledger in a file of their own; in the
+ledger's own database and schema (tables `deployledger_views_*`) for a
+PostgreSQL ledger; or wherever `--projections` / LEDGER_PROJECTIONS says (a
+SQLite path or a `postgresql://` URL, whose `views=NAME` query parameter
+names another set of tables). Views that are missing, damaged, of another
+format, or of another ledger are rebuilt from the ledger, with a notice: a
+file is deleted and made again, PostgreSQL tables are dropped and created
+again in one transaction.
+
+Notification ids need not be contiguous (PostgreSQL sequences skip the ids of
+rolled-back inserts): the runner reads "every record after my position" and
+never waits for a particular id.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
+import time
 from collections.abc import Callable
 from pathlib import Path
+from threading import Event
 from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 from eventsourcing.persistence import IntegrityError, PersistenceError, Tracking
@@ -23,17 +40,31 @@ from ledger.api import Ledger
 from ledger.chain import unsigned_hash
 from ledger.errors import NotInitializedError, StorageError, UnknownFleetError
 from ledger.events import check_fleet_name
+from ledger.postgres_url import postgres_env, redact
 from ledger.rules import FleetHistory, LastGood, Version
 from ledger.store import KEY_CHAIN, LedgerApplication, Store, default_db, is_postgres
+from projections.follow import LedgerWaiter, ledger_waiter
 from projections.integrity import LinkFaultError
+from projections.postgres_views import (
+    DEFAULT_NAME,
+    PostgresLedgerViews,
+    check_views_name,
+    open_postgres_views,
+)
 from projections.projection import FleetProjection, load_state
 from projections.sqlite_views import open_sqlite_views
 from projections.views import FORMAT, LedgerViews, ViewsDamagedError
 
 PAGE_SIZE = 5000
 BATCH_SIZE = 20_000
+#: Rebuilds after damage before giving up (another process keeps damaging or resetting them?).
 MAX_ATTEMPTS = 5
+#: Lost races before giving up. Each one means another runner moved the views on (so a
+#: catch-up to a fixed head ends), or reset them; a short random pause spreads racers out.
+MAX_RACES = 100
 APPLICATION = LedgerApplication.name
+#: `follow()` reads the ledger's head at least this often, notification or not.
+IDLE_S = 5.0
 
 Notice = Callable[[str], None]
 T = TypeVar("T")
@@ -42,15 +73,35 @@ _log = logging.getLogger("projections")
 
 
 def default_path(db: str) -> Path:
-    """Where the views live unless told: beside the ledger file (or LEDGER_PROJECTIONS)."""
+    """The views file of a SQLite ledger unless told: beside it (or LEDGER_PROJECTIONS)."""
     configured = os.environ.get("LEDGER_PROJECTIONS")
     if configured:
         return Path(configured)
     if is_postgres(db):
-        raise StorageError(
-            "a PostgreSQL ledger has no file to put the views beside: give --projections PATH "
-            "(or LEDGER_PROJECTIONS)")
+        raise StorageError("a PostgreSQL ledger keeps its views in its own database, not in a file "
+                           "(see `views_location`)")
     return Path(f"{db}.projections.db")
+
+
+def views_location(db: str, configured: str | os.PathLike[str] | None = None) -> str:
+    """Where the views of the ledger at `db` live: `configured` (a SQLite path or a
+    `postgresql://` URL), else LEDGER_PROJECTIONS, else the PostgreSQL ledger's own
+    database and schema, else a file beside the SQLite ledger."""
+    if configured is not None:
+        return str(configured)
+    from_env = os.environ.get("LEDGER_PROJECTIONS")
+    if from_env:
+        return from_env
+    if is_postgres(db):
+        return db
+    return f"{db}.projections.db"
+
+
+def _same_database(a: str, b: str) -> bool:
+    keys = ("POSTGRES_DBNAME", "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD")
+    env_a, env_b = postgres_env(a), postgres_env(b)
+    return all(env_a.get(k) == env_b.get(k) for k in keys) and (
+        (env_a.get("POSTGRES_SCHEMA") or "public") == (env_b.get("POSTGRES_SCHEMA") or "public"))
 
 
 def ledger_identity(store: Store) -> str:
@@ -69,31 +120,110 @@ def _delete_file(path: Path) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
+class _Home:
+    """Where the views live, and how to start them again from nothing."""
+
+    label: str  # "projection file X" / "projection tables P* in URL": the subject of notices
+    where: str  # what `ledger projections` prints after its figures
+    it, is_, has, was = "it", "is", "has", "was"
+
+    def open(self) -> tuple[LedgerViews, bool]:
+        """The views (tables created if need be), and whether they existed before."""
+        raise NotImplementedError
+
+    def recreate(self, views: LedgerViews | None, ledger_id: str) -> LedgerViews:
+        """Empty views in place of damaged ones, reset for `ledger_id`."""
+        raise NotImplementedError
+
+
+class _FileHome(_Home):
+    """A SQLite file of the views' own: deleted and made again when damaged."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.label = f"projection file {path}"
+        self.where = str(path)
+
+    def open(self) -> tuple[LedgerViews, bool]:
+        existed = self.path.exists()
+        return open_sqlite_views(self.path), existed
+
+    def recreate(self, views: LedgerViews | None, ledger_id: str) -> LedgerViews:
+        if views is not None:
+            views.close()
+        _delete_file(self.path)
+        try:
+            fresh = open_sqlite_views(self.path)
+            fresh.reset(ledger_id, APPLICATION)
+        except ViewsDamagedError as exc:
+            raise StorageError(f"cannot rebuild {self.label}: {exc}") from None
+        return fresh
+
+
+class _PostgresHome(_Home):
+    """Tables in a PostgreSQL schema: dropped and created again (one transaction) when damaged."""
+
+    it, is_, has, was = "them", "are", "have", "were"
+
+    def __init__(self, url: str, store: Store):
+        self.url = url
+        self.name = check_views_name(parse_qs(urlsplit(url).query).get("views", [DEFAULT_NAME])[0])
+        shared = is_postgres(store.db) and _same_database(url, store.db)
+        self.datastore = store.recorder.datastore if shared else None
+        self.where = f"tables deployledger_{self.name}_* in {redact(url)}"
+        self.label = f"projection {self.where}"
+
+    def _open(self, *, create: bool) -> PostgresLedgerViews:
+        return open_postgres_views(self.url, self.name, datastore=self.datastore, create=create)
+
+    def open(self) -> tuple[LedgerViews, bool]:
+        views = self._open(create=True)
+        return views, bool(views.existed)
+
+    def recreate(self, views: LedgerViews | None, ledger_id: str) -> LedgerViews:
+        fresh = views if isinstance(views, PostgresLedgerViews) else self._open(create=False)
+        try:
+            fresh.recreate(ledger_id, APPLICATION)
+        except ViewsDamagedError as exc:
+            raise StorageError(f"cannot rebuild {self.label}: {exc}") from None
+        return fresh
+
+
 class Projections:
     """Version history, last-good and fleet state of a ledger, kept caught up.
 
     Open with `Projections.open(db)` (or around an open `Store`), ask
     `history`, `last_good`, `fleet` or `state`; each first applies any records
-    the views have not seen. `rebuild()` starts the views again from nothing.
+    the views have not seen. `rebuild()` starts the views again from nothing;
+    `follow()` keeps them caught up live. One `Projections` is for one thread.
     """
 
     def __init__(self, store: Store, path: str | os.PathLike[str] | None = None, *,
                  notice: Notice | None = None, batch_size: int = BATCH_SIZE,
                  owns_store: bool = False):
         self.store = store
-        self.path = Path(path) if path is not None else default_path(store.db)
+        location = views_location(store.db, path)
+        self.home: _Home
+        if is_postgres(location):
+            self.home = _PostgresHome(location, store)
+            self.path: Path | None = None
+        else:
+            self.home = _FileHome(Path(location))
+            self.path = Path(location)
         self.notice: Notice = notice if notice is not None else _log.warning
         self.batch_size = batch_size
         self._owns_store = owns_store
         self._ledger_id = ledger_identity(store)
         self.views: LedgerViews
         self.projection: FleetProjection
+        self._seen = 0  # the views' position when the last catch-up ended
         self._open()
 
     @classmethod
     def open(cls, db: str | os.PathLike[str] | None = None, path: str | os.PathLike[str] | None = None,
              *, notice: Notice | None = None) -> Projections:
-        """Open the ledger at `db` read-only, and its views (default: beside it)."""
+        """Open the ledger at `db` read-only, and its views (by default beside a SQLite
+        ledger, or in a PostgreSQL ledger's own database and schema)."""
         ledger = Ledger.open(db if db is not None else default_db(), writable=False)
         try:
             return cls(ledger.store, path, notice=notice, owns_store=True)
@@ -101,10 +231,19 @@ class Projections:
             ledger.close()
             raise
 
+    @property
+    def where(self) -> str:
+        """Where the views are: a file path, or the tables and their database."""
+        return self.home.where
+
     def close(self) -> None:
-        self.views.close()
-        if self._owns_store:
-            self.store.close()
+        try:
+            views = getattr(self, "views", None)
+            if views is not None:
+                views.close()
+        finally:
+            if self._owns_store:
+                self.store.close()
 
     def __enter__(self) -> Projections:
         return self
@@ -112,61 +251,62 @@ class Projections:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- the views file ---------------------------------------------------------------
+    # -- where the views live ---------------------------------------------------------
 
     def _open(self) -> None:
-        existed = self.path.exists()
+        home = self.home
         try:
-            self.views = open_sqlite_views(self.path)
+            self.views, existed = home.open()
             self.projection = FleetProjection(self.views)
             meta = self.views.meta()
             if meta is None:
                 if existed:
-                    self.notice(f"projection file {self.path} is empty; building it from the ledger")
+                    self.notice(f"{home.label} {home.is_} empty; building {home.it} from the ledger")
                 else:
-                    self.notice(f"no projection file at {self.path}; building it from the ledger")
+                    self.notice(f"no {home.label}; building {home.it} from the ledger")
                 self.views.reset(self._ledger_id, APPLICATION)
             elif meta.format != FORMAT:
-                self.notice(f"projection file {self.path} has format {meta.format!r}, not {FORMAT!r}; "
-                            "rebuilding it from the ledger")
+                self.notice(f"{home.label} {home.has} format {meta.format!r}, not {FORMAT!r}; "
+                            f"rebuilding {home.it} from the ledger")
                 self.views.reset(self._ledger_id, APPLICATION)
             elif meta.ledger_id != self._ledger_id:
-                self.notice(f"projection file {self.path} was built from another ledger; "
-                            "rebuilding it from this one")
+                self.notice(f"{home.label} {home.was} built from another ledger; "
+                            f"rebuilding {home.it} from this one")
                 self.views.reset(self._ledger_id, APPLICATION)
         except ViewsDamagedError as exc:
-            self._recreate(f"is damaged ({exc})")
+            self._recreate(f"damaged ({exc})")
 
     def _recreate(self, reason: str) -> None:
-        """Replace a damaged views file with an empty one (filled by the next catch-up)."""
-        self.notice(f"projection file {self.path} {reason}; rebuilding it from the ledger")
-        views = getattr(self, "views", None)
-        if views is not None:
-            views.close()
-        _delete_file(self.path)
-        try:
-            self.views = open_sqlite_views(self.path)
-            self.views.reset(self._ledger_id, APPLICATION)
-        except ViewsDamagedError as exc:
-            raise StorageError(f"cannot rebuild projection file {self.path}: {exc}") from None
+        """Replace damaged views with empty ones (filled by the next catch-up)."""
+        home = self.home
+        self.notice(f"{home.label} {home.is_} {reason}; rebuilding {home.it} from the ledger")
+        self.views = home.recreate(getattr(self, "views", None), self._ledger_id)
         self.projection = FleetProjection(self.views)
 
     def _guarded(self, action: Callable[[], T]) -> T:
         """Run `action`; on a lost race reload and retry; on damage rebuild and retry."""
-        for _attempt in range(MAX_ATTEMPTS):
+        damaged = races = 0
+        while True:
             try:
                 return action()
             except IntegrityError:
-                # Another process moved the views on (or rebuilt them): start from what it wrote.
+                # Another runner moved the views on (or rebuilt them): start from what it wrote.
+                races += 1
+                if races >= MAX_RACES:
+                    raise StorageError(f"{self.home.label}: gave up after losing {races} races "
+                                       "with other runners (are they rebuilding in a loop?)") from None
                 self.projection.forget()
+                time.sleep(random.uniform(0, 0.001 * 2 ** min(races, 5)))
                 try:
                     self.views.meta()
                 except ViewsDamagedError as exc:
-                    self._recreate(f"is damaged ({exc})")
+                    self._recreate(f"damaged ({exc})")
             except ViewsDamagedError as exc:
-                self._recreate(f"is damaged ({exc})")
-        raise StorageError(f"projection file {self.path}: gave up after {MAX_ATTEMPTS} attempts "
-                           "(other processes keep rebuilding it?)")
+                damaged += 1
+                if damaged >= MAX_ATTEMPTS:
+                    raise StorageError(f"{self.home.label}: still damaged after {damaged} rebuilds "
+                                       f"({exc})") from None
+                self._recreate(f"damaged ({exc})")
 
     # -- following the ledger ---------------------------------------------------------
 
@@ -194,26 +334,70 @@ class Projections:
         return [(n.id, mapper.to_domain_event(n)) for n in page]
 
     def catch_up(self) -> int:
-        """Apply every ledger record the views have not seen; return how many fleet records."""
-        return self._guarded(self._catch_up)
+        """Apply every ledger record the views have not seen; return how many fleet records.
+
+        Done once the views reach the ledger's head as it was when called, whoever
+        (this runner or another) wrote them there.
+        """
+        target = self._ledger_head()
+        return self._guarded(lambda: self._catch_up(target))
 
     def rebuild(self) -> int:
         """Empty the views and build them again from the first record."""
 
-        def action() -> int:
+        def reset() -> None:
             self.projection.forget()
             self.views.reset(self._ledger_id, APPLICATION)
-            return self._catch_up()
 
-        return self._guarded(action)
+        self._guarded(reset)
+        target = self._ledger_head()
+        return self._guarded(lambda: self._catch_up(target))
 
-    def _catch_up(self) -> int:
-        position = self._position()
+    def waiter(self) -> LedgerWaiter:
+        """A waiter for new ledger records (LISTEN/NOTIFY on PostgreSQL, polling on SQLite).
+
+        `with views.waiter() as w: w.wait(after=views.position(), timeout=5)`.
+        """
+        return ledger_waiter(self.store)
+
+    def follow(self, stop: Event | None = None, *, timeout: float | None = None,
+               on_update: Callable[[int], None] | None = None, idle_s: float = IDLE_S) -> int:
+        """Keep the views caught up as records are committed, until `stop` is set or
+        `timeout` seconds have passed (with neither, forever). Returns how many fleet
+        records were applied.
+
+        It catches up in batches from the views' own position, then waits for the
+        next commit: woken by PostgreSQL's NOTIFY (on SQLite, polling), and in any
+        case reading the ledger's head every `idle_s` seconds. `on_update(position)`
+        is called after every catch-up that moved the views. Waiting compares with
+        the ledger's highest notification id, so gaps in the ids never stall it.
+        Faults stop it as they stop `catch_up`.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        applied = 0
+        reported = self.position()
+        with self.waiter() as waiter:
+            while True:
+                applied += self.catch_up()
+                position = self.position()
+                if on_update is not None and position != reported:
+                    on_update(position)
+                reported = position
+                remaining = idle_s if deadline is None else min(idle_s, deadline - time.monotonic())
+                if (stop is not None and stop.is_set()) or remaining <= 0:
+                    return applied
+                waiter.wait(position, remaining, stop)
+
+    def _catch_up(self, target: int | None = None) -> int:
+        """Apply the records after the views' position (none if it is at `target` already)."""
+        position = self._seen = self._position()
         self.projection.follow(position)  # another process may have moved the views on
+        if position == target:
+            return 0
         head = self._ledger_head()
         if position > head:
             raise ViewsDamagedError(f"is ahead of the ledger (position {position}, ledger {head})")
-        if position == head:
+        if position == head or (target is not None and position >= target):
             return 0
         applied = 0
         while True:
@@ -230,12 +414,24 @@ class Projections:
             try:
                 applied += self.projection.process_batch(batch, Tracking(APPLICATION, last))
             except LinkFaultError as exc:
+                self._check_not_moved(position)
                 if not self._ledger_agrees(exc):
                     raise ViewsDamagedError(
                         f"disagrees with the ledger about fleet {exc.fault.chain} "
                         f"at seq {exc.head_seq}") from None
                 raise
-            position = last
+            position = self._seen = last
+
+    def _check_not_moved(self, position: int) -> None:
+        """Raise the lost-race error if another runner wrote the views since `position` was read.
+
+        A fleet's stored state is loaded when a batch first touches it; if another
+        runner committed in between, that state is ahead of the batch (or, after a
+        reset, behind it) and the records do not link to it. That is a race to
+        retry, not damage: the tracking position, written with every state, tells.
+        """
+        if self._position() != position:
+            raise IntegrityError("another runner moved the views on during this batch")
 
     def _ledger_agrees(self, exc: LinkFaultError) -> bool:
         """Whether the head the views hold is the ledger's: if so, the link fault is real."""
@@ -256,11 +452,13 @@ class Projections:
 
     def _answer(self, fleet: str, read: Callable[[], T | None]) -> T:
         check_fleet_name(fleet)
+        target = self._ledger_head()
 
         def action() -> T | None:
-            self._catch_up()
+            self._catch_up(target)
             value = read()
             if value is None and self._ledger(lambda: self.store.last(fleet)) is not None:
+                self._check_not_moved(self._seen)  # a rebuild elsewhere may have just reset them
                 raise ViewsDamagedError(f"lacks rows of fleet {fleet!r}, which has ledger records")
             return value
 
@@ -277,7 +475,8 @@ class Projections:
 
     def fleets(self) -> list[str]:
         """Names of the fleets with records, in name order."""
-        return self._guarded(lambda: (self._catch_up(), self.views.fleet_names())[1])
+        target = self._ledger_head()
+        return self._guarded(lambda: (self._catch_up(target), self.views.fleet_names())[1])
 
     def history(self, fleet: str) -> dict[str, Any]:
         """The fleet's head, current version, rollout in flight, and every version's entry."""

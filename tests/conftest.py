@@ -1,43 +1,117 @@
-"""Shared fixtures: real ledgers in real SQLite files, and the real CLI."""
+"""Shared fixtures: real ledgers on both backends, and the real CLI.
+
+Every test that takes `env` (or `db`) runs twice: on a SQLite file and on a
+fresh schema of a real PostgreSQL server. The server is the one named by
+LEDGER_TEST_PG_URL, or else a throwaway one this session starts on loopback
+with `scripts/postgres-up` (installing PostgreSQL if it is missing).
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from ledger import Ledger
 from ledger import commands as build
 from ledger.cli import main as cli_main
+from ledger.fleet import default_rundir
+from ledger.postgres_url import postgres_env
+from tests.backends import Tamper, tamper_for
+
+ROOT = Path(__file__).resolve().parent.parent
+BACKENDS = ["sqlite", "postgres"]
 
 
 @dataclass
 class Env:
-    """A ledger's database and key paths in a temporary directory."""
+    """A ledger's database (file or URL) and key path, in a temporary directory."""
 
     dir: Path
-    db: Path
+    db: str
     key: Path
+    backend: str = "sqlite"
 
     @property
     def pub(self) -> Path:
         return self.key.with_name(self.key.name + ".pub")
 
+    @property
+    def rundir(self) -> Path:
+        return default_rundir(self.db, str(self.key))
+
+    @property
+    def tamper(self) -> Tamper:
+        return tamper_for(self.db)
+
     def open(self, *, writable: bool = True) -> Ledger:
         return Ledger.open(self.db, self.key, writable=writable)
 
     def args(self) -> list[str]:
-        return ["--db", str(self.db), "--key", str(self.key)]
+        return ["--db", self.db, "--key", str(self.key)]
+
+
+@pytest.fixture(scope="session")
+def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server for the whole session."""
+    given = os.environ.get("LEDGER_TEST_PG_URL")
+    if given:
+        yield given
+        return
+    directory = tmp_path_factory.mktemp("postgres")
+    started = subprocess.run([str(ROOT / "scripts" / "postgres-up"), str(directory)],
+                             capture_output=True, text=True, timeout=600)
+    assert started.returncode == 0, started.stderr
+    yield started.stdout.strip()
+    subprocess.run([str(ROOT / "scripts" / "postgres-down"), str(directory)], capture_output=True,
+                   timeout=120)
+
+
+def _connect(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    env = postgres_env(url)
+    return psycopg.connect(dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"],
+                           port=env["POSTGRES_PORT"], user=env["POSTGRES_USER"],
+                           password=env["POSTGRES_PASSWORD"], autocommit=True)
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    e = Env(tmp_path, tmp_path / "ledger.db", tmp_path / "ledger.key")
+def pg_schema(pg_url: str) -> Iterator[str]:
+    """A database URL naming a fresh schema of its own, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with _connect(pg_url) as c:
+        c.execute(f'CREATE SCHEMA "{name}"')
+    yield f"{pg_url}{'&' if '?' in pg_url else '?'}schema={name}"
+    with _connect(pg_url) as c:
+        c.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A place for a new ledger: a SQLite file, or a PostgreSQL schema."""
+    if request.param == "sqlite":
+        return str(tmp_path / "ledger.db")
+    return str(request.getfixturevalue("pg_schema"))
+
+
+@pytest.fixture
+def env(db: str, tmp_path: Path) -> Iterator[Env]:
+    e = Env(tmp_path, db, tmp_path / "ledger.key",
+            "postgres" if db.startswith("postgresql://") else "sqlite")
+    Ledger.init(e.db, e.key, actor="test").close()
+    yield e
+
+
+@pytest.fixture
+def sqlite_env(tmp_path: Path) -> Iterator[Env]:
+    """For what only a SQLite file has (its durability pragmas, its file)."""
+    e = Env(tmp_path, str(tmp_path / "ledger.db"), tmp_path / "ledger.key")
     Ledger.init(e.db, e.key, actor="test").close()
     yield e
 

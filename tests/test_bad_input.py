@@ -99,7 +99,7 @@ def test_key_problems_are_one_line_and_write_nothing(
 
         write_private_key(key, Signer.generate())
     result = run_cli(capsys, "deploy", "v2", "--actor", "ci", "--fleet", "prod",
-                     "--db", str(env.db), "--key", str(key))
+                     "--db", env.db, "--key", str(key))
     code, err = result.code, result.err
     assert code == 2
     assert err.count("\n") == 1

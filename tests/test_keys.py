@@ -64,8 +64,6 @@ def test_the_retired_key_cannot_append(env: Env, tmp_path: Path, capsys: pytest.
 
 def test_a_record_signed_by_a_retired_key_after_retirement_is_a_fault(env: Env,
                                                                      tmp_path: Path) -> None:
-    import sqlite3
-
     old = load_signer(env.key)
     with env.open() as lg:
         seed(lg)
@@ -76,9 +74,7 @@ def test_a_record_signed_by_a_retired_key_after_retirement_is_a_fault(env: Env,
     body = build.complete("v2", "mallory")
     _, data = seal(body, fleet="prod", seq=head.seq + 1, prev=head.hash, timestamp=head.timestamp,
                    signer=old)
-    with sqlite3.connect(env.db) as c:
-        c.execute("INSERT INTO stored_events VALUES (?,?,?,?)",
-                  ("fleet:prod", head.seq + 1, "deployment.completed", data))
+    env.tamper.insert(head.seq + 1, "deployment.completed", data)
     with env.open(writable=False) as lg, pytest.raises(VerificationError) as caught:
         lg.verify()
     assert caught.value.fault.seq == head.seq + 1

@@ -6,9 +6,7 @@ every damage is done to the real files with `sqlite3` or plain file writes.
 
 from __future__ import annotations
 
-import argparse
 import sqlite3
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from itertools import groupby, pairwise
@@ -24,9 +22,9 @@ from ledger import Ledger, VerificationError
 from ledger.encoding import canonical
 from ledger.errors import LedgerError, UnknownFleetError
 from ledger.rules import fleet_view, fold, history, last_good
-from projections import cli as projections_cli
 from projections.runner import Projections
-from tests.conftest import Env
+from tests.backends import tamper_for
+from tests.conftest import Env, run_cli
 from tests.fleet_cases import (
     FLEET_CASES,
     LAST_GOOD_CASES,
@@ -295,42 +293,37 @@ def test_views_of_another_ledger_are_rebuilt(env: Env, tmp_path: Path) -> None:
 STREAM = "fleet:" + A
 
 
-def _rows(db: Path) -> dict[int, bytes]:
-    with sqlite3.connect(db) as c:
-        return dict(c.execute("SELECT originator_version, state FROM stored_events WHERE originator_id=?",
-                              (STREAM,)))
+def _rows(db: str) -> dict[int, bytes]:
+    return dict(tamper_for(db, STREAM).rows())
 
 
-def _set(db: Path, seq: int, state: bytes) -> None:
-    with sqlite3.connect(db) as c:
-        c.execute("UPDATE stored_events SET state=? WHERE originator_id=? AND originator_version=?",
-                  (state, STREAM, seq))
+def _set(db: str, seq: int, state: bytes) -> None:
+    tamper_for(db, STREAM).set_state(seq, state)
 
 
-def _edit_field(db: Path, seq: int) -> None:
+def _edit_field(db: str, seq: int) -> None:
     record = orjson.loads(_rows(db)[seq])
     record["actor"] = "mallory"
     _set(db, seq, canonical(record))
 
 
-def _flip_byte(db: Path, seq: int) -> None:
+def _flip_byte(db: str, seq: int) -> None:
     state = bytearray(_rows(db)[seq])
     state[30] ^= 0x01
     _set(db, seq, bytes(state))
 
 
-def _delete(db: Path, seq: int) -> None:
-    with sqlite3.connect(db) as c:
-        c.execute("DELETE FROM stored_events WHERE originator_id=? AND originator_version=?", (STREAM, seq))
+def _delete(db: str, seq: int) -> None:
+    tamper_for(db, STREAM).delete(seq)
 
 
-def _swap(db: Path, seq: int) -> None:
+def _swap(db: str, seq: int) -> None:
     rows = _rows(db)
     _set(db, seq, rows[seq + 1])
     _set(db, seq + 1, rows[seq])
 
 
-def _rehash(db: Path, seq: int) -> None:
+def _rehash(db: str, seq: int) -> None:
     """Change a record and fix its hash (no key, so its signature stays the old one)."""
     from ledger.chain import unsigned_hash
 
@@ -417,24 +410,9 @@ def test_an_unknown_fleet_is_an_input_error(env: Env) -> None:
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """The `ledger` CLI with the projections subcommands (through `ledger.cli.main` once wired)."""
-    from ledger import cli
-
-    capsys.readouterr()
-    if "history" in cli.build_parser().format_help():
-        code = cli.main(list(argv))
-    else:  # until the lead wires `register` into ledger/cli.py
-        parser = cli.build_parser()
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        projections_cli.register(sub, cli._common)
-        args = parser.parse_args(list(argv))
-        try:
-            code = args.handler(args)
-        except LedgerError as exc:
-            print(f"ledger: {exc}", file=sys.stderr)
-            code = exc.exit_code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    """The real `ledger` CLI in-process: exit code, stdout, stderr."""
+    result = run_cli(capsys, *argv)
+    return result.code, result.out, result.err
 
 
 @pytest.fixture

@@ -57,7 +57,7 @@ def stop_workers(rundir: Path) -> None:
 @pytest.fixture
 def fleet_env(env: Env) -> Iterator[Env]:
     yield env
-    stop_workers(Path(f"{env.db}.run"))
+    stop_workers(env.rundir)
 
 
 def deploy(env: Env, version: str, *extra: str) -> None:
@@ -104,7 +104,7 @@ def test_rollback_returns_to_last_good_and_confirms_the_fleet_clean(fleet_env: E
 def test_refused_rollback_is_recorded_and_leaves_the_fleet_alone(fleet_env: Env) -> None:
     env = fleet_env
     deploy(env, "v1")
-    stop_workers(Path(f"{env.db}.run"))  # a quiet fleet, so every new record is the command's
+    stop_workers(env.rundir)  # a quiet fleet, so every new record is the command's
     before = events(env)
     done = ledger_cmd(env, "rollback", "--actor", "on-call", "--reason", "panic", "--to", "v1")
     assert done.returncode == 1
@@ -177,7 +177,7 @@ def test_a_drain_past_its_timeout_is_recorded_stuck_and_the_worker_left_running(
     counted = events(env)
     assert counted["deployment.drain_stuck"] == 2
     assert counted["rollback.failed"] == 1 and counted["rollback.completed"] == 0
-    driver = LocalProcessDriver("", "", "prod", Path(f"{env.db}.run"))
+    driver = LocalProcessDriver("", "", "prod", env.rundir)
     stuck = [r["worker_id"] for r in records(env) if r["event"] == "deployment.drain_stuck"]
     assert all(driver.is_alive(w) for w in stuck)  # holding calls: never killed
 
@@ -187,7 +187,7 @@ def test_a_worker_that_dies_holding_calls_is_recorded_as_dropped_calls(fleet_env
     deploy(env, "v1")
     deploy(env, "v2", "--call-seconds", "20:30", "--arrival-rate", "20")
     time.sleep(1.5)
-    driver = LocalProcessDriver("", "", "prod", Path(f"{env.db}.run"))
+    driver = LocalProcessDriver("", "", "prod", env.rundir)
     victims = [r["worker_id"] for r in records(env) if r["event"] == "worker.started"
                and r["version"] == "v2"]
     rollback = subprocess.Popen(

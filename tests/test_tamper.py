@@ -1,14 +1,13 @@
-"""Verify catches every edit of stored history, made directly with sqlite3.
+"""Verify catches every edit of stored history, made directly in the database.
 
-Each case opens the real SQLite file behind a ledger and changes it the way an
-attacker with database access would; `ledger verify` must exit 1 and name the
-first bad position.
+Each case opens the real database behind a ledger (a SQLite file, or a
+PostgreSQL schema) and changes it the way an attacker with database access
+would; `ledger verify` must exit 1 and name the first bad position.
 """
 
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,83 +22,59 @@ from ledger.encoding import canonical
 from ledger.keys import Signer
 from tests.conftest import Env, run_cli, seed
 
-STREAM = "fleet:prod"
+
+def record_at(env: Env, seq: int) -> dict[str, object]:
+    return dict(orjson.loads(dict(env.tamper.rows())[seq]))
 
 
-def rows(db: Path) -> list[tuple[int, bytes]]:
-    with sqlite3.connect(db) as c:
-        return list(c.execute(
-            "SELECT originator_version, state FROM stored_events WHERE originator_id=? "
-            "ORDER BY originator_version", (STREAM,)))
-
-
-def set_state(db: Path, seq: int, state: bytes) -> None:
-    with sqlite3.connect(db) as c:
-        c.execute("UPDATE stored_events SET state=? WHERE originator_id=? AND originator_version=?",
-                  (state, STREAM, seq))
-
-
-def record_at(db: Path, seq: int) -> dict[str, object]:
-    return dict(orjson.loads(dict(rows(db))[seq]))
-
-
-def edit_field(db: Path) -> None:
-    record = record_at(db, 3)
+def edit_field(env: Env) -> None:
+    record = record_at(env, 3)
     record["actor"] = "mallory"
-    set_state(db, 3, canonical(record))
+    env.tamper.set_state(3, canonical(record))
 
 
-def flip_byte(db: Path) -> None:
-    state = bytearray(dict(rows(db))[2])
+def flip_byte(env: Env) -> None:
+    state = bytearray(dict(env.tamper.rows())[2])
     state[20] ^= 0x01
-    set_state(db, 2, bytes(state))
+    env.tamper.set_state(2, bytes(state))
 
 
-def delete_record(db: Path) -> None:
-    with sqlite3.connect(db) as c:
-        c.execute("DELETE FROM stored_events WHERE originator_id=? AND originator_version=4", (STREAM,))
+def delete_record(env: Env) -> None:
+    env.tamper.delete(4)
 
 
-def swap_records(db: Path) -> None:
-    data = dict(rows(db))
-    set_state(db, 2, data[3])
-    set_state(db, 3, data[2])
+def swap_records(env: Env) -> None:
+    data = dict(env.tamper.rows())
+    env.tamper.set_state(2, data[3])
+    env.tamper.set_state(3, data[2])
 
 
-def swap_positions(db: Path) -> None:
-    with sqlite3.connect(db) as c:
-        c.execute("UPDATE stored_events SET originator_version=-1 WHERE originator_id=? "
-                  "AND originator_version=2", (STREAM,))
-        c.execute("UPDATE stored_events SET originator_version=2 WHERE originator_id=? "
-                  "AND originator_version=3", (STREAM,))
-        c.execute("UPDATE stored_events SET originator_version=3 WHERE originator_id=? "
-                  "AND originator_version=-1", (STREAM,))
+def swap_positions(env: Env) -> None:
+    env.tamper.swap_positions(2, 3)
 
 
-def _forged(db: Path, seq: int, prev: str) -> bytes:
+def _forged(env: Env, seq: int, prev: str) -> bytes:
     body = {"event": "deployment.completed", "actor": "mallory", "target": "fleet",
             "result": "success", "version": "evil"}
-    last = record_at(db, max(dict(rows(db))))
+    last = record_at(env, max(dict(env.tamper.rows())))
     _, data = seal(body, fleet="prod", seq=seq, prev=prev, timestamp=str(last["timestamp"]),
                    signer=Signer.generate())
     return data
 
 
-def insert_foreign(db: Path) -> None:
-    last_seq = max(dict(rows(db)))
-    data = _forged(db, last_seq + 1, str(record_at(db, last_seq)["hash"]))
-    with sqlite3.connect(db) as c:
-        c.execute("INSERT INTO stored_events VALUES (?,?,?,?)",
-                  (STREAM, last_seq + 1, "deployment.completed", data))
+def insert_foreign(env: Env) -> None:
+    last_seq = max(dict(env.tamper.rows()))
+    data = _forged(env, last_seq + 1, str(record_at(env, last_seq)["hash"]))
+    env.tamper.insert(last_seq + 1, "deployment.completed", data)
 
 
-def replace_rehashed_foreign(db: Path) -> None:
-    set_state(db, 3, _forged(db, 3, str(record_at(db, 2)["hash"])))
+def replace_rehashed_foreign(env: Env) -> None:
+    env.tamper.set_state(3, _forged(env, 3, str(record_at(env, 2)["hash"])))
 
 
-def replace_resigned_kid_kept(db: Path) -> None:
+def replace_resigned_kid_kept(env: Env) -> None:
     """Re-hash an edited record and sign with a foreign key, claiming the real kid."""
-    record = record_at(db, 3)
+    record = record_at(env, 3)
     record["actor"] = "mallory"
     record.pop("hash")
     record.pop("sig")
@@ -108,16 +83,14 @@ def replace_resigned_kid_kept(db: Path) -> None:
 
     record["hash"] = digest
     record["sig"] = Signer.generate().sign(signed_message(digest))
-    set_state(db, 3, canonical(record))
+    env.tamper.set_state(3, canonical(record))
 
 
-def move_between_fleets(db: Path) -> None:
-    with sqlite3.connect(db) as c:
-        c.execute("UPDATE stored_events SET originator_id='fleet:staging' WHERE originator_id=? "
-                  "AND originator_version=5", (STREAM,))
+def move_between_fleets(env: Env) -> None:
+    env.tamper.move(5, "fleet:staging")
 
 
-TAMPERS: list[tuple[str, Callable[[Path], None], int, str]] = [
+TAMPERS: list[tuple[str, Callable[[Env], None], int, str]] = [
     ("edit-field", edit_field, 3, "hash"),
     ("flip-one-byte", flip_byte, 2, ""),
     ("delete-record", delete_record, 4, "seq"),
@@ -133,11 +106,11 @@ TAMPERS: list[tuple[str, Callable[[Path], None], int, str]] = [
 @pytest.mark.parametrize(("tamper", "seq", "check"),
                          [pytest.param(t, s, c, id=name) for name, t, s, c in TAMPERS])
 def test_verify_names_the_first_bad_record(env: Env, capsys: pytest.CaptureFixture[str],
-                                           tamper: Callable[[Path], None], seq: int, check: str) -> None:
+                                           tamper: Callable[[Env], None], seq: int, check: str) -> None:
     with env.open() as lg:
         seed(lg)  # 6 records
     assert run_cli(capsys, "verify", *env.args()).code == 0
-    tamper(env.db)
+    tamper(env)
     result = run_cli(capsys, "verify", *env.args(), "--fleet", "prod")
     assert result.code == 1
     assert result.err.count("\n") == 1
@@ -153,11 +126,6 @@ def _checkpoint(env: Env, capsys: pytest.CaptureFixture[str]) -> Path:
     return path
 
 
-def truncate_tail(db: Path) -> None:
-    with sqlite3.connect(db) as c:
-        c.execute("DELETE FROM stored_events WHERE originator_id=? AND originator_version>4", (STREAM,))
-
-
 @pytest.mark.parametrize("name", ["truncate-tail", "rewrite-same-size"])
 def test_checkpoint_catches_truncation_and_rewrites(env: Env, capsys: pytest.CaptureFixture[str],
                                                     name: str) -> None:
@@ -166,7 +134,7 @@ def test_checkpoint_catches_truncation_and_rewrites(env: Env, capsys: pytest.Cap
     checkpoint = _checkpoint(env, capsys)
     assert run_cli(capsys, "verify", *env.args(), "--checkpoint", str(checkpoint)).code == 0
     if name == "truncate-tail":
-        truncate_tail(env.db)
+        env.tamper.truncate_after(4)
         # Without the checkpoint, a clean truncation is undetectable by design.
         assert run_cli(capsys, "verify", *env.args()).code == 0
     else:
@@ -184,7 +152,7 @@ def _rewrite_with_real_key(env: Env) -> None:
 
     signer = load_signer(env.key)
     prev = "0" * 64
-    for seq, data in rows(env.db):
+    for seq, data in env.tamper.rows():
         record = orjson.loads(data)
         body = {k: v for k, v in record.items()
                 if k not in ("seq", "prev", "hash", "kid", "sig", "fleet", "timestamp")}
@@ -193,7 +161,7 @@ def _rewrite_with_real_key(env: Env) -> None:
         new, new_data = seal(body, fleet="prod", seq=seq, prev=prev, timestamp=record["timestamp"],
                              signer=signer)
         prev = new["hash"]
-        set_state(env.db, seq, new_data)
+        env.tamper.set_state(seq, new_data)
 
 
 def test_checkpoint_from_another_ledger_is_refused(env: Env, capsys: pytest.CaptureFixture[str],
@@ -218,16 +186,16 @@ def test_any_single_byte_change_is_detected(env: Env, data: st.DataObject) -> No
     with env.open() as lg:
         if not lg.fleets():
             seed(lg)
-        original = rows(env.db)
+        original = env.tamper.rows()
         seq, state = data.draw(st.sampled_from(original))
         offset = data.draw(st.integers(0, len(state) - 1))
         replacement = data.draw(st.integers(0, 255).filter(lambda b: b != state[offset]))
         changed = bytearray(state)
         changed[offset] = replacement
-        set_state(env.db, seq, bytes(changed))
+        env.tamper.set_state(seq, bytes(changed))
         try:
             with pytest.raises(VerificationError) as caught:
                 lg.verify()
             assert caught.value.fault.seq == seq
         finally:
-            set_state(env.db, seq, state)
+            env.tamper.set_state(seq, state)

@@ -1,0 +1,74 @@
+"""PostgreSQL faults: a server restarted under load, and one that refuses us.
+
+The restart test runs its own throwaway server (scripts/postgres-up), so it
+can restart it without disturbing the session's shared server.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ledger import Ledger
+from tests.conftest import ROOT, run_cli
+from tests.test_concurrency import WRITER
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    directory = Path(subprocess.run(["mktemp", "-d", "/tmp/ledger-pg-restart.XXXXXX"],
+                                    capture_output=True, text=True, check=True).stdout.strip())
+    started = subprocess.run([str(ROOT / "scripts" / "postgres-up"), str(directory)],
+                             capture_output=True, text=True, timeout=600)
+    assert started.returncode == 0, started.stderr
+    yield started.stdout.strip(), directory
+    subprocess.run([str(ROOT / "scripts" / "postgres-down"), str(directory)], capture_output=True,
+                   timeout=120)
+    subprocess.run(["rm", "-rf", str(directory)], check=False)
+
+
+def test_a_server_restart_during_an_append_storm_loses_nothing(own_server: tuple[str, Path],
+                                                                tmp_path: Path) -> None:
+    url, directory = own_server
+    key = tmp_path / "ledger.key"
+    Ledger.init(url, key).close()
+    count, names = 400, ["a", "b", "c"]
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, url, str(key), name, str(count)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for name in names]
+    for mode in ("fast", "immediate"):
+        time.sleep(1.5)
+        restarted = subprocess.run([str(ROOT / "scripts" / "postgres-restart"), str(directory), mode],
+                                   capture_output=True, text=True, timeout=120)
+        assert restarted.returncode == 0, restarted.stderr
+    acknowledged = set()
+    for proc in writers:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        acknowledged |= {(int(s), h) for s, h in (line.split() for line in out.decode().splitlines())}
+    assert len(acknowledged) == count * len(names)
+    with Ledger.open(url, key, writable=False) as lg:
+        assert lg.verify().chains[0].count == len(acknowledged)
+        stored = {(r["seq"], r["hash"]) for r in lg.records("prod")}
+        facts = sorted((r["actor"], r["active_sessions"]) for r in lg.records("prod"))
+    assert stored == acknowledged  # every acknowledged record, and nothing else
+    assert facts == sorted((n, i) for n in names for i in range(count))  # none twice
+
+
+@pytest.mark.parametrize(("how", "message"), [
+    ("wrong-password", "password authentication failed"),
+    ("unreachable", "Connection refused"),
+])
+def test_a_server_that_refuses_us_is_one_clear_line(pg_url: str, capsys: pytest.CaptureFixture[str],
+                                                    how: str, message: str) -> None:
+    url = (pg_url.replace("ledger:ledger@", "ledger:wrong@") if how == "wrong-password"
+           else "postgresql://ledger:ledger@127.0.0.1:1/ledger_test")
+    for argv in (["verify"], ["deploy", "v1", "--actor", "ci"], ["init"]):
+        result = run_cli(capsys, *argv, "--db", url)
+        assert result.code == 2
+        assert message in result.err and result.err.count("\n") == 1
+        assert "wrong" not in result.err  # the password is never printed
