@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,6 +55,7 @@ from ledger.verify import LedgerReport, Progress, verify_ledger
 CHUNK = 1000
 MAX_ATTEMPTS = 60
 RECONNECT_SECONDS = 60.0
+SIGN_AHEAD = 3  # chunks being signed while one is inserted
 
 
 @dataclass(frozen=True)
@@ -266,53 +268,50 @@ class Ledger:
 
     def append_many(self, fleet: str, bodies: Iterable[Mapping[str, Any]],
                     chunk: int = CHUNK) -> list[Receipt]:
-        """Validate every body first, then store them in chunks of one transaction."""
+        """Validate every body first, then store them in chunks of one transaction each.
+
+        Nothing is written unless every body is valid. Many chunks take a
+        pipelined path: the signing pool signs the next chunks while the
+        parent links, encodes and inserts the current one.
+        """
         check_fleet_name(fleet)
         checked = [self.validate(body, f"record {n}") for n, body in enumerate(bodies, 1)]
         chunks = [checked[start:start + chunk] for start in range(0, len(checked), chunk)]
-        receipts = self._append_pipelined(fleet, chunks) if len(chunks) > 1 else []
-        stored = len(receipts)
-        for part in chunks:
-            if stored >= len(part):
-                stored -= len(part)  # this chunk went in on the fast path
-                continue
-            receipts += self._append_chunk(fleet, part)
-        return receipts
+        if len(chunks) > 1:
+            return self._append_pipelined(fleet, chunks)
+        return self._append_chunk(fleet, chunks[0]) if chunks else []
 
     def _append_pipelined(self, fleet: str, chunks: Sequence[Sequence[dict[str, Any]]]) -> list[Receipt]:
-        """The fast path for many chunks: sign chunk k+1 on the pool while chunk k is
-        encoded and inserted. Returns the receipts of the chunks it stored, in order;
-        at the first chunk it cannot store (a lost race, a rotation, a lost
-        connection) it stops, and `_append_chunk` carries on with its retries.
-        """
-        receipts: list[Receipt] = []
-        try:
-            key = self._key or self._read_key_state()
-            signer = self._signer_for(key.kid)
-            head = self._heads[fleet] if fleet in self._heads else self.head(fleet)
-        except PersistenceError:
-            return receipts
+        """Link and sign up to `SIGN_AHEAD` chunks ahead of the insert; at the first
+        chunk that cannot be stored as linked (a lost race, a rotation, a lost
+        connection) hand it and the rest to `_append_chunk`, which retries."""
+        key = self._key or self._read_key_state()
+        signer = self._signer_for(key.kid)
+        head = self._heads[fleet] if fleet in self._heads else self.head(fleet)
         timestamp = max(utc_now(), head.timestamp, key.since)
         signing = self._signing(signer)
         prev, seq = head.hash, head.seq
-        in_flight: tuple[list[dict[str, Any]], Signatures] | None = None
-        for part in [*chunks, None]:
-            if part is not None:
+        ahead: deque[tuple[int, list[dict[str, Any]], Signatures]] = deque()
+        receipts: list[Receipt] = []
+        for index in range(len(chunks) + SIGN_AHEAD):
+            if index < len(chunks):
                 records = []
-                for body in part:
+                for body in chunks[index]:
                     seq += 1
                     record = link(body, fleet=fleet, seq=seq, prev=prev, timestamp=timestamp,
                                   kid=signer.kid)
                     prev = record["hash"]
                     records.append(record)
-                started = signing.submit([signed_message(r["hash"]) for r in records])
-            if in_flight is not None:
-                stored = self._store_signed(fleet, *in_flight, key.seq)
+                ahead.append((index, records, signing.submit([signed_message(r["hash"]) for r in records])))
+            if len(ahead) > SIGN_AHEAD or (index >= len(chunks) and ahead):
+                done, records, signatures = ahead.popleft()
+                stored = self._store_signed(fleet, records, signatures, key.seq)
                 if not stored:
                     self._heads.pop(fleet, None)
+                    for part in chunks[done:]:
+                        receipts += self._append_chunk(fleet, part)
                     return receipts
                 receipts += stored
-            in_flight = (records, started) if part is not None else None
         last = receipts[-1]
         self._heads[fleet] = Head(last.seq, last.hash, timestamp)
         self._key = key

@@ -1,9 +1,9 @@
 """The executor: carries out a recorded rollback (or driven deploy) on a fleet.
 
 It follows the ledger with its own tracking position. The operation to carry
-out is the newest `deployment.rolled_back` (or `deployment.started` with a
-worker plan) after that position; its record names the workers to start and to
-drain, so the plan survives any crash. Each pass reconciles what the ledger
+out is the move in flight (a `deployment.rolled_back`, or a `deployment.started`
+with a worker plan) when it lies past that position; its record names the
+workers to start and to drain, so the plan survives any crash. Each pass reconciles what the ledger
 says was done with what the plan needs and does only what is missing:
 
 1. start each planned worker of the target version that has not reported
@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from ledger import commands
 from ledger.api import Ledger
@@ -65,16 +67,6 @@ class Operation:
         return cls(kind, record["seq"], record["version"], record.get("from_version"), str(name),
                    list(record["start_workers"]), list(record.get("drain_workers", [])),
                    int(record.get("drain_timeout_s", 120)))
-
-    def ends_with(self, record: dict[str, Any]) -> bool:
-        """Whether a later record settles this operation."""
-        event = record["event"]
-        if event in ("rollback.completed", "rollback.failed", "deployment.failed"):
-            return bool(record.get("operation_id") == self.operation_id)
-        if event == "deployment.completed":
-            return self.kind == "deploy" and record.get("version") == self.target
-        # another move supersedes this one
-        return event in TRIGGERS and record["seq"] > self.seq
 
 
 @dataclass
@@ -127,19 +119,19 @@ class Executor:
     # -- finding work ---------------------------------------------------------------
 
     def pending(self) -> Operation | None:
-        """The operation after the tracking position that nothing has settled yet."""
-        operation: Operation | None = None
-        last = self.tracker.position(self.fleet)
-        for record in self.ledger.records(self.fleet, after=last):
-            if operation is not None and operation.ends_with(record):
-                operation = None
-            found = Operation.from_record(record)
-            if found is not None:
-                operation = found
-            last = record["seq"]
-        if operation is None:
-            self.tracker.advance(self.fleet, last)
-        return operation
+        """The driven move in flight that this executor has not settled, if any.
+
+        The fleet's state names the record that started the move in flight, so
+        finding it costs the same at any ledger size; the tracking position
+        says which moves this executor has already seen to an end.
+        """
+        flight = self.states.fleet_state(self.fleet).in_flight
+        if flight is None or flight["seq"] <= self.tracker.position(self.fleet):
+            return None
+        rows = self.ledger.store.page(self.fleet, flight["seq"] - 1, 1)
+        if not rows:
+            return None
+        return Operation.from_record(orjson.loads(rows[0].state))
 
     def run_pending(self) -> str | None:
         """Carry out the pending operation, if any; return how it ended."""

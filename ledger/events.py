@@ -81,6 +81,7 @@ _WORKER_IDS: dict[str, Any] = {"type": "array", "items": _TEXT, "maxItems": 1000
 #: A driven move names its plan in its own record, so an executor can resume it.
 _PLAN = {"start_workers": _WORKER_IDS, "drain_workers": _WORKER_IDS, "drain_timeout_s": _COUNT}
 _OPERATION = {"operation_id": _TEXT}
+_SOURCE = {"source": _TEXT, "source_instance": _TEXT, "source_digest": _HEX64}
 
 EVENT_TYPES: dict[str, EventType] = {
     t.name: t
@@ -187,6 +188,20 @@ EVENT_TYPES: dict[str, EventType] = {
             "version.cleared",
             "A deliberate, recorded clearing of a bad verdict or a rollback-from.",
             {"version": _TEXT, "reason": _REASON},
+        ),
+        _t(
+            "audit.gap",
+            "An external audit source skipped sequence numbers: the events between were lost "
+            "before they reached the ledger.",
+            {**_SOURCE, "first_missing_seq": _COUNT, "last_missing_seq": _COUNT, "missing": _COUNT},
+            {"worker_id": _TEXT, "source_worker": _TEXT, "reason": _REASON},
+        ),
+        _t(
+            "audit.external",
+            "An external audit event kept verbatim that the ledger does not act on (a type it "
+            "does not trust from that source, or one that does not fit its schema); `reason` says why.",
+            {**_SOURCE, "source_event": _TEXT, "source_seq": _COUNT, "reason": _REASON},
+            {"worker_id": _TEXT, "source_worker": _TEXT, "source_timestamp": _TEXT, "source_result": _TEXT},
         ),
         _t(
             "ledger.initialized",

@@ -3,6 +3,7 @@
 `Projections` is the Python API; the rules they apply live in `ledger.rules`.
 """
 
-from projections.runner import Projections, default_path
+from projections.follow import LedgerWaiter, ledger_waiter
+from projections.runner import Projections, default_path, views_location
 
-__all__ = ["Projections", "default_path"]
+__all__ = ["LedgerWaiter", "Projections", "default_path", "ledger_waiter", "views_location"]

@@ -27,6 +27,7 @@ import logging
 import os
 import random
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from threading import Event
@@ -120,20 +121,20 @@ def _delete_file(path: Path) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
-class _Home:
+class _Home(ABC):
     """Where the views live, and how to start them again from nothing."""
 
     label: str  # "projection file X" / "projection tables P* in URL": the subject of notices
     where: str  # what `ledger projections` prints after its figures
     it, is_, has, was = "it", "is", "has", "was"
 
+    @abstractmethod
     def open(self) -> tuple[LedgerViews, bool]:
         """The views (tables created if need be), and whether they existed before."""
-        raise NotImplementedError
 
+    @abstractmethod
     def recreate(self, views: LedgerViews | None, ledger_id: str) -> LedgerViews:
         """Empty views in place of damaged ones, reset for `ledger_id`."""
-        raise NotImplementedError
 
 
 class _FileHome(_Home):

@@ -4,8 +4,9 @@ The projection decides what the read models say; a `LedgerViews` only stores
 them. It is an eventsourcing `TrackingRecorder`, so every write of the views
 carries the position (notification id) of the last record it reflects, in the
 same transaction: each record affects the views exactly once, and a runner can
-resume or rebuild. Rows hold JSON bytes, so a second backend (PostgreSQL, issue
-6) only has to store and return them.
+resume or rebuild. Rows hold JSON bytes, so a backend only has to store and
+return them: `SQLiteLedgerViews` (a file of its own) and `PostgresLedgerViews`
+(tables in the ledger's PostgreSQL schema) give the same rows.
 """
 
 from __future__ import annotations

@@ -9,15 +9,10 @@ unwritable by holding its write lock from another connection
 Tests that take `env` run on SQLite and on PostgreSQL; those that hold
 SQLite's write lock take `sqlite_env`; PostgreSQL's "unreachable" is a URL
 with a port nothing listens on.
-
-Until `ledger/events.py` has the two proposed event types (`audit.gap`,
-`audit.external`), the `vocabulary` fixture registers them for each test's
-duration, exactly as `ledger.openrtc.mapping.PROPOSED_EVENT_TYPES` states them.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -40,18 +35,14 @@ from openrtc.core.membership import MembershipError, sign_membership
 
 from ledger import commands as build
 from ledger.drive import Executor
-from ledger.errors import LedgerError
-from ledger.events import EVENT_TYPES
-from ledger.openrtc import cli as openrtc_cli
 from ledger.openrtc.driver import OpenRTCPoolDriver
 from ledger.openrtc.importer import UNNAMED
-from ledger.openrtc.mapping import PROPOSED_EVENT_TYPES
 from ledger.openrtc.membership import LedgerMembership
 from ledger.openrtc.sink import LedgerAuditSink
 from ledger.rollback import RollbackCommand, RollbackRequest
 from ledger.tracking import Tracker
 from projections.runner import Projections
-from tests.conftest import CliResult, Env
+from tests.conftest import CliResult, Env, run_cli
 
 FLEET = "prod"
 CHAIN = ("seq", "prev", "hash", "kid", "sig", "fleet", "timestamp")
@@ -60,14 +51,6 @@ CHAIN = ("seq", "prev", "hash", "kid", "sig", "fleet", "timestamp")
 class EchoAgent(Agent):
     def __init__(self) -> None:
         super().__init__(instructions="noop")
-
-
-@pytest.fixture(autouse=True)
-def vocabulary(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The proposed `audit.gap` and `audit.external`, until ledger/events.py has them."""
-    for event_type in PROPOSED_EVENT_TYPES:
-        if event_type.name not in EVENT_TYPES:
-            monkeypatch.setitem(EVENT_TYPES, event_type.name, event_type)
 
 
 def records(env: Env) -> list[dict[str, Any]]:
@@ -201,7 +184,8 @@ def test_a_locked_ledger_spools_then_flushes_in_order_nothing_lost_nothing_doubl
 
     run_pool("v2", sink, emit_while_locked)
     lock.close()
-    assert max(timings) < 0.05  # the pool never waited for the locked ledger
+    # the pool never waited for the locked ledger (waiting would cost >= 0.05 s per emit)
+    assert sorted(timings)[len(timings) // 2] < 0.005 and sum(timings) < 0.5
     assert flushed_while_locked == [False]
     spool = env.dir / "spool" / "prod.pool-b.spool"
     assert sink.stats["spooled"] >= 40
@@ -316,22 +300,8 @@ def test_the_sink_never_raises_and_keeps_what_the_ledger_refuses(env: Env) -> No
 
 
 def run_import(capsys: pytest.CaptureFixture[str], env: Env, *argv: str) -> CliResult:
-    """`ledger import-openrtc` in-process (registered here until ledger/cli.py registers it)."""
-    from ledger import cli
-
-    parser = cli.build_parser()
-    if "import-openrtc" not in parser.format_help():
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        openrtc_cli.register(sub, cli._common)
-    capsys.readouterr()
-    args = parser.parse_args(["import-openrtc", *argv, *env.args(), "--fleet", FLEET])
-    try:
-        code = args.handler(args)
-    except LedgerError as exc:
-        print(f"ledger: {exc}", file=sys.stderr)
-        code = exc.exit_code
-    out = capsys.readouterr()
-    return CliResult(code, out.out, out.err)
+    """`ledger import-openrtc` through the real CLI, in-process."""
+    return run_cli(capsys, "import-openrtc", *argv, *env.args(), "--fleet", FLEET)
 
 
 Emit = tuple[str, dict[str, Any]]

@@ -24,6 +24,8 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
+from eventsourcing.persistence import InfrastructureFactory
+from eventsourcing.utils import Environment
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -195,6 +197,15 @@ def test_a_postgres_ledgers_views_are_tables_in_its_own_schema(pg: Pg) -> None:
     with Projections.open(pg.url, notice=notices) as views:  # found again: no notice
         assert views.position() == max(notification_ids(pg))
     assert len(notices) == 1
+    # eventsourcing's own factory, given the views' name, builds a recorder of the same tables
+    factory: Any = InfrastructureFactory.construct(Environment("deployledger_views", postgres_env(pg.url)))
+    try:
+        recorder = factory.tracking_recorder(PostgresLedgerViews)
+        assert recorder.tracking_table_name == f"{VIEWS}tracking"
+        assert recorder.max_tracking_id("DeployLedger") == max(notification_ids(pg))
+        assert recorder.meta() is not None and recorder.last_good_row(A) is not None
+    finally:
+        factory.close()
 
 
 def test_an_explicit_sqlite_path_keeps_the_views_in_a_file(pg: Pg) -> None:
@@ -396,6 +407,18 @@ def test_a_follower_waiting_across_a_gap_sees_the_next_record(pg: Pg) -> None:
             assert views.catch_up() == 1 and views.position() == head
 
 
+def test_eventsourcings_own_subscription_passes_over_the_gap_too(pg: Pg) -> None:
+    """For followers that iterate `recorder.subscribe()` (the feed): same channel, same gaps."""
+    with pg.open() as ledger:
+        append(ledger, released("v1"))
+        position = ledger.store.max_notification_id()
+        rolled_back_nextval(pg)
+        with ledger.store.recorder.subscribe(gt=position) as subscription:
+            ledger.append(A, deploy("v2"))
+            first = next(subscription)
+        assert first.id == position + 2 and first.originator_version == 3
+
+
 # -- live following with LISTEN/NOTIFY -----------------------------------------------------
 
 
@@ -484,7 +507,8 @@ def test_follow_on_sqlite_polls_and_stops(tmp_path: Path) -> None:
             stop.set()
             thread.join(5)
             assert seen and seen[-1] == head and not thread.is_alive()
-        assert Projections(ledger.store, tmp_path / "views.db").follow(timeout=0.1) == 0
+        with Projections(ledger.store, tmp_path / "views.db") as views:
+            assert views.follow(timeout=0.1) == 0
 
 
 # -- damaged views are rebuilt: the tables dropped and made again ---------------------------

@@ -20,7 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ledger.openrtc.importer import ImportReport, import_files
-from ledger.openrtc.mapping import PROPOSED_EVENT_TYPES, TRUSTED_EVENTS
+from ledger.openrtc.mapping import TRUSTED_EVENTS
 from ledger.openrtc.sink import LedgerAuditSink
 
 if TYPE_CHECKING:
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from ledger.openrtc.membership import LedgerMembership
 
 __all__ = [
-    "PROPOSED_EVENT_TYPES",
     "TRUSTED_EVENTS",
     "ImportReport",
     "LedgerAuditSink",

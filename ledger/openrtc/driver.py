@@ -15,8 +15,9 @@ up, `worker.sessions` when a draining pool's session count changes, and
 and the driver hands it to `factory(worker_id, version, sink)`, which passes it
 as `AgentPool(audit_sink=...)`. The driver flushes that sink before it reports
 a pool gone (`is_alive` False), so the executor reads the pool's own
-`worker.exited` rather than recording one for a worker that "vanished"; it
-closes the sinks in `close()`. The `deployment.drain_started` that
+`worker.exited` rather than recording one for a worker that "vanished"
+(flushing is part of closing the sink, which frees the worker id's spool for
+a later start of the same id). The `deployment.drain_started` that
 `begin_drain()` emits lands in the ledger too (the projections count it once
 with the executor's own drain record).
 
@@ -195,9 +196,9 @@ class OpenRTCPoolDriver:
             _log.exception("openrtc pool %s failed", worker.worker_id)
             await self._stop(worker)
         finally:
-            if worker.sink is not None and hasattr(worker.sink, "flush"):
+            if worker.sink is not None:
                 # its reports reach the ledger before anyone is told it is gone
-                await asyncio.get_running_loop().run_in_executor(None, worker.sink.flush, 10.0)
+                await asyncio.get_running_loop().run_in_executor(None, _close_sink, worker.sink)
             worker.exited.set()
 
     async def _drain(self, worker: PoolWorker) -> None:

@@ -67,38 +67,6 @@ _CORE = frozenset({"event", "actor", "target", "result", "version", *CHAIN_FIELD
 _TEXT_LIMIT = 256
 _MAX_DEPTH = 8
 
-# -- the proposed vocabulary (for ledger/events.py) ----------------------------------
-
-_TEXT: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": _TEXT_LIMIT}
-_COUNT: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": MAX_SAFE_INTEGER}
-_DIGEST: dict[str, Any] = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
-_REASON: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 4096}
-_SOURCE_FIELDS: dict[str, Any] = {
-    "source": _TEXT, "source_instance": _TEXT, "source_digest": _DIGEST,
-}
-
-#: The two event types this integration needs, exactly as proposed for
-#: `ledger/events.py` (tests register them for their duration until it has them).
-PROPOSED_EVENT_TYPES: tuple[EventType, ...] = (
-    EventType(
-        "audit.gap",
-        "An external audit source skipped sequence numbers: the events between were lost "
-        "before they reached the ledger.",
-        {**_SOURCE_FIELDS, "first_missing_seq": _COUNT, "last_missing_seq": _COUNT,
-         "missing": _COUNT},
-        {"worker_id": _TEXT, "source_worker": _TEXT, "reason": _REASON},
-    ),
-    EventType(
-        "audit.external",
-        "An external audit event kept verbatim that the ledger does not act on (a type it "
-        "does not trust from that source, or one that does not fit its schema); `reason` says why.",
-        {**_SOURCE_FIELDS, "source_event": _TEXT, "source_seq": _COUNT, "reason": _REASON},
-        {"worker_id": _TEXT, "source_worker": _TEXT, "source_timestamp": _TEXT,
-         "source_result": _TEXT},
-    ),
-)
-
-
 class AuditEventLike(Protocol):
     """The attributes of `openrtc.core.audit.AuditEvent` the mapping reads."""
 

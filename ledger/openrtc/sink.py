@@ -59,10 +59,11 @@ from ledger.openrtc.mapping import (
     to_record,
 )
 from ledger.openrtc.spool import Spool, spool_name
+from ledger.signing import PARALLEL_MIN
 
 #: Records per ledger transaction: below `ledger.signing.PARALLEL_MIN`, so the
 #: writer thread never starts a signing process pool inside an application.
-BATCH = 200
+BATCH = min(200, PARALLEL_MIN - 1)
 DEFAULT_QUEUE = 10_000
 
 _log = logging.getLogger("ledger.openrtc")
