@@ -295,11 +295,15 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> list[Figure]:
     return figures
 
 
+def _number(value: float) -> str:
+    return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4g}"
+
+
 def table(figures: Sequence[Figure]) -> str:
     """The figures as a plain-text table, notes underneath."""
     rows = [("figure", "ledger", "baseline", "ratio", "goal", "")]
     for f in figures:
-        rows.append((f.title, f"{f.ledger:,.1f} {f.unit}", f"{f.baseline:,.1f} {f.unit}",
+        rows.append((f.title, f"{_number(f.ledger)} {f.unit}", f"{_number(f.baseline)} {f.unit}",
                      f"{f.ratio:.2f}", f.goal, "met" if f.met else "MISSED"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -307,6 +311,16 @@ def table(figures: Sequence[Figure]) -> str:
     lines.insert(1, "-" * len(lines[0]))
     lines += [f"  {f.name}: {f.note}" for f in figures if f.note]
     return "\n".join(lines)
+
+
+def report(figures: Sequence[Figure], settings: dict[str, Any], as_json: bool,
+           **details: Any) -> None:
+    """Print the figures: a table, or JSON with the settings they were measured with."""
+    if as_json:
+        print(json.dumps({"cpus": os.cpu_count(), "settings": settings,
+                          "figures": [asdict(f) for f in figures], **details}, indent=2))
+    else:
+        print(table(figures))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -336,12 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench: {message}", file=sys.stderr, flush=True)
 
     figures = run(args, log)
-    if args.json:
-        settings = {k: v for k, v in vars(args).items() if k not in ("json", "only")}
-        print(json.dumps({"cpus": os.cpu_count(), "settings": settings,
-                          "figures": [asdict(f) for f in figures]}, indent=2))
-    else:
-        print(table(figures))
+    report(figures, {k: v for k, v in vars(args).items() if k not in ("json", "only")}, args.json)
     return 0
 
 

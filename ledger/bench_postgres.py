@@ -28,7 +28,6 @@ while the absolute numbers drift with the machine's load.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import multiprocessing
 import os
@@ -41,7 +40,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import asdict
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier, Lock
 from pathlib import Path
@@ -54,7 +52,7 @@ import psycopg
 from psycopg import sql
 
 from ledger.api import Ledger
-from ledger.bench import BATCH, FLEET, Figure, bodies, table
+from ledger.bench import BATCH, FLEET, Figure, bodies, report
 from ledger.postgres_url import postgres_env, redact
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -437,12 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with server(log) as url:
         log(f"server {redact(url)}")
         figures = run(args, url, log)
-    if args.json:
-        settings = {k: v for k, v in vars(args).items() if k != "json"}
-        print(json.dumps({"cpus": os.cpu_count(), "settings": settings,
-                          "figures": [asdict(f) for f in figures]}, indent=2))
-    else:
-        print(table(figures))
+    report(figures, {k: v for k, v in vars(args).items() if k != "json"}, args.json)
     return 0
 
 

@@ -24,10 +24,15 @@ MAX_DECISIONS = 20
 
 
 class StateSource(Protocol):
-    """Where the command reads a fleet's state: caught up to the ledger's head."""
+    """Where commands read a fleet's state: caught up to the ledger's head."""
 
     def fleet_state(self, fleet: str) -> FleetHistory:
         """The fleet's state, consistent with its chain's head at the time of the call."""
+
+    def decision_state(self, fleet: str, target: str | None = None) -> FleetHistory:
+        """As `fleet_state`, but holding only the versions a rollback decision to
+        `target` (default: the last-good version) reads: its cost must not grow
+        with the fleet's history."""
 
 
 @dataclass(frozen=True)
@@ -192,21 +197,21 @@ class RollbackCommand:
         self.ledger = ledger
         self.states = states
 
-    def _state(self, fleet: str) -> FleetHistory:
-        state = self.states.fleet_state(fleet)
+    def _state(self, request: RollbackRequest) -> FleetHistory:
+        state = self.states.decision_state(request.fleet, request.to_version)
         if state.head_seq == 0:
-            raise UnknownFleetError(f"fleet {fleet!r} has no records")
+            raise UnknownFleetError(f"fleet {request.fleet!r} has no records")
         return state
 
     def plan(self, request: RollbackRequest) -> RollbackPlan | Refusal:
         """The dry run: decide, write nothing."""
         request.check_well_formed()
-        return plan_rollback(self._state(request.fleet), request)
+        return plan_rollback(self._state(request), request)
 
     def run(self, request: RollbackRequest) -> RollbackOutcome:
         request.check_well_formed()
         for _ in range(MAX_DECISIONS):
-            state = self._state(request.fleet)
+            state = self._state(request)
             replay = self._replay(state, request)
             if replay is not None:
                 return replay

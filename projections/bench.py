@@ -26,20 +26,17 @@ the ledger's benchmark can print them with its own.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from ledger import commands as build
 from ledger.api import Ledger
-from ledger.bench import Figure, table
+from ledger.bench import Figure, report
 from ledger.rollback import RollbackCommand, RollbackRequest
 from projections.runner import PAGE_SIZE, Projections
 
@@ -235,11 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench: {message}", file=sys.stderr, flush=True)
 
     figures = run(args.records, args.small, args.queries, log, db=args.db)
-    if args.json:
-        print(json.dumps({"cpus": os.cpu_count(), "settings": vars(args),
-                          "figures": [asdict(f) for f in figures]}, indent=2))
-    else:
-        print(table(figures))
+    report(figures, {k: v for k, v in vars(args).items() if k != "json"}, args.json)
     return 0
 
 

@@ -47,7 +47,7 @@ DEFAULT_NAME = "views"
 TABLE_PREFIX = "deployledger_"
 NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,15}\Z")
 TABLES = ("meta", "fleets", "version_history", "last_good", "fleet_state")
-INDEXES = ("version_history_order", "version_history_good")
+INDEXES = ("version_history_order", "version_history_good", "version_history_completed")
 MIGRATION = "__migration__"  # eventsourcing's row in a single-row tracking table
 
 #: SQLSTATEs of storage errors that rebuilding the views cures: a missing or
@@ -132,6 +132,8 @@ class PostgresLedgerViews(PostgresTrackingRecorder, LedgerViews):
                 Identifier(self.prefix + "version_history_order"), self._t("version_history")),
             SQL("CREATE INDEX IF NOT EXISTS {} ON {} (fleet, good, completed_seq, ord)").format(
                 Identifier(self.prefix + "version_history_good"), self._t("version_history")),
+            SQL("CREATE INDEX IF NOT EXISTS {} ON {} (fleet, completed_seq)").format(
+                Identifier(self.prefix + "version_history_completed"), self._t("version_history")),
             SQL("CREATE TABLE IF NOT EXISTS {} (fleet {} PRIMARY KEY, data bytea NOT NULL)").format(
                 self._t("last_good"), text),
             SQL("CREATE TABLE IF NOT EXISTS {} (fleet {} PRIMARY KEY, data bytea NOT NULL)").format(
@@ -345,6 +347,20 @@ class PostgresLedgerViews(PostgresTrackingRecorder, LedgerViews):
             versions = c.execute(SQL("SELECT data FROM {} WHERE fleet = %s ORDER BY ord").format(
                 self._t("version_history")), (fleet,)).fetchall()
             return _blob(row["rules_state"]), [_blob(r["data"]) for r in versions]
+
+    def core_state(self, fleet: str) -> bytes | None:
+        value = self._one(SQL("SELECT rules_state FROM {} WHERE fleet = %s").format(self._t("fleets")),
+                          fleet)
+        return None if value is None else _blob(value)
+
+    def version_rows(self, fleet: str, names: Sequence[str], completed_after: int) -> list[bytes]:
+        with self._cursor(commit=False) as c:
+            # Two indexed lookups, not one OR: the cost stays with the rows asked for.
+            rows = c.execute(SQL("SELECT data, ord FROM {0} WHERE fleet = %s AND version = ANY(%s) "
+                                 "UNION SELECT data, ord FROM {0} WHERE fleet = %s AND completed_seq > %s "
+                                 "ORDER BY ord").format(self._t("version_history")),
+                             (fleet, list(names), fleet, completed_after)).fetchall()
+            return [_blob(r["data"]) for r in rows]
 
     def header(self, fleet: str) -> bytes | None:
         value = self._one(SQL("SELECT header FROM {} WHERE fleet = %s").format(self._t("fleets")), fleet)

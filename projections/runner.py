@@ -190,6 +190,9 @@ class _PostgresHome(_Home):
         return fresh
 
 
+MAX_SEQ = 2**53 - 1
+
+
 class Projections:
     """Version history, last-good and fleet state of a ledger, kept caught up.
 
@@ -533,6 +536,39 @@ class Projections:
     def fleet_state(self, fleet: str) -> FleetHistory:
         """`state`, under the name the rollback command's `StateSource` asks for."""
         return self.state(fleet)
+
+    def decision_state(self, fleet: str, target: str | None = None) -> FleetHistory:
+        """The part of the rules' state a rollback decision reads, at a cost that does
+        not grow with the fleet's history: the core (current, in flight, workers),
+        the target (given, or the stored rollback target), the current version, and
+        every version that ranks above the target (each a candidate skipped).
+
+        Over these versions the rules give the same last-good and the same checks as
+        over all of them: a version ranked below the target can never win.
+        """
+        return self._answer(fleet, lambda: self._decision_state(fleet, target))
+
+    def _decision_state(self, fleet: str, target: str | None) -> FleetHistory | None:
+        core = self.views.core_state(fleet)
+        stored = self.views.last_good_row(fleet)
+        if core is None or stored is None:
+            return None
+        data = self._decode(core)
+        answer = self._decode(stored).get("rollback_target")
+        name = target if target is not None else (answer["version"] if answer else None)
+        names = [n for n in (name, data.get("current")) if n is not None]
+        completed_after = 0
+        if name is not None:
+            rows = self.views.version_rows(fleet, [name], MAX_SEQ)
+            if rows:
+                completed = self._decode(rows[0]).get("completed")
+                completed_after = completed["seq"] if completed else 0
+        rows = self.views.version_rows(fleet, names, completed_after)
+        data["versions"] = [self._decode(row) for row in rows]
+        try:
+            return FleetHistory.from_dict(data)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ViewsDamagedError(f"the stored state of fleet {fleet!r} is unreadable ({exc})") from None
 
     def _read_row(self, row: bytes | None) -> dict[str, Any] | None:
         return None if row is None else dict(self._decode(row))

@@ -78,6 +78,8 @@ class SQLiteLedgerViews(SQLiteTrackingRecorder, LedgerViews):
             "CREATE INDEX IF NOT EXISTS version_history_order ON version_history (fleet, ord)",
             "CREATE INDEX IF NOT EXISTS version_history_good"
             " ON version_history (fleet, good, completed_seq, ord)",
+            "CREATE INDEX IF NOT EXISTS version_history_completed"
+            " ON version_history (fleet, completed_seq)",
             "CREATE TABLE IF NOT EXISTS last_good (fleet TEXT PRIMARY KEY, data BLOB NOT NULL)"
             " WITHOUT ROWID",
             "CREATE TABLE IF NOT EXISTS fleet_state (fleet TEXT PRIMARY KEY, data BLOB NOT NULL)"
@@ -180,6 +182,19 @@ class SQLiteLedgerViews(SQLiteTrackingRecorder, LedgerViews):
                 return None
             c.execute("SELECT data FROM version_history WHERE fleet = ? ORDER BY ord", (fleet,))
             return _blob(row[0]), [_blob(r[0]) for r in c.fetchall()]
+
+    def core_state(self, fleet: str) -> bytes | None:
+        value = self._one("SELECT rules_state FROM fleets WHERE fleet = ?", fleet)
+        return None if value is None else _blob(value)
+
+    def version_rows(self, fleet: str, names: Sequence[str], completed_after: int) -> list[bytes]:
+        marks = ",".join("?" * len(names)) or "NULL"
+        with self._cursor(commit=False) as c:
+            # Two indexed lookups, not one OR: the cost stays with the rows asked for.
+            c.execute(f"SELECT data, ord FROM version_history WHERE fleet = ? AND version IN ({marks})"
+                      " UNION SELECT data, ord FROM version_history WHERE fleet = ? AND completed_seq > ?"
+                      " ORDER BY ord", (fleet, *names, fleet, completed_after))
+            return [_blob(r[0]) for r in c.fetchall()]
 
     def header(self, fleet: str) -> bytes | None:
         value = self._one("SELECT header FROM fleets WHERE fleet = ?", fleet)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from eventsourcing.persistence import Tracking, TrackingRecorder
 
 #: Bumped when the layout or meaning of the stored views changes: older files are rebuilt.
-FORMAT = "deploy-ledger-views/1"
+FORMAT = "deploy-ledger-views/2"
 
 
 class ViewsDamagedError(Exception):
@@ -86,6 +86,14 @@ class LedgerViews(TrackingRecorder, ABC):
     @abstractmethod
     def rules_state(self, fleet: str) -> tuple[bytes, list[bytes]] | None:
         """The rules' working state of a fleet: its core and its version entries."""
+
+    @abstractmethod
+    def core_state(self, fleet: str) -> bytes | None:
+        """The rules' working state of a fleet without its version entries."""
+
+    @abstractmethod
+    def version_rows(self, fleet: str, names: Sequence[str], completed_after: int) -> list[bytes]:
+        """Version entries named, or completed after a seq, in order of first appearance."""
 
     @abstractmethod
     def header(self, fleet: str) -> bytes | None:

@@ -60,6 +60,13 @@ def views_of(env: Env, notices: Callable[[str], None] | None = None, **options: 
     return Projections(ledger.store, env.dir / "views.db", notice=notice, owns_store=True, **options)
 
 
+def default_views(env: Env) -> Projections:
+    """The views where the ledger keeps them by default: a file beside a SQLite
+    ledger, tables in a PostgreSQL ledger's own schema."""
+    ledger = env.open(writable=False)
+    return Projections(ledger.store, notice=Notices(), owns_store=True)
+
+
 def answers(views: Projections) -> dict[str, Any]:
     """Every answer the views give, for every fleet: what must not depend on how they were built."""
     result: dict[str, Any] = {}
@@ -79,11 +86,23 @@ def answers(views: Projections) -> dict[str, Any]:
 # -- the same tables as the rules, through a real ledger -----------------------------
 
 
+def _decision(state: Any, target: str | None) -> Any:
+    from ledger.rollback import RollbackRequest, plan_rollback
+
+    decision = plan_rollback(state, RollbackRequest("x", "on-call", "errors", to_version=target))
+    skipped_above = []  # what a dry run lists: the candidates ranked above the chosen target
+    for candidate in getattr(decision, "candidates", []):
+        if candidate.version == decision.target:
+            break
+        skipped_above.append((candidate.version, candidate.skipped))
+    return {k: v for k, v in vars(decision).items() if k != "candidates"}, skipped_above
+
+
 @pytest.mark.parametrize("case", LAST_GOOD_CASES, ids=[c.id for c in LAST_GOOD_CASES])
 def test_last_good_cases_through_the_views(env: Env, case: LastGoodCase) -> None:
     with env.open() as ledger:
         append(ledger, case.steps)
-    with views_of(env) as views:
+    with default_views(env) as views:
         answer = views.last_good(case.fleet, case.leaving, for_rollback=case.for_rollback)
         assert (answer.version if answer else None) == case.expected
         if answer is not None and case.evidence_seq is not None:
@@ -103,7 +122,7 @@ def test_views_answer_exactly_as_the_rules_do(env: Env, case: Any) -> None:
         append(ledger, case.steps)
         fleets = ledger.fleets()
         folded = {fleet: fold(fleet, ledger.records(fleet)) for fleet in fleets}
-    with views_of(env) as views:
+    with default_views(env) as views:
         assert views.fleets() == fleets
         for fleet, state in folded.items():
             stored = views.history(fleet)
@@ -114,6 +133,11 @@ def test_views_answer_exactly_as_the_rules_do(env: Env, case: Any) -> None:
             for leaving in [None, *state.versions]:
                 assert views.last_good(fleet, leaving) == last_good(state, leaving)
             assert views.state(fleet).to_dict() == state.to_dict()
+            # the lean state a rollback reads decides exactly as the whole state does
+            for target in [None, *state.versions]:
+                lean = _decision(views.decision_state(fleet, target), target)
+                whole = _decision(state, target)
+                assert lean == whole
 
 
 # -- rebuild and incremental catch-up agree --------------------------------------------

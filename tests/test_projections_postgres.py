@@ -32,19 +32,14 @@ from hypothesis import strategies as st
 from ledger import Ledger, VerificationError
 from ledger.encoding import canonical
 from ledger.postgres_url import postgres_env
-from ledger.rules import fleet_view, fold, history, last_good
 from projections.follow import ListenWaiter
 from projections.postgres_views import PostgresLedgerViews
 from projections.runner import Projections
 from projections.sqlite_views import SQLiteLedgerViews
 from tests.conftest import run_cli
 from tests.fleet_cases import (
-    FLEET_CASES,
-    LAST_GOOD_CASES,
-    STATUS_CASES,
     A,
     B,
-    LastGoodCase,
     Step,
     complete,
     deploy,
@@ -231,46 +226,6 @@ def test_views_in_another_schema_and_by_another_name(pg: Pg, server: str) -> Non
                                              "WHERE table_schema = %s", (other,))}
         assert "deployledger_audit_fleets" in found
     assert not any(t.startswith(VIEWS) for t in pg.tables())
-
-
-# -- the same answers as the rules -------------------------------------------------------
-
-
-@pytest.mark.parametrize("case", LAST_GOOD_CASES, ids=[c.id for c in LAST_GOOD_CASES])
-def test_last_good_cases_on_postgres_views(pg: Pg, case: LastGoodCase) -> None:
-    with pg.open() as ledger:
-        append(ledger, case.steps)
-    with pg.views() as views:
-        answer = views.last_good(case.fleet, case.leaving, for_rollback=case.for_rollback)
-        assert (answer.version if answer else None) == case.expected
-        if answer is not None and case.evidence_seq is not None:
-            assert answer.evidence_seq == case.evidence_seq
-        for bad in case.never:
-            for entry in views.history(case.fleet)["versions"]:
-                found = views.last_good(case.fleet, entry["version"])
-                assert found is None or found.version != bad
-
-
-ALL_CASES: list[Any] = [*LAST_GOOD_CASES, *STATUS_CASES, *FLEET_CASES]
-
-
-@pytest.mark.parametrize("case", ALL_CASES, ids=[f"{type(c).__name__}-{c.id}" for c in ALL_CASES])
-def test_history_last_good_and_fleet_answer_as_the_rules_do(pg: Pg, case: Any) -> None:
-    with pg.open() as ledger:
-        append(ledger, case.steps)
-        fleets = ledger.fleets()
-        folded = {fleet: fold(fleet, ledger.records(fleet)) for fleet in fleets}
-    with pg.views() as views:
-        assert views.fleets() == fleets
-        for fleet, state in folded.items():
-            stored = views.history(fleet)
-            assert stored["versions"] == history(state)
-            assert (stored["head_seq"], stored["current"], stored["in_flight"]) == (
-                state.head_seq, state.current, state.in_flight)
-            assert views.fleet(fleet) == fleet_view(state)
-            for leaving in [None, *state.versions]:
-                assert views.last_good(fleet, leaving) == last_good(state, leaving)
-            assert views.state(fleet).to_dict() == state.to_dict()
 
 
 # -- rebuild and incremental catch-up agree ------------------------------------------------

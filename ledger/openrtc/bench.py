@@ -22,34 +22,20 @@ Every database is a real SQLite file in a temporary directory, deleted at the en
 from __future__ import annotations
 
 import argparse
-import json
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ledger.api import Ledger
+from ledger.bench import Figure, report
 from ledger.openrtc.sink import BATCH, LedgerAuditSink
 
 FLEET = "bench"
-
-
-@dataclass(frozen=True)
-class Figure:
-    name: str
-    what: str
-    ledger: float
-    baseline: float
-    unit: str
-    ratio: float
-    goal: str
-    met: bool
-    note: str = ""
 
 
 def _percentile(values: Sequence[float], fraction: float) -> float:
@@ -151,16 +137,6 @@ def measure_flush(directory: Path, records: int) -> tuple[Figure, dict[str, Any]
     return figure, detail
 
 
-def table(figures: Sequence[Figure]) -> str:
-    lines = [f"{'figure':<7} {'ledger':>12} {'baseline':>12} {'unit':<6} {'ratio':>7}  goal"]
-    for f in figures:
-        verdict = "met" if f.met else "MISSED"
-        lines.append(f"{f.name:<7} {f.ledger:>12.4g} {f.baseline:>12.4g} {f.unit:<6} {f.ratio:>7.2f}  "
-                     f"{f.goal}: {verdict}")
-        lines.append(f"        {f.what}; {f.note}")
-    return "\n".join(lines)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ledger.openrtc.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -173,12 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         directory = Path(tmp)
         emit, emit_detail = measure_emit(directory, args.emits, args.rounds)
         flush, flush_detail = measure_flush(directory, args.flush_records)
-    figures = [emit, flush]
-    if args.json:
-        print(json.dumps({"figures": [asdict(f) for f in figures],
-                          "emit": emit_detail, "flush": flush_detail}, indent=2))
-    else:
-        print(table(figures))
+    report([emit, flush], {k: v for k, v in vars(args).items() if k != "json"}, args.json,
+           emit=emit_detail, flush=flush_detail)
     return 0
 
 
