@@ -8,6 +8,7 @@ position, so concurrent writers never fork a chain.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
@@ -33,6 +34,7 @@ from ledger.errors import (
     HeadMovedError,
     InputError,
     KeyFileError,
+    LedgerError,
     NotInitializedError,
     RecordError,
     StorageError,
@@ -189,8 +191,8 @@ class Ledger:
         if signer.kid == current_kid:
             return signer
         if signer.path is not None:
-            staged = next_key_path(signer.path)
-            if staged.exists() and load_signer(staged).kid == current_kid:
+            staged = next_key_path(signer.path, current_kid)
+            if staged.exists():
                 os.replace(staged, signer.path)  # finish a rotation cut short
             reloaded = load_signer(signer.path)
             if reloaded.kid == current_kid:
@@ -206,9 +208,8 @@ class Ledger:
         signer = self._signer_for(current_kid)
         if signer.path is None:
             raise KeyFileError("cannot rotate a key that has no key file")
-        staged = next_key_path(signer.path)
-        staged.unlink(missing_ok=True)
         new = Signer.generate()
+        staged = next_key_path(signer.path, new.kid)  # named by its kid: rotations never collide
         write_private_key(staged, new)
         body: dict[str, Any] = {
             "event": "key.rotated", "actor": actor, "target": "ledger", "result": "success",
@@ -220,8 +221,11 @@ class Ledger:
             validate_input(body)
             receipt = self._rotate(body, signer)
         except BaseException:
-            staged.unlink(missing_ok=True)
-            raise
+            self._key = None
+            with contextlib.suppress(LedgerError, PersistenceError):
+                if self._read_key_state().kid != new.kid:
+                    staged.unlink(missing_ok=True)  # surely not committed: the key is not needed
+            raise  # otherwise the staged key stays: the next writer finishes the rotation
         os.replace(staged, signer.path)
         new.path = signer.path
         self.signer = new
@@ -242,7 +246,9 @@ class Ledger:
             if key.kid != signer.kid:
                 raise KeyFileError(f"key {signer.kid} was rotated meanwhile (now {key.kid})")
             head = self.head(KEY_CHAIN)
-            timestamp = max(utc_now(), head.timestamp)
+            # Later than every record already committed, whatever clock stamped it.
+            heads = [self.head(fleet).timestamp for fleet in self.store.chains()]
+            timestamp = max(utc_now(), head.timestamp, *heads)
             record, data = seal(body, fleet=KEY_CHAIN, seq=head.seq + 1, prev=head.hash,
                                 timestamp=timestamp, signer=signer)
             sealed.append(Receipt(KEY_CHAIN, head.seq + 1, record["hash"]))
@@ -308,6 +314,7 @@ class Ledger:
                 stored = self._store_signed(fleet, records, signatures, key.seq)
                 if not stored:
                     self._heads.pop(fleet, None)
+                    self._key = None
                     for part in chunks[done:]:
                         receipts += self._append_chunk(fleet, part)
                     return receipts
@@ -323,7 +330,7 @@ class Ledger:
         events, receipts = self._encode(fleet, records, signatures.result())
         try:
             self.store.insert(events, key_chain_seq=key_seq)
-        except (IntegrityError, KeyChainMovedError, InterfaceError, OperationalError):
+        except (KeyChainMovedError, PersistenceError):
             return receipts if self._landed(fleet, receipts) else []
         return receipts
 
@@ -355,15 +362,19 @@ class Ledger:
 
         A lost race (the position is taken) re-reads the head and seals again.
         A connection lost around a commit (a database restart) is retried for
-        up to `RECONNECT_SECONDS`; if that commit did land, the retry finds its
-        own records at the head and returns them instead of writing them twice.
+        up to `RECONNECT_SECONDS`. Any attempt whose outcome is unknown is
+        remembered, and before sealing again the retry looks for it at its
+        positions: if it did land, its receipts are returned and nothing is
+        written twice.
         """
         reconnect_until: float | None = None
-        receipts: list[Receipt] = []
-        sealed_at, key = "", self._key
+        unknown: list[tuple[list[Receipt], str]] = []  # attempts that may have committed
         for attempt in range(MAX_ATTEMPTS):
+            receipts: list[Receipt] = []
             try:
-                if receipts and self._landed(chain, receipts):
+                landed = next(((r, at) for r, at in unknown if self._landed(chain, r)), None)
+                if landed is not None:
+                    receipts, sealed_at = landed
                     break  # an earlier attempt committed; only its acknowledgement was lost
                 if check_key:
                     key = self._key or self._read_key_state()
@@ -378,22 +389,23 @@ class Ledger:
                     raise HeadMovedError(f"{chain} moved from seq {expect_seq} to {head.seq}")
                 sealed_at = max(utc_now(), head.timestamp, key.since)
                 events, receipts = self._seal_all(chain, bodies, head, sealed_at, signer)
-                guard = key.seq + (len(bodies) if chain == KEY_CHAIN else 0)
-                self.store.insert(events, key_chain_seq=guard if check_key else None)
+                self.store.insert(events, key_chain_seq=key.seq if check_key else None)
                 break
             except IntegrityError:
                 self._heads.pop(chain, None)
                 if self._landed(chain, receipts):
                     break
-                receipts = []
                 if expect_seq is not None:
                     raise HeadMovedError(f"{chain} moved past seq {expect_seq}") from None
                 time.sleep(random.uniform(0, min(0.002 * 2**attempt, 0.25)))
             except KeyChainMovedError:
                 self._key = None  # a rotation landed: re-read the key and seal again
-                receipts = []
+                unknown.append((receipts, sealed_at))  # a retried insert may have committed first
             except (InterfaceError, OperationalError) as exc:
                 self._heads.pop(chain, None)
+                self._key = None
+                if receipts:
+                    unknown.append((receipts, sealed_at))
                 now = time.monotonic()
                 reconnect_until = reconnect_until or now + RECONNECT_SECONDS
                 if now > reconnect_until or self.store.is_sqlite:  # SQLite already waited its lock timeout
@@ -405,7 +417,7 @@ class Ledger:
             raise ConflictError(f"gave up after {MAX_ATTEMPTS} tries at the head of {chain}")
         last = receipts[-1]
         self._heads[chain] = Head(last.seq, last.hash, sealed_at)
-        self._key = key if check_key and chain != KEY_CHAIN else None
+        self._key = key if check_key and chain != KEY_CHAIN and landed is None else None
         return receipts
 
     def _landed(self, chain: str, receipts: Sequence[Receipt]) -> bool:

@@ -174,9 +174,8 @@ def parse_checkpoint(text: str) -> tuple[Checkpoint, list[tuple[str, bytes, byte
             blob = base64.b64decode(parts[2], validate=True)
         except ValueError:
             raise InputError("checkpoint signature is not base64") from None
-        if len(blob) != 68:
-            raise InputError("checkpoint signature has the wrong length for Ed25519")
-        parsed.append((parts[1], blob[:4], blob[4:]))
+        if len(blob) == 68:  # key hash + Ed25519 signature; other kinds (cosignatures) are ignored
+            parsed.append((parts[1], blob[:4], blob[4:]))
     if checkpoint.body() != body + "\n":
         raise InputError("checkpoint body is not in canonical form")
     return checkpoint, parsed

@@ -114,8 +114,12 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         else:
             print(f"appended {outcome.receipt}")
         code = _print_decision(outcome.decision, dry_run=False)
-        if code or args.no_drive or outcome.replayed:
+        if code or args.no_drive:
             return code
+        if outcome.replayed:  # the first attempt may have died mid-move: carry it on if so
+            pending = session.executor.pending()
+            if pending is None or pending.seq != outcome.receipt.seq:
+                return code
         return session.drive()
 
 

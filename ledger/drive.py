@@ -21,7 +21,9 @@ says was done with what the plan needs and does only what is missing:
    position past the operation. If a drain is stuck, record `rollback.failed`.
 
 Killed between any two steps and restarted, it resumes at the first missing
-step and repeats nothing.
+step and repeats nothing. If another deploy or rollback replaces the move (a
+rollback of a deploy still in flight), it stops without another step and
+leaves the newer move pending.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ from ledger.rules import FleetHistory
 from ledger.tracking import Tracker
 
 TRIGGERS = ("deployment.rolled_back", "deployment.started")
+
+
+class SupersededError(Exception):
+    """Another deploy or rollback replaced the move being carried out."""
 DEFAULT_START_TIMEOUT_S = 60.0
 
 
@@ -109,6 +115,7 @@ class Executor:
         self.fleet, self.actor, self.poll_s = fleet, actor, poll_s
         self.start_timeout_s, self.step_delay_s, self._say = start_timeout_s, step_delay_s, say
         self._last_said = ""
+        self._settled_at = 0
 
     def say(self, line: str) -> None:
         """Progress for the person waiting: each line once, not once per poll."""
@@ -153,14 +160,28 @@ class Executor:
             steps.absorb(record)
 
     def carry_out(self, op: Operation) -> str:
+        """Carry the move out, or stop the moment another move replaces it."""
         steps = Steps()
         self._catch_up(op, steps)
         self.say(f"{op.kind} {op.operation_id}: {op.from_version or '(nothing)'} -> {op.target}")
-        outcome = self._start(op, steps) or self._drain(op, steps)
-        if outcome is None:
-            outcome = self._finish(op, steps)
-        self.tracker.advance(self.fleet, self.ledger.head(self.fleet).seq)
+        try:
+            outcome = self._start(op, steps) or self._drain(op, steps) or self._finish(op, steps)
+        except SupersededError as exc:
+            self.say(str(exc))
+            self.tracker.advance(self.fleet, op.seq)  # the newer move stays pending
+            return "superseded"
+        self.tracker.advance(self.fleet, self._settled_at)
         return outcome
+
+    def _ours(self, op: Operation) -> FleetHistory:
+        """The fleet's state, provided `op` is still the move in flight."""
+        state = self.states.fleet_state(self.fleet)
+        flight = state.in_flight
+        if flight is None or flight["seq"] != op.seq:
+            now = f"a {flight['kind']} to {flight['version']} at seq {flight['seq']}" if flight else "none"
+            raise SupersededError(f"{op.kind} {op.operation_id} is no longer in flight (now: {now}); "
+                                  "stopping without another step")
+        return state
 
     def _start(self, op: Operation, steps: Steps) -> str | None:
         for worker_id in op.start_workers:
@@ -168,6 +189,7 @@ class Executor:
                 self.driver.start_worker(worker_id, op.target)
         deadline = time.monotonic() + self.start_timeout_s
         while True:
+            self._ours(op)
             self._catch_up(op, steps)
             missing = [w for w in op.start_workers if w not in steps.started]
             if not missing:
@@ -179,10 +201,11 @@ class Executor:
             time.sleep(self.poll_s)
 
     def _to_drain(self, op: Operation, state: FleetHistory) -> dict[str, str]:
-        """Worker id -> version of every worker to drain: the plan's and any straggler."""
+        """Worker id -> version of every worker to see out: the plan's, any straggler of
+        another version, and any worker already draining (an earlier move drained it)."""
         wanted = {w: "" for w in op.drain_workers}
         for worker in state.workers.values():
-            if worker.version != op.target:
+            if worker.version != op.target or worker.draining:
                 wanted[worker.worker_id] = worker.version
         for worker_id in wanted:
             if not wanted[worker_id]:
@@ -192,14 +215,17 @@ class Executor:
 
     def _drain(self, op: Operation, steps: Steps) -> str | None:
         while True:
-            state = self.states.fleet_state(self.fleet)
+            state = self._ours(op)
             self._catch_up(op, steps)
             waiting: list[str] = []
             for worker_id, version in sorted(self._to_drain(op, state).items()):
                 if worker_id in steps.exited:
                     continue
                 live = state.workers.get(worker_id)
-                if worker_id not in steps.drained:
+                drained_at = steps.drained.get(worker_id)
+                if drained_at is None and live is not None and live.draining and live.drain_started:
+                    drained_at = live.drain_started["timestamp"]  # drained before this move began
+                if drained_at is None:
                     if live is None and not self.driver.is_alive(worker_id):
                         continue  # gone before the operation: nothing to drain
                     body = commands.worker_drain(worker_id, version, self.actor,
@@ -220,8 +246,7 @@ class Executor:
                         self._record(body)
                     continue
                 self.driver.drain(worker_id)  # harmless again; covers a restart mid-step
-                age = _age_seconds(steps.drained[worker_id])
-                if age > op.drain_timeout_s and worker_id not in steps.stuck:
+                if _age_seconds(drained_at) > op.drain_timeout_s and worker_id not in steps.stuck:
                     body = {"event": "deployment.drain_stuck", "actor": self.actor, "target": worker_id,
                             "result": "failure", "worker_id": worker_id, "version": version,
                             "active_sessions": live.active_sessions if live else 0,
@@ -241,12 +266,12 @@ class Executor:
 
     def _finish(self, op: Operation, steps: Steps) -> str:
         self._catch_up(op, steps)
-        state = self.states.fleet_state(self.fleet)
+        state = self._ours(op)
         unclean = [w.worker_id for w in state.workers.values()
                    if w.version != op.target or w.draining]
         if unclean:
             return self._fail(op, f"fleet not clean: {', '.join(sorted(unclean))}")
-        dropped = sum(steps.exited.get(w, 0) for w in steps.drained)
+        dropped = sum(steps.exited.values())  # calls held by workers that exited during the move
         if op.kind == "rollback":
             body = {"event": "rollback.completed", "actor": self.actor, "target": "fleet",
                     "result": "success", "version": op.target, "from_version": op.from_version,
@@ -255,12 +280,13 @@ class Executor:
         else:
             body = commands.complete(op.target, self.actor, "fleet clean")
             body.update(operation_id=op.operation_id, dropped_calls=dropped)
-        self._record(body)
+        self._settled_at = self._record(body)
         self.say(f"fleet clean: {len(state.workers)} worker(s) on {op.target}, "
                  f"{dropped} dropped call(s)")
         return "completed"
 
     def _fail(self, op: Operation, reason: str) -> str:
+        self._ours(op)
         body: dict[str, Any] = {"actor": self.actor, "target": "fleet", "result": "failure",
                                 "version": op.target, "reason": reason,
                                 "operation_id": op.operation_id}
@@ -270,7 +296,7 @@ class Executor:
             body.update(event="rollback.failed", rollback_id=op.operation_id)
         else:
             body.update(event="deployment.failed")
-        self._record(body)
+        self._settled_at = self._record(body)
         self.say(f"{op.kind} failed: {reason}")
         return "failed"
 

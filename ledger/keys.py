@@ -153,6 +153,6 @@ def anchor_path(key_path: Path) -> Path:
     return key_path.with_name(key_path.name + ".pub")
 
 
-def next_key_path(key_path: Path) -> Path:
-    """Where a rotation stages the new private key before it takes over."""
-    return key_path.with_name(key_path.name + ".next")
+def next_key_path(key_path: Path, kid: str) -> Path:
+    """Where a rotation stages the new private key (named by its id) before it takes over."""
+    return key_path.with_name(f"{key_path.name}.next.{kid}")

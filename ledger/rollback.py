@@ -233,6 +233,9 @@ class RollbackCommand:
         if first is None:
             return None
         record = next(self.ledger.records(request.fleet, after=first - 1))
+        if record["event"] not in ("deployment.rolled_back", "rollback.rejected"):
+            raise InputError(f"idempotency key {key!r} was used by a {record['event']} record at seq "
+                             f"{record['seq']}, not by a rollback; choose another key")
         receipt = Receipt(request.fleet, record["seq"], record["hash"])
         return RollbackOutcome(decision_from_record(record), receipt, replayed=True)
 

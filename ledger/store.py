@@ -94,6 +94,7 @@ class GuardedSQLiteRecorder(SQLiteApplicationRecorder):
         ])
         expected = kwargs.get("key_chain_seq")
         if expected is not None:
+            expected += sum(1 for s in stored_events if s.originator_id == KEY_CHAIN)
             c.execute(f"SELECT MAX(originator_version) FROM {self.events_table_name} "
                       "WHERE originator_id=?", (KEY_CHAIN,))
             found = c.fetchone()[0] or 0
@@ -102,16 +103,13 @@ class GuardedSQLiteRecorder(SQLiteApplicationRecorder):
         return None
 
 
-KEY_GUARD_MARKER = "ledger: key chain moved"
-
-
 class GuardedPostgresRecorder(PostgresApplicationRecorder):
     """The PostgreSQL twin of `GuardedSQLiteRecorder`.
 
     The guard runs inside the insert's transaction, once the EXCLUSIVE table
     lock that eventsourcing takes for every insert is held (so no rotation can
-    commit between the check and this commit), and fails the transaction in
-    SQL, so nothing of the batch can commit.
+    commit between the check and this commit), and before the insert is sent,
+    so a refused batch leaves nothing to commit.
     """
 
     def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent],
@@ -120,11 +118,12 @@ class GuardedPostgresRecorder(PostgresApplicationRecorder):
         if expected is not None:
             self._lock_table(curs)  # taken before the check: commits are ordered from here
             table = f'"{self.datastore.schema}"."{self.events_table_name}"'
-            curs.execute(
-                "DO $guard$ BEGIN IF (SELECT COALESCE(MAX(originator_version), 0) FROM "
-                f"{table} WHERE originator_id = '{KEY_CHAIN}') <> {int(expected)} THEN "
-                f"RAISE EXCEPTION '{KEY_GUARD_MARKER}'; END IF; END $guard$"
-            )
+            curs.execute(f"SELECT COALESCE(MAX(originator_version), 0) AS length FROM {table} "
+                         "WHERE originator_id = %s", (KEY_CHAIN,))
+            found = curs.fetchone()["length"]  # syncs the pipeline: nothing is queued behind it
+            if found != expected:
+                # Raised before the insert is sent, so the transaction holds nothing to commit.
+                raise KeyChainMovedError(f"key chain at {found}, sealed against {expected}")
         super()._insert_stored_events(curs, stored_events, **kwargs)
 
 
@@ -198,16 +197,11 @@ class Store:
         """Write records in one transaction; returns only once they are durable.
 
         Raises eventsourcing's IntegrityError when a position is taken, and
-        `KeyChainMovedError` when `key_chain_seq` is given and no longer the
-        key chain's length. (The application's event store is used directly:
+        `KeyChainMovedError` when `key_chain_seq` is given and is no longer the
+        key chain's length (before this batch). (The application's event store is used directly:
         `Application.save` only adds aggregate bookkeeping this ledger has none of.)
         """
-        try:
-            self.app.events.put(list(records), key_chain_seq=key_chain_seq)
-        except PersistenceError as exc:
-            if KEY_GUARD_MARKER in str(exc):
-                raise KeyChainMovedError(str(exc)) from None
-            raise
+        self.app.events.put(list(records), key_chain_seq=key_chain_seq)
 
     def insert_locked(self, make: Callable[[], Sequence[SealedRecord]]) -> None:
         """Take the write lock first, then build the records and insert them.
@@ -270,12 +264,16 @@ class Store:
         with self.recorder.datastore.get_connection() as connection:
             connection.execute(f'LISTEN "{self.recorder.channel_name}"')
             connection.commit()
-            while True:
-                for row in self.scan(chain, after):
-                    after = row.originator_version
-                    yield bytes(row.state)
-                for _ in connection.notifies(timeout=1.0, stop_after=1):
-                    pass
+            try:
+                while True:
+                    for row in self.scan(chain, after):
+                        after = row.originator_version
+                        yield bytes(row.state)
+                    for _ in connection.notifies(timeout=1.0, stop_after=1):
+                        pass
+            finally:  # the connection goes back to the pool: leave it as it came
+                connection.execute("UNLISTEN *")
+                connection.commit()
 
     def chains(self) -> list[str]:
         """Names of the fleets that have records (the key chain excluded)."""

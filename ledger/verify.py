@@ -147,12 +147,16 @@ class _Linker:
     def fault(self, seq: int, check: str, expected: str, found: str, detail: str = "") -> None:
         raise VerificationError(Fault(self.report.chain, seq, check, expected, found, detail))
 
+    def expect_position(self, seq: int) -> None:
+        """Fault unless `seq` is the next position: records before it are missing."""
+        count = self.report.count
+        if seq != count + 1:
+            self.fault(count + 1, "seq", str(count + 1), str(seq), f"{seq - count - 1} record(s) missing")
+
     def link(self, info: RecordInfo) -> None:
         seq, prev, digest, kid, timestamp, leaf, _event, _new_key = info
         report = self.report
-        if seq != report.count + 1:
-            self.fault(report.count + 1, "seq", str(report.count + 1), str(seq),
-                       f"{seq - report.count - 1} record(s) missing")
+        self.expect_position(seq)
         if prev != report.head:
             self.fault(seq, "prev", report.head, prev, "link to the record before is broken")
         if timestamp < self.last_timestamp:
@@ -235,6 +239,7 @@ class Verifier:
             for position, data in batch:
                 infos, fault = check_batch(KEY_CHAIN, [(position, data)], keys)
                 if fault:
+                    linker.expect_position(fault[0])
                     raise VerificationError(Fault(KEY_CHAIN, *fault))
                 info = infos[0]
                 linker.link(info)
@@ -282,6 +287,7 @@ class Verifier:
             for info in infos:
                 linker.link(info)
             if fault is not None:
+                linker.expect_position(fault[0])  # a gap before the bad record comes first
                 raise VerificationError(Fault(chain, *fault))
             if self.progress:
                 self.progress(linker.report.count, total)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,3 +98,46 @@ def test_verify_without_any_trusted_key_is_an_input_error(env: Env, tmp_path: Pa
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     result = run_cli(capsys, "verify", "--db", str(env.db), "--key", str(tmp_path / "none.key"))
     assert result.code == 2 and "no trusted public key" in result.err
+
+
+def test_a_writer_holding_the_old_key_reseals_after_a_rotation_elsewhere(env: Env) -> None:
+    """The key guard runs inside the insert's transaction: a stale writer is refused
+    there, reloads the key file, seals again, and nothing lands signed by a retired key."""
+    import time
+
+    with env.open() as stale, env.open() as rotator:
+        stale.append("prod", build.deploy("v1", "ci"))  # caches the key and the head
+        rotator.rotate_key("sec")
+        new_kid = load_signer(env.key).kid
+        started = time.monotonic()
+        stale.append("prod", build.complete("v1", "ci"))
+        stale.append_many("prod", [build.worker_sessions("w", "v1", i, "w") for i in range(2500)])
+        assert time.monotonic() - started < 30
+        kids = [r["kid"] for r in stale.records("prod")]
+        assert kids[1:] == [new_kid] * (len(kids) - 1)
+        stale.verify()
+
+
+def test_an_interrupted_rotation_keeps_the_new_key_it_committed(env: Env,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit whose acknowledgement is lost must not cost the ledger its signing key."""
+    from ledger.errors import StorageError
+    from ledger.store import Store
+
+    real = Store.insert_locked
+
+    def commit_then_fail(self: Store, make: Any) -> None:
+        real(self, make)
+        raise StorageError("connection lost after commit")
+
+    with env.open() as lg:
+        seed(lg)
+        monkeypatch.setattr(Store, "insert_locked", commit_then_fail)
+        with pytest.raises(StorageError):
+            lg.rotate_key("sec")
+        monkeypatch.setattr(Store, "insert_locked", real)
+    with env.open() as lg:  # the next writer finishes the rotation and signs with the new key
+        lg.append("prod", build.deploy("v2", "ci"))
+        kid, _, _ = lg.current_key()
+        assert load_signer(env.key).kid == kid
+        lg.verify()

@@ -260,3 +260,29 @@ def test_the_executor_killed_at_any_step_resumes_and_repeats_nothing(fleet_env: 
     again = ledger_cmd(env, "drive")
     assert again.returncode == 0 and "nothing to drive" in again.stdout
     assert ledger_cmd(env, "verify").returncode == 0
+
+
+def test_a_rollback_of_a_deploy_in_flight_stops_the_deploys_executor(fleet_env: Env) -> None:
+    """The deploy's executor sees a newer move in flight and stops without another step:
+    it never drains the rollback's workers, never records its deploy as completed."""
+    env = fleet_env
+    deploy(env, "v1", "--call-seconds", "6:8", "--arrival-rate", "20")  # v1 calls take a while to end
+    time.sleep(1.0)
+    deploying = subprocess.Popen(
+        [sys.executable, "-m", "ledger.cli", "deploy", "v2", "--actor", "ci", "--drive", "--workers", "2",
+         *FAST, *env.args(), "--fleet", "prod"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(env, "deployment.drain_started")  # v2 is up, v1 is draining
+    rollback = ledger_cmd(env, "rollback", "--actor", "on-call", "--reason", "v2 is bad", *FAST)
+    assert rollback.returncode == 0, rollback.stderr
+    out, _err = deploying.communicate(timeout=120)
+    assert deploying.returncode == 1 and "no longer in flight" in out
+    history = records(env)
+    rolled = next(r for r in history if r["event"] == "deployment.rolled_back")
+    after = [r for r in history if r["seq"] > rolled["seq"]]
+    assert not any(r["event"] == "deployment.completed" for r in after)
+    drained = {r["worker_id"] for r in after if r["event"] == "deployment.drain_started"}
+    assert not drained & set(rolled["start_workers"])
+    assert sum(r["event"] == "rollback.completed" for r in after) == 1
+    fleet = orjson.loads(ledger_cmd(env, "fleet", "--json").stdout)
+    assert fleet["summary"]["clean"] and fleet["summary"]["current"] == "v1"
+    assert set(fleet["summary"]["versions"]) == {"v1"}

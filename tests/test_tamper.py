@@ -199,3 +199,15 @@ def test_any_single_byte_change_is_detected(env: Env, data: st.DataObject) -> No
             assert caught.value.fault.seq == seq
         finally:
             env.tamper.set_state(seq, state)
+
+
+def test_a_missing_record_is_reported_before_a_bad_one_after_it(env: Env) -> None:
+    with env.open() as lg:
+        seed(lg)
+    env.tamper.delete(3)
+    edit = record_at(env, 4)
+    edit["actor"] = "mallory"
+    env.tamper.set_state(4, canonical(edit))
+    with env.open(writable=False) as lg, pytest.raises(VerificationError) as caught:
+        lg.verify()
+    assert (caught.value.fault.seq, caught.value.fault.check) == (3, "seq")
