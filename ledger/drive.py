@@ -44,11 +44,11 @@ from ledger.rules import FleetHistory
 from ledger.tracking import Tracker
 
 TRIGGERS = ("deployment.rolled_back", "deployment.started")
+DEFAULT_START_TIMEOUT_S = 60.0
 
 
 class SupersededError(Exception):
     """Another deploy or rollback replaced the move being carried out."""
-DEFAULT_START_TIMEOUT_S = 60.0
 
 
 @dataclass
