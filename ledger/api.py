@@ -39,7 +39,7 @@ from ledger.errors import (
     RecordError,
     StorageError,
 )
-from ledger.events import EVENT_TYPES, check_fleet_name, validate_input
+from ledger.events import check_fleet_name, validate_input
 from ledger.keys import (
     Signer,
     anchor_path,
@@ -179,10 +179,6 @@ class Ledger:
             raise StorageError(
                 "the key chain's last record is unreadable; the ledger is damaged (run `ledger verify`)"
             ) from None
-
-    def anchor_kid(self) -> str:
-        first = self.store.page(KEY_CHAIN, 0, 1)
-        return str(orjson.loads(first[0].state)["new_kid"])
 
     def _signer_for(self, current_kid: str) -> Signer:
         signer = self.signer
@@ -501,7 +497,3 @@ class Ledger:
         signer = self._signer_for(current_kid)
         origin = f"{ORIGIN_PREFIX}/{key_id(report.keys[0].public_raw)}/{fleet}"
         return sign_checkpoint(Checkpoint(origin, chain.count, chain.root, chain.head), signer)
-
-
-def event_names() -> list[str]:
-    return sorted(name for name, t in EVENT_TYPES.items() if not t.internal)

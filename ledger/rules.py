@@ -603,11 +603,6 @@ def is_good(state: FleetHistory, version: str) -> bool:
     return entry is not None and entry.good
 
 
-def current_version(state: FleetHistory) -> str | None:
-    """The version the fleet runs, or is moving to while a rollout is in flight."""
-    return state.current
-
-
 def rollout_in_flight(state: FleetHistory) -> Stamp | None:
     """The deploy or rollback in flight (`kind`, `version`, `from_version`, `seq`), or None."""
     return state.in_flight

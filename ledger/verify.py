@@ -30,6 +30,7 @@ from ledger.chain import (
     MerkleAccumulator,
     checkpoint_signed_by,
     leaf_hash,
+    parse_checkpoint,
     signed_message,
 )
 from ledger.encoding import canonical
@@ -311,12 +312,6 @@ class Verifier:
             yield pending.popleft().result()
 
 
-def load_checkpoint(text: str) -> tuple[Checkpoint, list[tuple[str, bytes, bytes]]]:
-    from ledger.chain import parse_checkpoint
-
-    return parse_checkpoint(text)
-
-
 def verify_ledger(
     store: Store,
     anchor_raw: bytes,
@@ -331,7 +326,7 @@ def verify_ledger(
         report.keys = verifier.verify_keys()
         checkpoint = None
         if checkpoint_text is not None:
-            checkpoint, signatures = load_checkpoint(checkpoint_text)
+            checkpoint, signatures = parse_checkpoint(checkpoint_text)
             if not checkpoint_signed_by(checkpoint, signatures, [e.public_raw for e in report.keys]):
                 raise InputError("checkpoint signature does not verify under any key of this ledger")
             prefix = f"{ORIGIN_PREFIX}/{key_id(anchor_raw)}/"
