@@ -39,7 +39,7 @@ from ledger.errors import (
     RecordError,
     StorageError,
 )
-from ledger.events import check_fleet_name, validate_input
+from ledger.events import GATE_COMMANDS, check_fleet_name, validate_input
 from ledger.keys import (
     Signer,
     anchor_path,
@@ -330,14 +330,33 @@ class Ledger:
             return receipts if self._landed(fleet, receipts) else []
         return receipts
 
+    def append_gated(self, fleet: str, bodies: Sequence[Mapping[str, Any]], *,
+                     expect_seq: int) -> list[Receipt]:
+        """Store the records of one decision, in one transaction, only at head `expect_seq`.
+
+        For the gate (`ledger.gate.FleetService`) alone: it has decided these
+        records against the fleet's state at that head. Everyone else appends
+        facts with `append` and submits decisions to the gate.
+        """
+        check_fleet_name(fleet)
+        checked = [self.validate(body, gated=True) for body in bodies]
+        return self._append_chunk(fleet, checked, expect_seq=expect_seq)
+
     @staticmethod
-    def validate(body: Mapping[str, Any], where: str = "record") -> dict[str, Any]:
-        """A copy of the body, checked against the canonical value set and its schema."""
+    def validate(body: Mapping[str, Any], where: str = "record", *, gated: bool = False) -> dict[str, Any]:
+        """A copy of the body, checked against the canonical value set and its schema.
+
+        Decisions and refusals (`gated`) pass only for the gate; a fact path
+        refuses them with the command that records them properly.
+        """
         record = dict(body)
         check_values(record)
         event_type = validate_input(record, where)
         if event_type.internal:
             raise RecordError(f"{where}: '{event_type.name}' is written by the ledger itself")
+        if event_type.gated and not gated:
+            raise RecordError(f"{where}: '{event_type.name}' is a decision; it is validated and recorded "
+                              f"by {GATE_COMMANDS.get(event_type.name, 'the gate')}, not appended as a fact")
         return record
 
     def head(self, chain: str) -> Head:

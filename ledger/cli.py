@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ledger import cli_fleet, commands
-from ledger.api import Ledger, Receipt
+from ledger import cli_decide, cli_fleet, commands
+from ledger.api import Ledger
 from ledger.encoding import MAX_RECORD_BYTES, parse_record
 from ledger.errors import InputError, LedgerError, RecordError, UnknownFleetError
 from ledger.feed import FeedFilter, feed, parse_time
@@ -52,19 +52,9 @@ def _open(args: argparse.Namespace, *, writable: bool) -> Ledger:
     return Ledger.open(args.db or default_db(), args.key, writable=writable)
 
 
-def _print_receipts(receipts: Sequence[Receipt]) -> None:
-    if len(receipts) <= 10:
-        for receipt in receipts:
-            print(f"appended {receipt}")
-    else:
-        first, last = receipts[0], receipts[-1]
-        print(f"appended {len(receipts)} records to {last.fleet}: seq {first.seq}..{last.seq}, "
-              f"head {last.hash}")
-
-
 def _write(args: argparse.Namespace, bodies: list[dict[str, Any]]) -> int:
     with _open(args, writable=True) as ledger:
-        _print_receipts(ledger.append_many(args.fleet, bodies))
+        cli_decide.print_receipts(ledger.append_many(args.fleet, bodies))
     return 0
 
 
@@ -122,17 +112,13 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def cmd_append(args: argparse.Namespace) -> int:
-    return _write(args, _read_append_input(args))
+    return cli_decide.append_records(args, _read_append_input(args))
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     if args.drive:
         return cli_fleet.cmd_deploy_drive(args)
-    return _write(args, [commands.deploy(args.version, args.actor, args.reason, args.from_version)])
-
-
-def cmd_complete(args: argparse.Namespace) -> int:
-    return _write(args, [commands.complete(args.version, args.actor, args.reason)])
+    return cli_decide.cmd_deploy(args)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -148,12 +134,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
         body = commands.worker_exit(args.worker, args.version, args.sessions, args.actor,
                                     args.reason, args.exit_code)
     return _write(args, [body])
-
-
-def cmd_mark(args: argparse.Namespace) -> int:
-    event = {"verified": "version.verified", "bad": "version.marked_bad",
-             "cleared": "version.cleared"}[args.verdict]
-    return _write(args, [commands.verdict(event, args.version, args.actor, args.reason)])
 
 
 def cmd_feed(args: argparse.Namespace) -> int:
@@ -257,29 +237,27 @@ def build_parser() -> argparse.ArgumentParser:
     _who(p)
     p.set_defaults(handler=cmd_keys_rotate)
 
-    p = sub.add_parser("append", help="append records given as JSON")
+    p = sub.add_parser("append", help="append records given as JSON (decisions among them pass the gate)")
     _common(p)
+    p.add_argument("--projections", default=None, help=argparse.SUPPRESS)
     source = p.add_mutually_exclusive_group()
     source.add_argument("--json", help="one record as a JSON object")
     source.add_argument("--file", help="a JSON-lines file of records")
     p.set_defaults(handler=cmd_append)
 
-    p = sub.add_parser("deploy", help="record that a version starts rolling out")
+    p = sub.add_parser("deploy", help="start moving the fleet to a version (validated)")
     _common(p)
     p.add_argument("version")
-    p.add_argument("--from-version", default=None)
-    _who(p)
+    p.add_argument("--from-version", default=None, help="refuse unless the fleet runs this version")
+    cli_decide.add_decision_options(p)
+    p.add_argument("--supersede", action="store_true",
+                   help="replace the deploy or rollback in flight (its end is recorded first)")
     p.add_argument("--drive", action="store_true",
                    help="start workers of VERSION, drain the others, confirm the fleet clean")
-    p.add_argument("--projections", default=None, help=argparse.SUPPRESS)
     cli_fleet.add_driver_options(p)
     p.set_defaults(handler=cmd_deploy)
 
-    p = sub.add_parser("complete", help="record that a version's rollout completed")
-    _common(p)
-    p.add_argument("version")
-    _who(p)
-    p.set_defaults(handler=cmd_complete)
+    cli_decide.register(sub, _common)
 
     p = sub.add_parser("worker", help="record a worker fact")
     _common(p)
@@ -290,13 +268,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exit-code", type=int, default=None)
     _who(p)
     p.set_defaults(handler=cmd_worker)
-
-    p = sub.add_parser("mark", help="record a verdict on a version")
-    _common(p)
-    p.add_argument("verdict", choices=["verified", "bad", "cleared"])
-    p.add_argument("version")
-    _who(p)
-    p.set_defaults(handler=cmd_mark)
 
     p = sub.add_parser("feed", help="print records as JSON lines from a cursor")
     _common(p)

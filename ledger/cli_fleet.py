@@ -14,15 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ledger.api import Ledger
-from ledger.drive import Executor, deploy_record
-from ledger.errors import HeadMovedError, InputError, LedgerError
+from ledger.app import open_app
+from ledger.cli_decide import add_decision_options, deploy_command, notice, report
+from ledger.decide import Accepted, Meta, Refused, Rollback, check_well_formed
+from ledger.drive import Executor
+from ledger.errors import InputError
 from ledger.fleet import LocalProcessDriver, WorkerSettings, default_rundir
-from ledger.rollback import Refusal, RollbackCommand, RollbackPlan, RollbackRequest
-from ledger.rules import FleetHistory
-from ledger.store import default_db
+from ledger.rollback import RollbackRequest
 from ledger.tracking import Tracker
-from projections.runner import Projections
 
 Common = Callable[..., None]
 
@@ -57,28 +56,32 @@ def _call_seconds(value: str) -> tuple[float, float]:
 
 
 class FleetSession:
-    """The ledger, its projections, a local driver and the executor, opened together."""
+    """The application (ledger, views, gate), a local driver and the executor, opened together."""
 
     def __init__(self, args: argparse.Namespace):
-        self.db = args.db or default_db()
-        self.ledger = Ledger.open(self.db, args.key)
-        self.views = Projections.open(self.db, getattr(args, "projections", None),
-                                      notice=lambda m: print(f"ledger: {m}", file=sys.stderr))
-        call_min, call_max = _call_seconds(args.call_seconds)
-        settings = WorkerSettings(arrival_rate=args.arrival_rate, call_min=call_min,
-                                  call_max=call_max, fail_rate=_fail_rates(args.fail_rate))
-        assert self.ledger.signer is not None and self.ledger.signer.path is not None
-        rundir = Path(args.rundir) if args.rundir else default_rundir(self.db, str(self.ledger.signer.path))
-        self.driver = LocalProcessDriver(self.db, str(self.ledger.signer.path), args.fleet, rundir,
-                                         settings)
-        self.tracker = Tracker(self.db, "fleet-driver")
-        self.executor = Executor(self.ledger, self.driver, self.views, self.tracker, args.fleet,
+        self.app = open_app(args.db, args.key, projections=getattr(args, "projections", None),
+                            notice=notice)
+        try:
+            self.ledger, self.views, self.service = self.app.ledger, self.app.views, self.app.service
+            call_min, call_max = _call_seconds(args.call_seconds)
+            settings = WorkerSettings(arrival_rate=args.arrival_rate, call_min=call_min,
+                                      call_max=call_max, fail_rate=_fail_rates(args.fail_rate))
+            assert self.ledger.signer is not None and self.ledger.signer.path is not None
+            db = self.ledger.store.db
+            rundir = Path(args.rundir) if args.rundir else default_rundir(db, str(self.ledger.signer.path))
+            self.driver = LocalProcessDriver(db, str(self.ledger.signer.path), args.fleet, rundir, settings)
+            self.tracker = Tracker(db, "fleet-driver")
+        except BaseException:
+            self.app.close()
+            raise
+        self.executor = Executor(self.service, self.driver, self.tracker, args.fleet,
                                  step_delay_s=args.step_delay, say=_say)
 
     def close(self) -> None:
-        self.tracker.close()
-        self.views.close()
-        self.ledger.close()
+        try:
+            self.tracker.close()
+        finally:
+            self.app.close()
 
     def __enter__(self) -> FleetSession:
         return self
@@ -94,26 +97,37 @@ class FleetSession:
         return 0 if outcome == "completed" else 1
 
 
-def cmd_rollback(args: argparse.Namespace) -> int:
-    request = RollbackRequest(
+def rollback_request(args: argparse.Namespace) -> RollbackRequest:
+    return RollbackRequest(
         fleet=args.fleet, actor=args.actor, reason=args.reason, to_version=args.to,
         from_version=args.from_version, idempotency_key=args.idempotency_key,
         force_bad_target=args.force_bad_target, workers=args.workers,
         drain_timeout_s=args.drain_timeout,
     )
-    request.check_well_formed()
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    request = rollback_request(args)
+    command = Rollback(request, Meta(args.actor, args.reason, args.idempotency_key))
+    check_well_formed(command)
     with FleetSession(args) as session:
-        command = RollbackCommand(session.ledger, session.views)
         if args.dry_run:
-            return _print_decision(command.plan(request), dry_run=True)
-        outcome = command.run(request)
-        assert outcome.receipt is not None
-        if outcome.replayed:
-            print(f"idempotency key {request.idempotency_key!r} was used at seq {outcome.receipt.seq}: "
-                  "returning its result, writing nothing")
-        else:
-            print(f"appended {outcome.receipt}")
-        code = _print_decision(outcome.decision, dry_run=False)
+            decision = session.service.preview(args.fleet, command)
+            if isinstance(decision, Refused):
+                print(f"ledger: rollback refused ({decision.check.value}): {decision.detail}",
+                      file=sys.stderr)
+                print("dry run: nothing written")
+                return 1
+            assert decision.plan is not None
+            for line in decision.plan.describe():
+                print(line)
+            print("dry run: nothing written")
+            return 0
+        outcome = session.service.submit(args.fleet, command)
+        code = report(outcome, "rollback", request.idempotency_key)
+        if not code and isinstance(outcome.decision, Accepted) and outcome.decision.plan is not None:
+            for line in outcome.decision.plan.describe():
+                print(line)
         if code or args.no_drive:
             return code
         if outcome.replayed:  # the first attempt may have died mid-move: carry it on if so
@@ -123,44 +137,21 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         return session.drive()
 
 
-def _print_decision(decision: RollbackPlan | Refusal, *, dry_run: bool) -> int:
-    if isinstance(decision, Refusal):
-        print(f"ledger: rollback refused ({decision.check}): {decision.reason}", file=sys.stderr)
-        return 1
-    for line in decision.describe():
-        print(line)
-    if dry_run:
-        print("dry run: nothing written")
-    return 0
-
-
 def cmd_drive(args: argparse.Namespace) -> int:
     with FleetSession(args) as session:
         return session.drive()
 
 
 def cmd_deploy_drive(args: argparse.Namespace) -> int:
-    """`ledger deploy VERSION --drive`: record the deploy with its plan, then carry it out."""
-    if not args.actor.strip():
-        raise InputError("deploy needs a non-empty --actor")
+    """`ledger deploy VERSION --drive`: the deploy passes the gate with its plan, then is carried out."""
+    command = deploy_command(args)
+    check_well_formed(command)
     with FleetSession(args) as session:
-        for _ in range(20):
-            state = session.views.fleet_state(args.fleet) if args.fleet in session.ledger.fleets() \
-                else None
-            head = state.head_seq if state is not None else 0
-            if state is not None and state.in_flight is not None:
-                flight = state.in_flight
-                raise InputError(f"a {flight['kind']} to {flight['version']} is in flight since "
-                                 f"seq {flight['seq']}; finish it with `ledger drive`")
-            body = deploy_record(state or FleetHistory(args.fleet), args.version, args.actor,
-                                 args.reason, args.workers, args.drain_timeout)
-            try:
-                receipt = session.ledger.append(args.fleet, body, expect_seq=head)
-            except HeadMovedError:
-                continue
-            print(f"appended {receipt}")
-            return session.drive()
-        raise LedgerError(f"fleet {args.fleet} kept moving; try again")
+        outcome = session.service.submit(args.fleet, command)
+        code = report(outcome, "deploy", command.meta.idempotency_key)
+        if code:
+            return code
+        return session.drive()
 
 
 def add_driver_options(p: argparse.ArgumentParser) -> None:
@@ -184,14 +175,11 @@ def register(sub: argparse._SubParsersAction[Any], common: Common) -> None:
     p.add_argument("--to", default=None, metavar="VERSION",
                    help="the version to return to (default: the last-good version)")
     p.add_argument("--from-version", default=None, help="refuse unless the fleet runs this version")
-    p.add_argument("--actor", required=True)
-    p.add_argument("--reason", required=True)
+    add_decision_options(p, reason_required=True)
     p.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")
-    p.add_argument("--idempotency-key", default=None, help="a retry with this key writes nothing new")
     p.add_argument("--force-bad-target", action="store_true",
                    help="allow a target that is not good (recorded in the event)")
     p.add_argument("--no-drive", action="store_true", help="record the rollback; do not drive it")
-    p.add_argument("--projections", default=None, help=argparse.SUPPRESS)
     add_driver_options(p)
     p.set_defaults(handler=cmd_rollback)
 

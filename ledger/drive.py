@@ -34,12 +34,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from ledger import commands
-from ledger.api import Ledger
+from ledger.decide import Complete, Fail, Meta, MoveKind, unclean_workers
 from ledger.fleet import FleetDriver
-from ledger.rollback import StateSource
+from ledger.gate import FleetService, Outcome
 from ledger.rules import FleetHistory
 from ledger.tracking import Tracker
 
@@ -63,16 +61,20 @@ class Operation:
     start_workers: list[str]
     drain_workers: list[str]
     drain_timeout_s: int
+    #: The platform starts and drains the workers; the ledger only watches and settles.
+    external: bool = False
+    timestamp: str = ""
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Operation | None:
-        if record["event"] not in TRIGGERS or "start_workers" not in record:
+        external = bool(record.get("external"))
+        if record["event"] not in TRIGGERS or ("start_workers" not in record and not external):
             return None
         kind = "rollback" if record["event"] == "deployment.rolled_back" else "deploy"
         name = record.get("rollback_id") or record.get("operation_id") or f"op{record['seq']}"
         return cls(kind, record["seq"], record["version"], record.get("from_version"), str(name),
-                   list(record["start_workers"]), list(record.get("drain_workers", [])),
-                   int(record.get("drain_timeout_s", 120)))
+                   list(record.get("start_workers", [])), list(record.get("drain_workers", [])),
+                   int(record.get("drain_timeout_s", 120)), external, str(record.get("timestamp", "")))
 
 
 @dataclass
@@ -107,11 +109,12 @@ def _age_seconds(timestamp: str) -> float:
 class Executor:
     """Carries out the fleet moves the ledger records, through a driver."""
 
-    def __init__(self, ledger: Ledger, driver: FleetDriver, states: StateSource, tracker: Tracker,
+    def __init__(self, service: FleetService, driver: FleetDriver, tracker: Tracker,
                  fleet: str, *, actor: str = "fleet-driver", poll_s: float = 0.2,
                  start_timeout_s: float = DEFAULT_START_TIMEOUT_S, step_delay_s: float = 0.0,
                  say: Callable[[str], None] = lambda _line: None):
-        self.ledger, self.driver, self.states, self.tracker = ledger, driver, states, tracker
+        self.service, self.driver, self.tracker = service, driver, tracker
+        self.ledger, self.states = service.ledger, service.states
         self.fleet, self.actor, self.poll_s = fleet, actor, poll_s
         self.start_timeout_s, self.step_delay_s, self._say = start_timeout_s, step_delay_s, say
         self._last_said = ""
@@ -135,10 +138,8 @@ class Executor:
         flight = self.states.fleet_state(self.fleet).in_flight
         if flight is None or flight["seq"] <= self.tracker.position(self.fleet):
             return None
-        rows = self.ledger.store.page(self.fleet, flight["seq"] - 1, 1)
-        if not rows:
-            return None
-        return Operation.from_record(orjson.loads(rows[0].state))
+        record = next(self.ledger.records(self.fleet, after=flight["seq"] - 1), None)
+        return None if record is None else Operation.from_record(record)
 
     def run_pending(self) -> str | None:
         """Carry out the pending operation, if any; return how it ended."""
@@ -150,10 +151,20 @@ class Executor:
     # -- carrying out ------------------------------------------------------------------
 
     def _record(self, body: dict[str, Any]) -> int:
+        """Append a fact the executor observed or caused (a drain, an exit)."""
         receipt = self.ledger.append(self.fleet, body)
+        self._pause()
+        return receipt.seq
+
+    def _settle(self, command: Complete | Fail) -> Outcome:
+        """Submit the move's completion or failure to the gate, like any other decision."""
+        outcome = self.service.submit(self.fleet, command)
+        self._pause()
+        return outcome
+
+    def _pause(self) -> None:
         if self.step_delay_s:
             time.sleep(self.step_delay_s)  # lets tests kill the executor between two steps
-        return receipt.seq
 
     def _catch_up(self, op: Operation, steps: Steps) -> None:
         for record in self.ledger.records(self.fleet, after=max(steps.cursor, op.seq)):
@@ -165,7 +176,10 @@ class Executor:
         self._catch_up(op, steps)
         self.say(f"{op.kind} {op.operation_id}: {op.from_version or '(nothing)'} -> {op.target}")
         try:
-            outcome = self._start(op, steps) or self._drain(op, steps) or self._finish(op, steps)
+            if op.external:
+                outcome = self._watch(op, steps)
+            else:
+                outcome = self._start(op, steps) or self._drain(op, steps) or self._finish(op, steps)
         except SupersededError as exc:
             self.say(str(exc))
             self.tracker.advance(self.fleet, op.seq)  # the newer move stays pending
@@ -264,58 +278,44 @@ class Executor:
             self.say(f"draining {len(waiting)} worker(s), {held} call(s) still in flight")
             time.sleep(self.poll_s)
 
+    def _watch(self, op: Operation, steps: Steps) -> str:
+        """A move the platform carries out: wait for the fleet to show it done, then settle it."""
+        while True:
+            state = self._ours(op)
+            self._catch_up(op, steps)
+            unclean = unclean_workers(state, op.target)
+            if state.workers and not unclean:
+                return self._finish(op, steps)
+            if op.timestamp and _age_seconds(op.timestamp) > op.drain_timeout_s:
+                left = ", ".join(unclean) if unclean else f"no live worker of {op.target} reported"
+                return self._fail(op, f"fleet not clean {op.drain_timeout_s}s after the {op.kind}: {left}")
+            self.say(f"watching the platform's {op.kind} to {op.target}: waiting for "
+                     f"{', '.join(unclean) or 'a worker of ' + op.target}")
+            time.sleep(self.poll_s)
+
+    def _kind(self, op: Operation) -> MoveKind:
+        return MoveKind.ROLLBACK if op.kind == "rollback" else MoveKind.DEPLOY
+
     def _finish(self, op: Operation, steps: Steps) -> str:
         self._catch_up(op, steps)
         state = self._ours(op)
-        unclean = [w.worker_id for w in state.workers.values()
-                   if w.version != op.target or w.draining]
+        unclean = unclean_workers(state, op.target)
         if unclean:
-            return self._fail(op, f"fleet not clean: {', '.join(sorted(unclean))}")
+            return self._fail(op, f"fleet not clean: {', '.join(unclean)}")
         dropped = sum(steps.exited.values())  # calls held by workers that exited during the move
-        if op.kind == "rollback":
-            body = {"event": "rollback.completed", "actor": self.actor, "target": "fleet",
-                    "result": "success", "version": op.target, "from_version": op.from_version,
-                    "rollback_id": op.operation_id, "operation_id": op.operation_id,
-                    "dropped_calls": dropped, "live_workers": len(state.workers)}
-        else:
-            body = commands.complete(op.target, self.actor, "fleet clean")
-            body.update(operation_id=op.operation_id, dropped_calls=dropped)
-        self._settled_at = self._record(body)
+        outcome = self._settle(Complete(op.target, Meta(self.actor, "fleet clean"), self._kind(op),
+                                        op.from_version, dropped_calls=dropped))
+        self._settled_at = outcome.receipt.seq
+        if not outcome.accepted:
+            self.say(f"{op.kind} completion refused: {outcome.check}")
+            return "failed"
         self.say(f"fleet clean: {len(state.workers)} worker(s) on {op.target}, "
                  f"{dropped} dropped call(s)")
         return "completed"
 
     def _fail(self, op: Operation, reason: str) -> str:
         self._ours(op)
-        body: dict[str, Any] = {"actor": self.actor, "target": "fleet", "result": "failure",
-                                "version": op.target, "reason": reason,
-                                "operation_id": op.operation_id}
-        if op.from_version:
-            body["from_version"] = op.from_version
-        if op.kind == "rollback":
-            body.update(event="rollback.failed", rollback_id=op.operation_id)
-        else:
-            body.update(event="deployment.failed")
-        self._settled_at = self._record(body)
+        outcome = self._settle(Fail(op.target, Meta(self.actor, reason), self._kind(op), op.from_version))
+        self._settled_at = outcome.receipt.seq
         self.say(f"{op.kind} failed: {reason}")
         return "failed"
-
-
-def deploy_record(state: FleetHistory, version: str, actor: str, reason: str | None,
-                  workers: int | None, drain_timeout_s: int) -> dict[str, Any]:
-    """A `deployment.started` that carries its worker plan, decided at `state.head_seq`.
-
-    New workers: `workers`, or as many as the current version runs (at least
-    one). To drain: every live worker of another version.
-    """
-    current = state.current
-    count = workers or max(1, sum(1 for w in state.workers.values() if w.version == current))
-    operation_id = f"op{state.head_seq + 1}"
-    body = commands.deploy(version, actor, reason, from_version=current)
-    body.update(
-        operation_id=operation_id,
-        start_workers=[f"{version}-{operation_id}-{i}" for i in range(1, count + 1)],
-        drain_workers=sorted(w.worker_id for w in state.workers.values() if w.version != version),
-        drain_timeout_s=drain_timeout_s,
-    )
-    return body

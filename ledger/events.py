@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cache
 from typing import Any
 
@@ -34,16 +35,38 @@ CORE_REQUIRED = ("event", "actor", "target", "result")
 
 RESULTS = ("success", "failure", "rejected", "pending")
 
-#: Checks a rollback command can fail, named in `rollback.rejected` records.
-ROLLBACK_CHECKS = (
-    "target_unknown",
-    "target_not_good",
-    "target_is_current",
-    "from_version_mismatch",
-    "rollout_in_flight",
-    "no_current_version",
-    "no_last_good",
-)
+
+class EventKind(StrEnum):
+    """Who may write an event type, which decides the path it takes into a chain.
+
+    Facts report what happened (a worker started, a pool said something) and
+    are checked for form only. Decisions change what the fleet is or should be,
+    and refusals record a decision that a check refused: both are written only
+    by the gate (`ledger.gate`), after validation against the fleet's state.
+    Internal events are the key chain's own.
+    """
+
+    FACT = "fact"
+    DECISION = "decision"
+    REFUSAL = "refusal"
+    INTERNAL = "internal"
+
+
+class Check(StrEnum):
+    """The named checks a decision can fail; a refusal record names exactly one."""
+
+    NO_CURRENT_VERSION = "no_current_version"
+    NO_LAST_GOOD = "no_last_good"
+    TARGET_UNKNOWN = "target_unknown"
+    TARGET_NOT_GOOD = "target_not_good"
+    TARGET_IS_CURRENT = "target_is_current"
+    FROM_VERSION_MISMATCH = "from_version_mismatch"
+    ROLLOUT_IN_FLIGHT = "rollout_in_flight"
+    NO_MOVE_IN_FLIGHT = "no_move_in_flight"
+    NOT_THE_MOVE = "not_the_move"
+    FLEET_NOT_CLEAN = "fleet_not_clean"
+    VERSION_UNKNOWN = "version_unknown"
+    NOT_BAD = "not_bad"
 
 _TEXT: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 256}
 _REASON: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 4096}
@@ -61,8 +84,17 @@ class EventType:
     description: str
     required: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     optional: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    #: Written only by the ledger itself (key management), never by `append`.
-    internal: bool = False
+    kind: EventKind = EventKind.FACT
+
+    @property
+    def internal(self) -> bool:
+        """Written only by the ledger itself (key management), never by `append`."""
+        return self.kind is EventKind.INTERNAL
+
+    @property
+    def gated(self) -> bool:
+        """Written only through the gate: decisions and the refusals of decisions."""
+        return self.kind in (EventKind.DECISION, EventKind.REFUSAL)
 
 
 def _t(
@@ -71,9 +103,9 @@ def _t(
     required: Mapping[str, Mapping[str, Any]] | None = None,
     optional: Mapping[str, Mapping[str, Any]] | None = None,
     *,
-    internal: bool = False,
+    kind: EventKind = EventKind.FACT,
 ) -> EventType:
-    return EventType(name, description, required or {}, optional or {}, internal)
+    return EventType(name, description, required or {}, optional or {}, kind)
 
 
 _WORKER = {"worker_id": _TEXT, "version": _TEXT}
@@ -82,6 +114,17 @@ _WORKER_IDS: dict[str, Any] = {"type": "array", "items": _TEXT, "maxItems": 1000
 _PLAN = {"start_workers": _WORKER_IDS, "drain_workers": _WORKER_IDS, "drain_timeout_s": _COUNT}
 _OPERATION = {"operation_id": _TEXT}
 _SOURCE = {"source": _TEXT, "source_instance": _TEXT, "source_digest": _HEX64}
+#: A decision requested by an outside system (a pool's `deployment.rolled_back`)
+#: links to the event that asked for it.
+_REQUESTED = {
+    "source": _TEXT, "source_instance": _TEXT, "source_digest": _HEX64, "source_seq": _COUNT,
+    "source_worker": _TEXT, "source_timestamp": _TEXT, "source_event": _TEXT,
+    "source_result": _TEXT,
+}
+_CHECK: dict[str, Any] = {"enum": [c.value for c in Check]}
+_GATED = {"idempotency_key": _TEXT}
+
+_D = EventKind.DECISION
 
 EVENT_TYPES: dict[str, EventType] = {
     t.name: t
@@ -90,19 +133,31 @@ EVENT_TYPES: dict[str, EventType] = {
             "deployment.started",
             "A version starts rolling out to the fleet (it takes new calls).",
             {"version": _TEXT},
-            {"from_version": _TEXT, "reason": _REASON, **_PLAN, **_OPERATION},
+            {"from_version": _TEXT, "reason": _REASON, "supersedes_seq": _COUNT, **_PLAN,
+             **_OPERATION, **_GATED},
+            kind=_D,
         ),
         _t(
             "deployment.completed",
-            "Every worker runs the version and the old version has drained.",
+            "The deploy in flight finished: every worker runs the version and the old one drained.",
             {"version": _TEXT},
-            {"reason": _REASON, "dropped_calls": _COUNT, **_OPERATION},
+            {"reason": _REASON, "dropped_calls": _COUNT, "move_seq": _COUNT, **_OPERATION, **_GATED},
+            kind=_D,
         ),
         _t(
             "deployment.failed",
-            "A driven deploy could not confirm a clean fleet; `reason` says why.",
+            "The deploy in flight could not confirm a clean fleet; `reason` says why.",
             {"version": _TEXT, "reason": _REASON},
-            {"from_version": _TEXT, **_OPERATION},
+            {"from_version": _TEXT, "move_seq": _COUNT, **_OPERATION, **_GATED},
+            kind=_D,
+        ),
+        _t(
+            "move.superseded",
+            "The deploy or rollback in flight was replaced by a new deploy (`deploy --supersede`), "
+            "recorded just before it.",
+            {"version": _TEXT, "move_seq": _COUNT, "superseded_by": _TEXT},
+            {"from_version": _TEXT, "reason": _REASON, **_GATED},
+            kind=_D,
         ),
         _t(
             "deployment.drain_started",
@@ -122,34 +177,52 @@ EVENT_TYPES: dict[str, EventType] = {
             {"version": _TEXT, "from_version": _TEXT, "reason": _REASON},
             {
                 "rollback_id": _TEXT,
-                "idempotency_key": _TEXT,
                 "forced": {"type": "boolean"},
                 "good_evidence_seq": _COUNT,
+                "external": {"type": "boolean"},
                 **_PLAN,
+                **_GATED,
+                **_REQUESTED,
             },
+            kind=_D,
         ),
         _t(
             "rollback.rejected",
             "A well-formed rollback command that a check refused; the fleet is untouched.",
-            {"check": {"enum": list(ROLLBACK_CHECKS)}, "reason": _REASON},
+            {"check": _CHECK, "reason": _REASON},
             {
                 "version": _TEXT,
                 "from_version": _TEXT,
                 "detail": _REASON,
-                "idempotency_key": _TEXT,
+                **_GATED,
+                **_REQUESTED,
             },
+            kind=EventKind.REFUSAL,
+        ),
+        _t(
+            "command.rejected",
+            "A well-formed decision (deploy, completion, failure, verdict) that a check refused; "
+            "`command` names the record it would have been. The fleet is untouched.",
+            {"command": _TEXT, "check": _CHECK, "detail": _REASON},
+            {"version": _TEXT, "from_version": _TEXT, "reason": _REASON, **_GATED},
+            kind=EventKind.REFUSAL,
         ),
         _t(
             "rollback.completed",
-            "A rollback finished: every live worker runs `version`, none of `from_version` remain.",
+            "A rollback finished: every live worker runs `version`, none of `from_version` remain "
+            "(or an operator confirmed it, with `evidence`).",
             {"version": _TEXT, "from_version": _TEXT},
-            {"rollback_id": _TEXT, "dropped_calls": _COUNT, "live_workers": _COUNT, **_OPERATION},
+            {"rollback_id": _TEXT, "dropped_calls": _COUNT, "live_workers": _COUNT,
+             "move_seq": _COUNT, "operator_confirmed": {"type": "boolean"}, "evidence": _REASON,
+             "reason": _REASON, **_OPERATION, **_GATED},
+            kind=_D,
         ),
         _t(
             "rollback.failed",
             "A rollback could not confirm a clean fleet; `reason` says why.",
             {"version": _TEXT, "from_version": _TEXT, "reason": _REASON},
-            {"rollback_id": _TEXT, **_OPERATION},
+            {"rollback_id": _TEXT, "move_seq": _COUNT, **_OPERATION, **_GATED},
+            kind=_D,
         ),
         _t(
             "worker.started",
@@ -177,17 +250,22 @@ EVENT_TYPES: dict[str, EventType] = {
             "version.verified",
             "An explicit verdict that a version is healthy.",
             {"version": _TEXT},
-            {"reason": _REASON},
+            {"reason": _REASON, **_GATED},
+            kind=_D,
         ),
         _t(
             "version.marked_bad",
             "An explicit verdict that a version must not be returned to.",
             {"version": _TEXT, "reason": _REASON},
+            {**_GATED},
+            kind=_D,
         ),
         _t(
             "version.cleared",
             "A deliberate, recorded clearing of a bad verdict or a rollback-from.",
             {"version": _TEXT, "reason": _REASON},
+            {**_GATED},
+            kind=_D,
         ),
         _t(
             "audit.gap",
@@ -201,26 +279,47 @@ EVENT_TYPES: dict[str, EventType] = {
             "An external audit event kept verbatim that the ledger does not act on (a type it "
             "does not trust from that source, or one that does not fit its schema); `reason` says why.",
             {**_SOURCE, "source_event": _TEXT, "source_seq": _COUNT, "reason": _REASON},
-            {"worker_id": _TEXT, "source_worker": _TEXT, "source_timestamp": _TEXT, "source_result": _TEXT},
+            {"worker_id": _TEXT, "source_worker": _TEXT, "source_timestamp": _TEXT, "source_result": _TEXT,
+             "source_reason": _REASON},
         ),
         _t(
             "ledger.initialized",
             "Genesis of the key chain: the ledger's first signing key.",
             {"public_key": _PUBLIC_KEY, "new_kid": _KID},
-            internal=True,
+            kind=EventKind.INTERNAL,
         ),
         _t(
             "key.rotated",
             "Signed by the retiring key; introduces the key that signs from now on.",
             {"public_key": _PUBLIC_KEY, "new_kid": _KID},
             {"reason": _REASON},
-            internal=True,
+            kind=EventKind.INTERNAL,
         ),
     )
 }
 
 
 INTERNAL_EVENTS = frozenset(name for name, t in EVENT_TYPES.items() if t.internal)
+#: Event types only the gate writes: decisions and refusals.
+GATED_EVENTS = frozenset(name for name, t in EVENT_TYPES.items() if t.gated)
+#: Decisions a fleet's state changes by (refusals change only counters).
+DECISION_EVENTS = frozenset(name for name, t in EVENT_TYPES.items() if t.kind is EventKind.DECISION)
+
+#: Where each decision is made, for the message that turns a raw append of one away.
+GATE_COMMANDS = {
+    "deployment.started": "`ledger deploy` (Python: FleetService.submit(fleet, Deploy(...)))",
+    "deployment.completed": "`ledger complete` (Python: FleetService.submit(fleet, Complete(...)))",
+    "deployment.failed": "`ledger fail` (Python: FleetService.submit(fleet, Fail(...)))",
+    "deployment.rolled_back": "`ledger rollback` (Python: FleetService.submit(fleet, Rollback(...)))",
+    "rollback.completed": "`ledger complete` (Python: FleetService.submit(fleet, Complete(...)))",
+    "rollback.failed": "`ledger fail` (Python: FleetService.submit(fleet, Fail(...)))",
+    "version.verified": "`ledger mark verified` (Python: FleetService.submit(fleet, Judge(...)))",
+    "version.marked_bad": "`ledger mark bad` (Python: FleetService.submit(fleet, Judge(...)))",
+    "version.cleared": "`ledger mark cleared` (Python: FleetService.submit(fleet, Judge(...)))",
+    "move.superseded": "`ledger deploy --supersede`",
+    "rollback.rejected": "the gate when it refuses a rollback",
+    "command.rejected": "the gate when it refuses a command",
+}
 
 
 def value_schema() -> dict[str, Any]:

@@ -1,38 +1,24 @@
-"""The rollback command: validated against the ledger, then recorded.
+"""The rollback decision: where to return to, which checks must pass, and the plan.
 
 `plan_rollback` is pure: given a fleet's state (the rules' `FleetHistory`,
 consistent at a known head) and a request, it returns either a plan or a
-refusal naming the check that failed. `RollbackCommand.run` takes the state at
-the head, decides, and appends the decision only if the head has not moved
-since (otherwise it decides again), so a rollback is never validated against
-stale history. A malformed request is refused before anything is read or
-written; a well-formed request that a check refuses is recorded as
-`rollback.rejected`, because auditors count refused attempts.
+refusal naming the check that failed. The gate (`ledger.gate`) reads the
+state at the head, calls it through `ledger.decide`, and records the result
+only if the head has not moved since. A malformed request is refused before
+anything is read or written; a well-formed request that a check refuses is
+recorded as `rollback.rejected`, because auditors count refused attempts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from ledger.api import Ledger, Receipt
-from ledger.errors import HeadMovedError, InputError, UnknownFleetError
+from ledger.errors import InputError
+from ledger.events import Check
 from ledger.rules import Candidate, FleetHistory, candidates, is_good, last_good
 
 DEFAULT_DRAIN_TIMEOUT_S = 120
-MAX_DECISIONS = 20
-
-
-class StateSource(Protocol):
-    """Where commands read a fleet's state: caught up to the ledger's head."""
-
-    def fleet_state(self, fleet: str) -> FleetHistory:
-        """The fleet's state, consistent with its chain's head at the time of the call."""
-
-    def decision_state(self, fleet: str, target: str | None = None) -> FleetHistory:
-        """As `fleet_state`, but holding only the versions a rollback decision to
-        `target` (default: the last-good version) reads: its cost must not grow
-        with the fleet's history."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +97,7 @@ class RollbackPlan:
 class Refusal:
     """A well-formed request that a check refused."""
 
-    check: str
+    check: Check
     reason: str
     target: str | None = None
     from_version: str | None = None
@@ -135,31 +121,31 @@ def plan_rollback(state: FleetHistory, request: RollbackRequest) -> RollbackPlan
     """Decide a rollback against a fleet's state: a plan, or the check that refuses it."""
     current = state.current
     if current is None:
-        return Refusal("no_current_version", f"fleet {state.fleet} has no version to roll back from")
+        return Refusal(Check.NO_CURRENT_VERSION, f"fleet {state.fleet} has no version to roll back from")
     target = request.to_version
     if target is None:
         best = last_good(state, leaving=current)
         if best is None:
-            return Refusal("no_last_good", f"no good version other than {current} to return to",
+            return Refusal(Check.NO_LAST_GOOD, f"no good version other than {current} to return to",
                            None, current)
         target = best.version
     if target not in state.versions:
-        return Refusal("target_unknown", f"version {target} never appears in fleet {state.fleet}",
+        return Refusal(Check.TARGET_UNKNOWN, f"version {target} never appears in fleet {state.fleet}",
                        target, current)
     forced = False
     if not is_good(state, target):
         why = next((c.skipped for c in candidates(state, current) if c.version == target), None)
         if not request.force_bad_target:
-            return Refusal("target_not_good", f"{target} is not good: {why}", target, current)
+            return Refusal(Check.TARGET_NOT_GOOD, f"{target} is not good: {why}", target, current)
         forced = True
     if target == current:
-        return Refusal("target_is_current", f"the fleet already runs {target}", target, current)
+        return Refusal(Check.TARGET_IS_CURRENT, f"the fleet already runs {target}", target, current)
     if request.from_version is not None and request.from_version != current:
-        return Refusal("from_version_mismatch",
+        return Refusal(Check.FROM_VERSION_MISMATCH,
                        f"the fleet runs {current}, not {request.from_version}", target, current)
     flight = state.in_flight
     if flight is not None and (flight["kind"] == "rollback" or flight["version"] != current):
-        return Refusal("rollout_in_flight",
+        return Refusal(Check.ROLLOUT_IN_FLIGHT,
                        f"a {flight['kind']} to {flight['version']} is in flight since seq {flight['seq']}",
                        target, current)
     evidence = state.versions[target].evidence()
@@ -177,73 +163,10 @@ def plan_rollback(state: FleetHistory, request: RollbackRequest) -> RollbackPlan
     )
 
 
-@dataclass(frozen=True)
-class RollbackOutcome:
-    """What the command did: accepted (with its record) or refused; or only planned."""
-
-    decision: RollbackPlan | Refusal
-    receipt: Receipt | None
-    replayed: bool = False
-
-    @property
-    def accepted(self) -> bool:
-        return isinstance(self.decision, RollbackPlan)
-
-
-class RollbackCommand:
-    """Validate at the head, then record the decision at that same head."""
-
-    def __init__(self, ledger: Ledger, states: StateSource):
-        self.ledger = ledger
-        self.states = states
-
-    def _state(self, request: RollbackRequest) -> FleetHistory:
-        state = self.states.decision_state(request.fleet, request.to_version)
-        if state.head_seq == 0:
-            raise UnknownFleetError(f"fleet {request.fleet!r} has no records")
-        return state
-
-    def plan(self, request: RollbackRequest) -> RollbackPlan | Refusal:
-        """The dry run: decide, write nothing."""
-        request.check_well_formed()
-        return plan_rollback(self._state(request), request)
-
-    def run(self, request: RollbackRequest) -> RollbackOutcome:
-        request.check_well_formed()
-        for _ in range(MAX_DECISIONS):
-            state = self._state(request)
-            replay = self._replay(state, request)
-            if replay is not None:
-                return replay
-            decision = plan_rollback(state, request)
-            try:
-                receipt = self.ledger.append(request.fleet, decision.record(request),
-                                             expect_seq=state.head_seq)
-            except HeadMovedError:
-                continue  # someone wrote meanwhile: decide again on the new head
-            return RollbackOutcome(decision, receipt)
-        raise HeadMovedError(f"fleet {request.fleet} kept moving; gave up after {MAX_DECISIONS} tries")
-
-    def _replay(self, state: FleetHistory, request: RollbackRequest) -> RollbackOutcome | None:
-        """A repeated idempotency key returns the first result and writes nothing."""
-        key = request.idempotency_key
-        if not key:
-            return None
-        first = state.idempotency.get(key)
-        if first is None:
-            return None
-        record = next(self.ledger.records(request.fleet, after=first - 1))
-        if record["event"] not in ("deployment.rolled_back", "rollback.rejected"):
-            raise InputError(f"idempotency key {key!r} was used by a {record['event']} record at seq "
-                             f"{record['seq']}, not by a rollback; choose another key")
-        receipt = Receipt(request.fleet, record["seq"], record["hash"])
-        return RollbackOutcome(decision_from_record(record), receipt, replayed=True)
-
-
 def decision_from_record(record: dict[str, Any]) -> RollbackPlan | Refusal:
     """Rebuild the decision a recorded rollback or rejection states."""
     if record["event"] == "rollback.rejected":
-        return Refusal(record["check"], record.get("detail", record["reason"]),
+        return Refusal(Check(record["check"]), record.get("detail", record["reason"]),
                        record.get("version"), record.get("from_version"))
     return RollbackPlan(
         fleet=record["fleet"], target=record["version"], from_version=record["from_version"],

@@ -35,6 +35,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ledger.events import DECISION_EVENTS, GATED_EVENTS
+
 #: Statuses of a version in its fleet's history, in the order they are checked.
 STATUSES: dict[str, str] = {
     "rolling_out": "the fleet is moving to it now (a deploy or rollback in flight)",
@@ -49,6 +51,8 @@ STATUSES: dict[str, str] = {
 #: At most this many exited workers are kept beside the live ones: those that exited
 #: since the fleet's latest move (deploy or rollback) started, newest first.
 RECENT_EXITS = 1000
+#: At most this many seqs of outside decisions not acted on are listed (all are counted).
+UNACTED_LISTED = 100
 
 Stamp = dict[str, Any]
 
@@ -266,9 +270,9 @@ class FleetHistory:
     """
 
     __slots__ = (
-        "_dirty", "current", "dropped_sessions", "fleet", "head_hash", "head_seq", "head_timestamp",
-        "idempotency", "in_flight", "last_rejection", "recent_exits", "rejections", "versions",
-        "workers", "workers_rejected",
+        "_dirty", "command_rejections", "current", "dropped_sessions", "fleet", "head_hash", "head_seq",
+        "head_timestamp", "idempotency", "in_flight", "last_rejection", "recent_exits", "rejections",
+        "unacted", "unacted_seqs", "versions", "workers", "workers_rejected",
     )
 
     def __init__(self, fleet: str):
@@ -282,10 +286,14 @@ class FleetHistory:
         self.workers: dict[str, Worker] = {}
         self.recent_exits: deque[Worker] = deque(maxlen=RECENT_EXITS)
         self.rejections = 0
+        self.command_rejections = 0
         self.last_rejection: Stamp | None = None
         self.workers_rejected = 0
         self.dropped_sessions = 0
-        #: idempotency key -> seq of the first record that carried it
+        #: Decisions an outside system reported that the ledger kept but did not act on.
+        self.unacted = 0
+        self.unacted_seqs: deque[int] = deque(maxlen=UNACTED_LISTED)
+        #: idempotency key -> seq of the first gate-written record that carried it
         self.idempotency: dict[str, int] = {}
         self._dirty: set[str] = set()
 
@@ -302,7 +310,8 @@ class FleetHistory:
         if handler is not None:
             handler(self, record)
         key = record.get("idempotency_key")
-        if isinstance(key, str) and key not in self.idempotency:
+        # Only the gate's own records claim a key: a fact carrying one claims nothing.
+        if isinstance(key, str) and key not in self.idempotency and record.get("event") in GATED_EVENTS:
             self.idempotency[key] = seq
         self.head_seq = seq
         self.head_hash = record.get("hash")
@@ -481,6 +490,21 @@ class FleetHistory:
         self.last_rejection = _stamp(r, check=r.get("check"), version=r.get("version"),
                                      from_version=r.get("from_version"))
 
+    def _command_rejected(self, r: Mapping[str, Any]) -> None:
+        self.command_rejections += 1
+        self.last_rejection = _stamp(r, check=r.get("check"), command=r.get("command"),
+                                     version=r.get("version"), from_version=r.get("from_version"))
+
+    def _superseded(self, r: Mapping[str, Any]) -> None:
+        flight = self.in_flight
+        if flight is not None and flight["seq"] == r.get("move_seq"):
+            self._set_in_flight(None)  # a rollback replaced so is settled as "superseded"
+
+    def _external(self, r: Mapping[str, Any]) -> None:
+        if r.get("source_event") in DECISION_EVENTS:
+            self.unacted += 1
+            self.unacted_seqs.append(r["seq"])
+
     def _worker_started(self, r: Mapping[str, Any]) -> None:
         worker_id, name = _text(r, "worker_id"), _text(r, "version")
         self.workers[worker_id] = Worker(
@@ -536,6 +560,9 @@ class FleetHistory:
             "workers": [w.to_dict() for w in self.workers.values()],
             "recent_exits": [w.to_dict() for w in self.recent_exits],
             "rejections": self.rejections,
+            "command_rejections": self.command_rejections,
+            "unacted": self.unacted,
+            "unacted_seqs": list(self.unacted_seqs),
             "last_rejection": self.last_rejection,
             "workers_rejected": self.workers_rejected,
             "dropped_sessions": self.dropped_sessions,
@@ -562,6 +589,9 @@ class FleetHistory:
         state.workers = {w.worker_id: w for w in map(Worker.from_dict, data.get("workers", ()))}
         state.recent_exits.extend(map(Worker.from_dict, data.get("recent_exits", ())))
         state.rejections = int(data.get("rejections", 0))
+        state.command_rejections = int(data.get("command_rejections", 0))
+        state.unacted = int(data.get("unacted", 0))
+        state.unacted_seqs.extend(int(n) for n in data.get("unacted_seqs", ()))
         state.last_rejection = data.get("last_rejection")
         state.workers_rejected = int(data.get("workers_rejected", 0))
         state.dropped_sessions = int(data.get("dropped_sessions", 0))
@@ -579,6 +609,9 @@ _HANDLERS: dict[str, Callable[[FleetHistory, Mapping[str, Any]], None]] = {
     "rollback.completed": FleetHistory._rollback_completed,
     "rollback.failed": FleetHistory._rollback_failed,
     "rollback.rejected": FleetHistory._rollback_rejected,
+    "command.rejected": FleetHistory._command_rejected,
+    "move.superseded": FleetHistory._superseded,
+    "audit.external": FleetHistory._external,
     "worker.started": FleetHistory._worker_started,
     "worker.sessions": FleetHistory._worker_sessions,
     "worker.exited": FleetHistory._worker_exited,
@@ -681,24 +714,33 @@ def history(state: FleetHistory) -> list[dict[str, Any]]:
 
 
 def fleet_summary(state: FleetHistory) -> dict[str, Any]:
-    """Version distribution, draining workers, sessions on non-current versions, clean flag."""
+    """Version distribution, draining workers, sessions on non-current versions, clean flag.
+
+    `clean` is true only when the ledger knows at least one live worker and
+    every one runs the current version and is not draining: with no worker
+    known, the ledger cannot say the fleet is clean. `not_current` names the
+    live workers of another version.
+    """
     current = state.current
     live = state.workers.values()
     distribution = Counter(w.version for w in live)
     draining = sum(1 for w in live if w.draining)
     held = sum(w.active_sessions for w in live if w.version != current)
-    clean = all(w.version == current and not w.draining for w in live)
+    clean = bool(state.workers) and all(w.version == current and not w.draining for w in live)
     return {
         "current": current,
         "live_workers": len(state.workers),
         "versions": dict(sorted(distribution.items())),
         "draining": draining,
+        "not_current": sorted(w.worker_id for w in live if w.version != current),
         "sessions_on_non_current": held,
         "clean": clean,
         "in_flight": state.in_flight,
         "dropped_sessions": state.dropped_sessions,
         "workers_rejected": state.workers_rejected,
         "rollbacks_rejected": state.rejections,
+        "commands_rejected": state.command_rejections,
+        "outside_decisions_not_acted_on": state.unacted,
     }
 
 

@@ -103,6 +103,11 @@ def cmd_history(args: argparse.Namespace) -> int:
         rows.append([entry["version"], entry["status"], "yes" if entry["good"] else "no",
                      _when(entry["started"]), _when(entry["completed"]), _notes(entry)])
     print(_table(rows))
+    unacted = answer.get("outside_decisions_not_acted_on") or {}
+    if unacted.get("count"):
+        seqs = ", ".join(str(n) for n in unacted["seqs"])
+        print(f"{unacted['count']} decision(s) reported by outside systems were kept, not acted on "
+              f"(audit.external at seq {seqs}; see `ledger feed --event audit.external`)")
     return 0
 
 
@@ -154,13 +159,22 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         _print_json(answer)
         return 0
     summary = answer["summary"]
-    clean = "clean" if summary["clean"] else "NOT clean"
+    if not summary["live_workers"]:
+        clean = "no live worker known (cannot say clean)"
+    else:
+        clean = "clean" if summary["clean"] else "NOT clean"
     print(f"fleet {answer['fleet']}: head seq {answer['head_seq']}, current {summary['current'] or '-'}, "
           f"{clean}; in flight: {_flight(summary['in_flight'])}")
     distribution = ", ".join(f"{v} x{n}" for v, n in summary["versions"].items()) or "none"
     print(f"live workers {summary['live_workers']} ({distribution}); draining {summary['draining']}; "
           f"sessions on non-current versions {summary['sessions_on_non_current']}; "
           f"dropped sessions {summary['dropped_sessions']}")
+    if summary.get("not_current"):
+        print(f"live workers not on {summary['current'] or '-'}: {', '.join(summary['not_current'])}")
+    refused = summary.get("rollbacks_rejected", 0) + summary.get("commands_rejected", 0)
+    if refused:
+        print(f"refused decisions on record: {summary.get('rollbacks_rejected', 0)} rollback(s), "
+              f"{summary.get('commands_rejected', 0)} other command(s)")
     header = ["WORKER", "VERSION", "STATE", "SESSIONS", "STARTED", "EXITED"]
     if answer["workers"]:
         print(_table([header, *map(_worker_row, answer["workers"])]))

@@ -62,7 +62,8 @@ def fleet_update(state: FleetHistory) -> FleetUpdate:
     newest = last_good(state)
     target = last_good(state, leaving=state.current) if state.current is not None else newest
     header = {"head_seq": state.head_seq, "head_timestamp": state.head_timestamp,
-              "current": state.current, "in_flight": state.in_flight}
+              "current": state.current, "in_flight": state.in_flight,
+              "outside_decisions_not_acted_on": {"count": state.unacted, "seqs": list(state.unacted_seqs)}}
     return FleetUpdate(
         fleet=state.fleet,
         head_seq=state.head_seq,

@@ -28,7 +28,7 @@ import os
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from threading import Event
 from typing import Any, TypeVar
@@ -560,10 +560,27 @@ class Projections:
         completed_after = 0
         if name is not None:
             rows = self.views.version_rows(fleet, [name], MAX_SEQ)
+            # An unknown target is refused whatever ranks above it: read nothing more.
+            completed_after = MAX_SEQ
             if rows:
                 completed = self._decode(rows[0]).get("completed")
                 completed_after = completed["seq"] if completed else 0
-        rows = self.views.version_rows(fleet, names, completed_after)
+        return self._state_with(fleet, data, self.views.version_rows(fleet, names, completed_after))
+
+    def command_state(self, fleet: str, versions: Sequence[str]) -> FleetHistory:
+        """The fleet's core state (current version, move in flight, workers) with the
+        entries of `versions` only: what a deploy, a settlement or a verdict reads.
+        Two indexed reads, whatever the size of the fleet's history."""
+        return self._answer(fleet, lambda: self._command_state(fleet, versions))
+
+    def _command_state(self, fleet: str, versions: Sequence[str]) -> FleetHistory | None:
+        core = self.views.core_state(fleet)
+        if core is None:
+            return None
+        names = [n for n in dict.fromkeys(versions) if n]
+        return self._state_with(fleet, self._decode(core), self.views.version_rows(fleet, names, MAX_SEQ))
+
+    def _state_with(self, fleet: str, data: dict[str, Any], rows: list[bytes]) -> FleetHistory:
         data["versions"] = [self._decode(row) for row in rows]
         try:
             return FleetHistory.from_dict(data)

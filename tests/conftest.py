@@ -12,18 +12,22 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
-from ledger import Ledger
+from ledger import Ledger, Receipt
 from ledger import commands as build
 from ledger.cli import main as cli_main
+from ledger.events import GATED_EVENTS
 from ledger.fleet import default_rundir
+from ledger.gate import FleetService
 from ledger.postgres_url import postgres_env
+from projections.runner import Projections
 from tests.backends import Tamper, tamper_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,13 +126,40 @@ def ledger(env: Env) -> Iterator[Ledger]:
         yield lg
 
 
+def submit(ledger: Ledger, fleet: str, *bodies: dict[str, Any]) -> list[Receipt]:
+    """Write bodies as a caller does: facts appended, decisions through the gate.
+
+    Every decision must be accepted (a refusal here is a broken test setup).
+    """
+    receipts: list[Receipt] = []
+    with Projections(ledger.store, notice=lambda _m: None) as views:
+        service = FleetService(ledger, views)
+        for body in bodies:
+            if body["event"] in GATED_EVENTS:
+                outcome = service.submit_record(fleet, body)
+                assert outcome.accepted, (body, outcome.decision)
+                receipts.extend(outcome.receipts)
+            else:
+                receipts.append(ledger.append(fleet, body))
+    return receipts
+
+
+def write_unchecked(ledger: Ledger, fleet: str, bodies: Sequence[dict[str, Any]]) -> list[Receipt]:
+    """Seal any records, decisions included, without asking the gate.
+
+    For tests of what reads a chain (the rules, the views, verify): they must
+    cope with any stored history, such as one written before the gate existed.
+    """
+    return ledger._append_chunk(fleet, [Ledger.validate(b, gated=True) for b in bodies])
+
+
 def seed(ledger: Ledger, fleet: str = "prod", n_workers: int = 2) -> None:
     """A small realistic history: v1 deployed and completed with workers."""
-    ledger.append(fleet, build.deploy("v1", "ci", "first release"))
+    bodies = [build.deploy("v1", "ci", "first release")]
     for i in range(n_workers):
-        ledger.append(fleet, build.worker_start(f"w{i}", "v1", "platform"))
-        ledger.append(fleet, build.worker_sessions(f"w{i}", "v1", i + 1, f"w{i}"))
-    ledger.append(fleet, build.complete("v1", "ci"))
+        bodies.append(build.worker_start(f"w{i}", "v1", "platform"))
+        bodies.append(build.worker_sessions(f"w{i}", "v1", i + 1, f"w{i}"))
+    submit(ledger, fleet, *bodies, build.complete("v1", "ci"))
 
 
 @dataclass

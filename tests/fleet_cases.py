@@ -261,7 +261,7 @@ class FleetCase:
 FLEET_CASES = [
     FleetCase("empty-of-workers", released("v1"),
               {"live_workers": 0, "versions": {}, "draining": 0, "sessions_on_non_current": 0,
-               "clean": True}, {}),
+               "clean": False}, {}),
     FleetCase("clean-on-current",
               [*released("v1"), *on(A, start("w1", "v1"), start("w2", "v1"), sessions("w1", "v1", 3))],
               {"live_workers": 2, "versions": {"v1": 2}, "draining": 0, "sessions_on_non_current": 0,
@@ -286,7 +286,7 @@ FLEET_CASES = [
                "clean": True, "dropped_sessions": 0}, {"w2": ("v2", False, 0)}, exits=("w1",)),
     FleetCase("exit-with-sessions-is-dropped-calls",
               [*released("v1"), *on(A, start("w1", "v1"), exited("w1", "v1", 4))],
-              {"live_workers": 0, "dropped_sessions": 4, "clean": True}, {}, exits=("w1",)),
+              {"live_workers": 0, "dropped_sessions": 4, "clean": False}, {}, exits=("w1",)),
     FleetCase("stale-version-worker-unclean",
               [*released("v1", "v2"), *on(A, start("w1", "v1"))],
               {"live_workers": 1, "versions": {"v1": 1}, "clean": False}, {"w1": ("v1", False, 0)}),

@@ -39,7 +39,7 @@ CASES = [
                         '"result":"success","public_key":"ed25519:' + "A" * 43 + '=",'
                         '"new_kid":"0011223344556677"}'], "written by the ledger itself"),
     ("bad-result", ["append", "--json", GOOD.replace('"success"', '"maybe"')], "field 'result'"),
-    ("empty-actor", ["deploy", "v2", "--actor", ""], "field 'actor'"),
+    ("empty-actor", ["deploy", "v2", "--actor", ""], "needs --actor"),
     ("bad-fleet-name", ["deploy", "v2", "--actor", "ci", "--fleet", "../etc"], "fleet name"),
     ("missing-actor-flag", ["deploy", "v2"], "the following arguments are required: --actor"),
 ]

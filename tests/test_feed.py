@@ -12,7 +12,7 @@ import pytest
 
 from ledger import commands as build
 from ledger.schemas import all_schemas
-from tests.conftest import Env, run_cli, seed
+from tests.conftest import Env, run_cli, seed, submit
 
 
 def lines(out: str) -> list[dict[str, object]]:
@@ -50,7 +50,7 @@ def test_feed_filters(env: Env, capsys: pytest.CaptureFixture[str], flags: list[
                       expected_seqs: list[int]) -> None:
     with env.open() as lg:
         seed(lg)
-        lg.append("prod", build.deploy("v2", "ci"))
+        submit(lg, "prod", build.deploy("v2", "ci"))
     result = run_cli(capsys, "feed", *env.args(), "--fleet", "prod", *flags)
     assert result.code == 0
     assert [r["seq"] for r in lines(result.out)] == expected_seqs
@@ -80,7 +80,7 @@ def test_feed_follow_prints_new_records_as_they_land(env: Env) -> None:
     try:
         time.sleep(1.0)
         with env.open() as lg:
-            receipt = lg.append("prod", build.deploy("v2", "ci"))
+            receipt = submit(lg, "prod", build.deploy("v2", "ci"))[-1]
         assert follower.stdout is not None
         line = follower.stdout.readline()
         record = orjson.loads(line)

@@ -12,7 +12,7 @@ from ledger import Ledger, VerificationError
 from ledger import commands as build
 from ledger.chain import seal
 from ledger.keys import load_signer
-from tests.conftest import Env, run_cli, seed
+from tests.conftest import Env, run_cli, seed, submit
 
 
 def test_init_creates_a_private_key_of_mode_0600_and_prints_only_the_public_key(
@@ -47,7 +47,7 @@ def test_rotation_is_followed_by_verify(env: Env, capsys: pytest.CaptureFixture[
     new = load_signer(env.key)
     assert new.kid != old.kid
     with env.open() as lg:
-        receipt = lg.append("prod", build.deploy("v2", "ci"))
+        receipt = submit(lg, "prod", build.deploy("v2", "ci"))[-1]
         record = list(lg.records("prod"))[-1]
         assert record["kid"] == new.kid and receipt.seq == 7
         lg.verify()  # anchored at the original key, follows the rotation
@@ -69,7 +69,7 @@ def test_a_record_signed_by_a_retired_key_after_retirement_is_a_fault(env: Env,
     with env.open() as lg:
         seed(lg)
         lg.rotate_key("sec")
-        lg.append("prod", build.deploy("v2", "ci"))
+        submit(lg, "prod", build.deploy("v2", "ci"))
         head = lg.head("prod")
     # an insider with the old key appends after the rotation, straight into the table
     body = build.complete("v2", "mallory")
@@ -106,11 +106,11 @@ def test_a_writer_holding_the_old_key_reseals_after_a_rotation_elsewhere(env: En
     import time
 
     with env.open() as stale, env.open() as rotator:
-        stale.append("prod", build.deploy("v1", "ci"))  # caches the key and the head
+        submit(stale, "prod", build.deploy("v1", "ci"))  # caches the key and the head
         rotator.rotate_key("sec")
         new_kid = load_signer(env.key).kid
         started = time.monotonic()
-        stale.append("prod", build.complete("v1", "ci"))
+        submit(stale, "prod", build.complete("v1", "ci"))
         stale.append_many("prod", [build.worker_sessions("w", "v1", i, "w") for i in range(2500)])
         assert time.monotonic() - started < 30
         kids = [r["kid"] for r in stale.records("prod")]
@@ -137,7 +137,7 @@ def test_an_interrupted_rotation_keeps_the_new_key_it_committed(env: Env,
             lg.rotate_key("sec")
         monkeypatch.setattr(Store, "insert_locked", real)
     with env.open() as lg:  # the next writer finishes the rotation and signs with the new key
-        lg.append("prod", build.deploy("v2", "ci"))
+        submit(lg, "prod", build.deploy("v2", "ci"))
         kid, _, _ = lg.current_key()
         assert load_signer(env.key).kid == kid
         lg.verify()

@@ -35,14 +35,15 @@ from openrtc.core.membership import MembershipError, sign_membership
 
 from ledger import commands as build
 from ledger.drive import Executor
+from ledger.gate import Accepted, FleetService, Meta, Rollback
 from ledger.openrtc.driver import OpenRTCPoolDriver
 from ledger.openrtc.importer import UNNAMED
 from ledger.openrtc.membership import LedgerMembership
 from ledger.openrtc.sink import LedgerAuditSink
-from ledger.rollback import RollbackCommand, RollbackRequest
+from ledger.rollback import RollbackRequest
 from ledger.tracking import Tracker
 from projections.runner import Projections
-from tests.conftest import CliResult, Env, run_cli
+from tests.conftest import CliResult, Env, run_cli, submit
 
 FLEET = "prod"
 CHAIN = ("seq", "prev", "hash", "kid", "sig", "fleet", "timestamp")
@@ -93,8 +94,8 @@ def spooled_bodies(path: Path) -> list[dict[str, Any]]:
 
 def seed_versions(env: Env) -> None:
     with env.open() as lg:
-        lg.append(FLEET, build.deploy("v1", "ci"))
-        lg.append(FLEET, build.complete("v1", "ci"))
+        submit(lg, FLEET, build.deploy("v1", "ci"))
+        submit(lg, FLEET, build.complete("v1", "ci"))
 
 
 # -- the sink with a real pool ---------------------------------------------------------------------
@@ -429,8 +430,8 @@ def test_import_of_json_lines_and_of_a_sink_spool_never_doubles(
 def test_after_a_rollback_a_leftover_worker_is_refused_and_the_refusal_recorded(env: Env) -> None:
     with env.open() as lg:
         for version in ("v1", "v2"):
-            lg.append(FLEET, build.deploy(version, "ci"))
-            lg.append(FLEET, build.complete(version, "ci"))
+            submit(lg, FLEET, build.deploy(version, "ci"))
+            submit(lg, FLEET, build.complete(version, "ci"))
     sink = make_sink(env, "membership")
     secrets = ["rotated-out", "s3cret"]
     now = time.time()
@@ -443,7 +444,8 @@ def test_after_a_rollback_a_leftover_worker_is_refused_and_the_refusal_recorded(
 
         gate.check(**token("v2", "w-old"))  # v2 is current: admitted
         with env.open() as lg, Projections.open(env.db) as planner:
-            outcome = RollbackCommand(lg, planner).run(RollbackRequest(FLEET, "on-call", "v2 drops calls"))
+            outcome = FleetService(lg, planner).submit(FLEET, Rollback(
+                RollbackRequest(FLEET, "on-call", "v2 drops calls"), Meta("on-call", "v2 drops calls")))
         assert outcome.accepted
         assert gate.expected_version() == ("v1", 5)
 
@@ -483,22 +485,24 @@ def driver(env: Env) -> Iterator[OpenRTCPoolDriver]:
 def test_a_recorded_rollback_drains_a_real_pool(env: Env, driver: OpenRTCPoolDriver) -> None:
     seed_versions(env)
     with env.open() as lg:
-        lg.append(FLEET, build.deploy("v2", "ci", from_version="v1"))
+        submit(lg, FLEET, build.deploy("v2", "ci", from_version="v1"))
     driver.start_worker("w-v2", "v2")
     assert driver.wait_started("w-v2", 60)
     deadline = time.monotonic() + 10
     while not any(r["event"] == "worker.started" for r in records(env)) and time.monotonic() < deadline:
         time.sleep(0.02)
     with env.open() as lg:
-        lg.append(FLEET, build.complete("v2", "ci"))
+        submit(lg, FLEET, build.complete("v2", "ci"))
 
     with env.open() as lg, Projections.open(env.db) as views:
-        outcome = RollbackCommand(lg, views).run(
-            RollbackRequest(FLEET, "on-call", "v2 drops calls", drain_timeout_s=60))
-        assert outcome.accepted and outcome.decision.drain_workers == ["w-v2"], (outcome, records(env))
+        outcome = FleetService(lg, views).submit(FLEET, Rollback(
+            RollbackRequest(FLEET, "on-call", "v2 drops calls", drain_timeout_s=60),
+            Meta("on-call", "v2 drops calls")))
+        plan = outcome.decision.plan if isinstance(outcome.decision, Accepted) else None
+        assert plan is not None and plan.drain_workers == ["w-v2"], (outcome, records(env))
         tracker = Tracker(str(env.db), "openrtc-test")
         try:
-            result = Executor(lg, driver, views, tracker, FLEET, poll_s=0.05).run_pending()
+            result = Executor(FleetService(lg, views), driver, tracker, FLEET, poll_s=0.05).run_pending()
         finally:
             tracker.close()
         assert result == "completed", records(env)
@@ -506,7 +510,7 @@ def test_a_recorded_rollback_drains_a_real_pool(env: Env, driver: OpenRTCPoolDri
         assert (snapshot.deployment_version, snapshot.draining, snapshot.active_sessions) == ("v2", True, 0)
         # its own worker.exited reached the ledger first; then the driver reports it gone
         assert driver.wait_exited("w-v2", 10) and not driver.is_alive("w-v2")
-        (new_worker,) = outcome.decision.start_workers
+        (new_worker,) = plan.start_workers
         assert driver.is_alive(new_worker) and driver.snapshot(new_worker).deployment_version == "v1"
         fleet = views.fleet(FLEET)["summary"]
         assert fleet["clean"] and fleet["versions"] == {"v1": 1}

@@ -24,7 +24,7 @@ from ledger.errors import LedgerError, UnknownFleetError
 from ledger.rules import fleet_view, fold, history, last_good
 from projections.runner import Projections
 from tests.backends import tamper_for
-from tests.conftest import Env, run_cli
+from tests.conftest import Env, run_cli, write_unchecked
 from tests.fleet_cases import (
     FLEET_CASES,
     LAST_GOOD_CASES,
@@ -45,7 +45,7 @@ from tests.fleet_cases import (
 def append(ledger: Ledger, steps: Sequence[Step]) -> None:
     """Append the steps in order, one transaction per run of one fleet."""
     for fleet, run in groupby(steps, key=lambda step: step[0]):
-        ledger.append_many(fleet, [body for _, body in run])
+        write_unchecked(ledger, fleet, [body for _, body in run])
 
 
 class Notices(list[str]):

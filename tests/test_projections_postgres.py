@@ -36,7 +36,7 @@ from projections.follow import ListenWaiter
 from projections.postgres_views import PostgresLedgerViews
 from projections.runner import Projections
 from projections.sqlite_views import SQLiteLedgerViews
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_unchecked
 from tests.fleet_cases import (
     A,
     B,
@@ -133,7 +133,7 @@ class Notices(list[str]):
 
 def append(ledger: Ledger, steps: Sequence[Step]) -> None:
     for fleet, run in groupby(steps, key=lambda step: step[0]):
-        ledger.append_many(fleet, [body for _, body in run])
+        write_unchecked(ledger, fleet, [body for _, body in run])
 
 
 def answers(views: Projections) -> dict[str, Any]:
@@ -369,7 +369,7 @@ def test_eventsourcings_own_subscription_passes_over_the_gap_too(pg: Pg) -> None
         position = ledger.store.max_notification_id()
         rolled_back_nextval(pg)
         with ledger.store.recorder.subscribe(gt=position) as subscription:
-            ledger.append(A, deploy("v2"))
+            write_unchecked(ledger, A, [deploy("v2")])[-1]
             first = next(subscription)
         assert first.id == position + 2 and first.originator_version == 3
 
@@ -392,7 +392,7 @@ def test_the_listen_notify_waiter_wakes_on_a_commit(pg: Pg) -> None:
         thread.start()
         time.sleep(0.3)  # the waiter is blocked in LISTEN by now
         sent = time.perf_counter()
-        ledger.append(A, deploy("v2"))
+        write_unchecked(ledger, A, [deploy("v2")])[-1]
         thread.join(10)
         assert arrived, "the waiter did not wake"
         assert arrived[0] - sent < 0.5
@@ -428,7 +428,7 @@ def test_follow_applies_a_new_record_within_milliseconds(pg: Pg) -> None:
             moved.clear()
             time.sleep(0.1)
             sent = time.perf_counter()
-            receipt = ledger.append(A, deploy(version))
+            receipt = write_unchecked(ledger, A, [deploy(version)])[-1]
             target = max(notification_ids(pg))
             assert moved.wait(5), f"follow() did not see seq {receipt.seq}"
             while positions[-1][0] < target:
@@ -455,7 +455,7 @@ def test_follow_on_sqlite_polls_and_stops(tmp_path: Path) -> None:
             deadline = time.monotonic() + 5
             while not seen and time.monotonic() < deadline:
                 time.sleep(0.01)
-            ledger.append(A, deploy("v2"))
+            write_unchecked(ledger, A, [deploy("v2")])[-1]
             head = ledger.store.max_notification_id()
             while (not seen or seen[-1] < head) and time.monotonic() < deadline:
                 time.sleep(0.01)

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from openrtc.core.membership import MembershipError, MembershipVerifier
 
 from ledger.errors import UnknownFleetError
-from ledger.rollback import StateSource
+from ledger.gate import StateSource
 
 __all__ = ["AuditEmitter", "LedgerMembership", "MembershipError"]
 

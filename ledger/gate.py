@@ -1,0 +1,263 @@
+"""The one gate through which every fleet decision becomes a record.
+
+`FleetService.submit(fleet, command)` is the only writer of decision and
+refusal records (`ledger.events.GATED_EVENTS`): the CLI, the Python API, the
+executor's own settlements, the OpenRTC sink and the importer all come here.
+It reads the fleet's state at the chain head from a `StateSource` (the
+projections, caught up), decides with the pure `ledger.decide.decide`, and
+appends the result with `expect_seq` set to that head: if another writer got
+there first the append fails cleanly and the command is decided again on the
+new head, so no decision ever rests on stale history.
+
+A repeated idempotency key returns the first result and writes nothing; keys
+count only on records this gate wrote (a fact carrying one claims nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ledger.api import Ledger, Receipt
+from ledger.decide import (
+    Accepted,
+    Command,
+    Complete,
+    Decision,
+    Deploy,
+    Fail,
+    Judge,
+    Meta,
+    MoveKind,
+    Refused,
+    Rollback,
+    Verdict,
+    WorkerPlan,
+    check_well_formed,
+    command_event,
+    command_versions,
+    decide,
+)
+from ledger.errors import HeadMovedError, InputError, RecordError, UnknownFleetError
+from ledger.events import GATED_EVENTS, Check, check_fleet_name
+from ledger.rollback import RollbackPlan, RollbackRequest, decision_from_record
+from ledger.rules import FleetHistory
+
+#: Decisions taken again after the head moved, before giving up.
+MAX_DECISIONS = 20
+
+
+class StateSource(Protocol):
+    """Where the gate reads a fleet's state: caught up to the ledger's head when asked."""
+
+    def fleet_state(self, fleet: str) -> FleetHistory:
+        """The fleet's whole state, consistent with its chain's head at the time of the call."""
+
+    def decision_state(self, fleet: str, target: str | None = None) -> FleetHistory:
+        """The state a rollback to `target` (default: the last-good version) reads, at a
+        cost that does not grow with the fleet's history."""
+
+    def command_state(self, fleet: str, versions: Sequence[str]) -> FleetHistory:
+        """The fleet's core state (current version, move in flight, workers) and the
+        entries of `versions` only: what a deploy, settlement or verdict reads."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the gate did with a command: the decision, where it was recorded, and
+    whether it is the replay of an earlier attempt with the same idempotency key."""
+
+    decision: Decision
+    receipts: tuple[Receipt, ...]
+    replayed: bool = False
+
+    @property
+    def accepted(self) -> bool:
+        return isinstance(self.decision, Accepted)
+
+    @property
+    def receipt(self) -> Receipt:
+        """Where the decision's main record (the last one written) landed."""
+        return self.receipts[-1]
+
+    @property
+    def check(self) -> Check | None:
+        return self.decision.check if isinstance(self.decision, Refused) else None
+
+
+class FleetService:
+    """Decide commands against the fleet's state at the head, and record them."""
+
+    def __init__(self, ledger: Ledger, states: StateSource):
+        self.ledger = ledger
+        self.states = states
+
+    # -- reading the state a decision needs --------------------------------------------------
+
+    def state_for(self, fleet: str, command: Command) -> FleetHistory:
+        """The state `command` is decided on; an unknown fleet is empty for a deploy only."""
+        try:
+            if isinstance(command, Rollback):
+                return self.states.decision_state(fleet, command.request.to_version)
+            return self.states.command_state(fleet, command_versions(command))
+        except UnknownFleetError:
+            if isinstance(command, Deploy):
+                return FleetHistory(fleet)
+            raise
+
+    def preview(self, fleet: str, command: Command) -> Decision:
+        """Decide without writing (a dry run)."""
+        check_fleet_name(fleet)
+        check_well_formed(command)
+        _check_fleet(fleet, command)
+        return decide(self.state_for(fleet, command), command)
+
+    # -- the write ---------------------------------------------------------------------------
+
+    def submit(self, fleet: str, command: Command) -> Outcome:
+        """Decide `command` at the head and record the decision (or the refusal)."""
+        check_fleet_name(fleet)
+        check_well_formed(command)
+        _check_fleet(fleet, command)
+        for _ in range(MAX_DECISIONS):
+            state = self.state_for(fleet, command)
+            replay = self._replay(fleet, state, command)
+            if replay is not None:
+                return replay
+            decision = decide(state, command)
+            bodies = decision.records if isinstance(decision, Accepted) else (decision.record,)
+            try:
+                receipts = self.ledger.append_gated(fleet, bodies, expect_seq=state.head_seq)
+            except HeadMovedError:
+                continue  # someone wrote meanwhile: decide again on the new head
+            return Outcome(decision, tuple(receipts))
+        raise HeadMovedError(f"fleet {fleet} kept moving; gave up after {MAX_DECISIONS} decisions")
+
+    def _replay(self, fleet: str, state: FleetHistory, command: Command) -> Outcome | None:
+        """A repeated idempotency key returns the first result and writes nothing."""
+        key = _idempotency_key(command)
+        first = state.idempotency.get(key) if key else None
+        if first is None:
+            return None
+        record = next(self.ledger.records(fleet, after=first - 1), None)
+        if record is None:
+            return None
+        wanted = _events_of(command)
+        event = record["event"]
+        if event not in wanted and record.get("command") not in wanted:
+            raise InputError(f"idempotency key {key!r} was used by a {event} record at seq "
+                             f"{record['seq']}, not by this command; choose another key")
+        receipt = Receipt(fleet, record["seq"], record["hash"])
+        return Outcome(_decision_of(record), (receipt,), replayed=True)
+
+    # -- requests that arrive as records ----------------------------------------------------
+
+    def submit_record(self, fleet: str, body: Mapping[str, Any]) -> Outcome:
+        """Decide a decision that arrives as a record body (`ledger append`, an import)."""
+        return self.submit(fleet, command_from_record(fleet, body))
+
+
+def _check_fleet(fleet: str, command: Command) -> None:
+    if isinstance(command, Rollback) and command.request.fleet != fleet:
+        raise InputError(f"the rollback request names fleet {command.request.fleet}, not {fleet}")
+
+
+def _idempotency_key(command: Command) -> str | None:
+    if isinstance(command, Rollback):
+        return command.meta.idempotency_key or command.request.idempotency_key
+    return command.meta.idempotency_key
+
+
+def _events_of(command: Command) -> set[str]:
+    """The records an accepted or refused `command` may have written."""
+    if isinstance(command, Rollback):
+        return {"deployment.rolled_back", "rollback.rejected"}
+    if isinstance(command, Complete | Fail) and command.kind is None:
+        done = isinstance(command, Complete)
+        return {"deployment.completed" if done else "deployment.failed",
+                "rollback.completed" if done else "rollback.failed"}
+    return {command_event(command)}
+
+
+def _decision_of(record: Mapping[str, Any]) -> Decision:
+    """The decision a gate-written record states."""
+    if record["event"] in ("rollback.rejected", "command.rejected"):
+        return Refused(Check(record["check"]), str(record.get("detail", record.get("reason", ""))),
+                       dict(record))
+    plan = decision_from_record(dict(record)) if record["event"] == "deployment.rolled_back" else None
+    return Accepted((dict(record),), plan if isinstance(plan, RollbackPlan) else None)
+
+
+# -- decision bodies as commands ---------------------------------------------------------------
+
+#: Fields of a decision body that become a command's arguments rather than extras.
+_ARGUMENTS = frozenset({
+    "event", "actor", "target", "result", "version", "from_version", "reason", "idempotency_key",
+    "evidence", "dropped_calls",
+})
+_RESULT = {"deployment.failed": "failure", "rollback.failed": "failure"}
+
+
+def command_from_record(fleet: str, body: Mapping[str, Any]) -> Command:
+    """The command a decision record body asks for, so it can pass the gate like any other.
+
+    Fields the ledger computes when it decides (a rollback's plan, its id, a
+    refusal's check) are refused: a caller states what it wants, the gate
+    decides what that means. Refusal records cannot be submitted at all.
+    """
+    event = body.get("event")
+    if event not in GATED_EVENTS:
+        raise RecordError(f"'{event}' is not a decision")
+    if event in ("rollback.rejected", "command.rejected"):
+        raise RecordError(f"'{event}' records are written by the ledger when it refuses a command; "
+                          "submit the command itself")
+    ledger_validated = Ledger.validate(body, gated=True)  # its schema, before anything is read
+    result = ledger_validated.get("result", "success")
+    if result != _RESULT.get(str(event), "success"):
+        raise RecordError(f"field 'result' of a {event} is set by the ledger, not {result!r}")
+    extra = {k: v for k, v in ledger_validated.items() if k not in _ARGUMENTS}
+    target = ledger_validated.get("target")
+    if target is not None and target != "fleet":
+        extra["target"] = target
+    meta = Meta(ledger_validated["actor"], ledger_validated.get("reason"),
+                ledger_validated.get("idempotency_key"), extra)
+    version = str(ledger_validated.get("version", ""))
+    from_version = ledger_validated.get("from_version")
+    if event == "deployment.started":
+        return Deploy(version, meta, from_version=from_version)
+    if event in ("deployment.completed", "rollback.completed"):
+        kind = MoveKind.DEPLOY if event == "deployment.completed" else MoveKind.ROLLBACK
+        return Complete(version, meta, kind, from_version, ledger_validated.get("dropped_calls"),
+                        ledger_validated.get("evidence"))
+    if event in ("deployment.failed", "rollback.failed"):
+        kind = MoveKind.DEPLOY if event == "deployment.failed" else MoveKind.ROLLBACK
+        return Fail(version, meta, kind, from_version)
+    if event in ("version.verified", "version.marked_bad", "version.cleared"):
+        return Judge(Verdict(event), version, meta)
+    if event == "deployment.rolled_back":
+        request = RollbackRequest(fleet=fleet, actor=meta.actor, reason=meta.reason or "",
+                                  to_version=version, from_version=from_version,
+                                  idempotency_key=meta.idempotency_key)
+        return Rollback(request, meta)
+    raise RecordError(f"'{event}' is decided by `ledger deploy --supersede`; it cannot be submitted")
+
+
+__all__ = [
+    "Accepted",
+    "Complete",
+    "Deploy",
+    "Fail",
+    "FleetService",
+    "Judge",
+    "Meta",
+    "MoveKind",
+    "Outcome",
+    "Refused",
+    "Rollback",
+    "RollbackRequest",
+    "StateSource",
+    "Verdict",
+    "WorkerPlan",
+    "command_from_record",
+]
