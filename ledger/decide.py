@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from ledger.errors import InputError
 from ledger.events import Check
-from ledger.rollback import Refusal, RollbackPlan, RollbackRequest, plan_rollback
+from ledger.rollback import DEFAULT_DRAIN_TIMEOUT_S, Refusal, RollbackPlan, RollbackRequest, plan_rollback
 from ledger.rules import FleetHistory
 
 #: Fields of a decision record that the gate computes; a command may not set them.
@@ -376,6 +377,30 @@ def _fail(state: FleetHistory, command: Fail) -> Decision:
 
 def _rollback_id(flight: Mapping[str, Any]) -> str:
     return str(flight.get("rollback_id") or f"rb{flight['seq']}")
+
+
+def external_settlement(state: FleetHistory, actor: str, now: datetime) -> Complete | Fail | None:
+    """How to settle a rollback the platform carries out, as of `now`; None while it is under way.
+
+    Done when the ledger knows at least one live worker and every live worker
+    runs the target and none drains (the bad version's workers have exited);
+    failed once its drain timeout has passed without that.
+    """
+    flight = state.in_flight
+    if flight is None or flight["kind"] != MoveKind.ROLLBACK.value or not flight.get("external"):
+        return None
+    target = flight["version"]
+    unclean = unclean_workers(state, target)
+    if state.workers and not unclean:
+        return Complete(target, Meta(actor, "fleet clean: every live worker runs the target"),
+                        MoveKind.ROLLBACK)
+    started = datetime.strptime(str(flight["timestamp"]), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    timeout = int(flight.get("drain_timeout_s") or DEFAULT_DRAIN_TIMEOUT_S)
+    if (now - started).total_seconds() <= timeout:
+        return None
+    left = ", ".join(unclean[:10]) if unclean else f"no live worker of {target} reported"
+    return Fail(target, Meta(actor, f"fleet not clean {timeout}s after the rollback: {left}"),
+                MoveKind.ROLLBACK)
 
 
 # -- verdicts -----------------------------------------------------------------------------

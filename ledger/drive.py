@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ledger import commands
-from ledger.decide import Complete, Fail, Meta, MoveKind, unclean_workers
+from ledger.decide import Complete, Fail, Meta, MoveKind, external_settlement, unclean_workers
 from ledger.fleet import FleetDriver
 from ledger.gate import FleetService, Outcome
 from ledger.rules import FleetHistory
@@ -279,18 +279,21 @@ class Executor:
             time.sleep(self.poll_s)
 
     def _watch(self, op: Operation, steps: Steps) -> str:
-        """A move the platform carries out: wait for the fleet to show it done, then settle it."""
+        """A rollback the platform carries out: wait for the fleet to show it done (or the
+        drain timeout to pass), then settle it through the gate."""
         while True:
             state = self._ours(op)
             self._catch_up(op, steps)
-            unclean = unclean_workers(state, op.target)
-            if state.workers and not unclean:
-                return self._finish(op, steps)
-            if op.timestamp and _age_seconds(op.timestamp) > op.drain_timeout_s:
-                left = ", ".join(unclean) if unclean else f"no live worker of {op.target} reported"
-                return self._fail(op, f"fleet not clean {op.drain_timeout_s}s after the {op.kind}: {left}")
+            command = external_settlement(state, self.actor, datetime.now(UTC))
+            if command is not None:
+                outcome = self._settle(command)
+                self._settled_at = outcome.receipt.seq
+                done = isinstance(command, Complete) and outcome.accepted
+                self.say(f"{op.kind} {'completed' if done else 'failed'}: {command.meta.reason}")
+                return "completed" if done else "failed"
+            waiting = unclean_workers(state, op.target)
             self.say(f"watching the platform's {op.kind} to {op.target}: waiting for "
-                     f"{', '.join(unclean) or 'a worker of ' + op.target}")
+                     f"{', '.join(waiting) or 'a worker of ' + op.target}")
             time.sleep(self.poll_s)
 
     def _kind(self, op: Operation) -> MoveKind:

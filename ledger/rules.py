@@ -462,8 +462,11 @@ class FleetHistory:
         leaving.bad = _stamp(r, event="deployment.rolled_back")
         self._version(target).rolled_back_to.append(
             _stamp(r, from_version=source, outcome="pending", **extra))
-        self._set_in_flight({"kind": "rollback", "version": target, "from_version": source,
-                             "seq": seq, "timestamp": r.get("timestamp"), "actor": r.get("actor")})
+        flight: Stamp = {"kind": "rollback", "version": target, "from_version": source,
+                         "seq": seq, "timestamp": r.get("timestamp"), "actor": r.get("actor")}
+        if r.get("external"):  # the platform moves the workers; the ledger watches and settles
+            flight.update(external=True, drain_timeout_s=r.get("drain_timeout_s"))
+        self._set_in_flight(flight)
         self._set_current(target)
         self.recent_exits.clear()
 

@@ -14,18 +14,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ledger.api import Ledger
+from ledger.app import open_app
+from ledger.cli_decide import notice
 from ledger.openrtc.importer import ImportReport, import_files
-from ledger.store import default_db
+from ledger.openrtc.mapping import REQUESTABLE_EVENTS
 
 Common = Callable[..., None]
 
 
 def cmd_import_openrtc(args: argparse.Namespace) -> int:
     paths = [Path(p) for p in args.files]
-    with Ledger.open(args.db or default_db(), args.key) as ledger:
-        report = import_files(ledger, args.fleet, paths, worker=args.worker, actor=args.actor,
-                              skip_bad=args.skip_bad)
+    with open_app(args.db, args.key, notice=notice) as app:
+        report = import_files(app.ledger, args.fleet, paths, worker=args.worker, actor=args.actor,
+                              skip_bad=args.skip_bad, service=app.service,
+                              may_request=args.may_request)
     _print_report(report, args.fleet)
     return 0
 
@@ -43,6 +45,8 @@ def _print_report(report: ImportReport, fleet: str) -> None:
     where = f" (seq {receipts[0].seq}..{receipts[-1].seq})" if receipts else ""
     print(f"imported {report.imported} record(s) and {report.gaps_recorded} gap record(s) into fleet "
           f"{fleet}{where}; {report.duplicates} already in the ledger")
+    if receipts:
+        print(f"head {receipts[-1]}")
 
 
 def register(subparsers: argparse._SubParsersAction[Any], common: Common) -> None:
@@ -61,4 +65,7 @@ def register(subparsers: argparse._SubParsersAction[Any], common: Common) -> Non
                         "as its facts (without it every event is kept as audit.external)")
     p.add_argument("--actor", default="ledger-import",
                    help="actor of the gap records (default ledger-import)")
+    p.add_argument("--may-request", action="append", default=[], choices=sorted(REQUESTABLE_EVENTS),
+                   help="a decision these logs' pools may request: validated by the gate and recorded "
+                        "as the ledger's own decision, or refused (default: kept as audit.external)")
     p.set_defaults(handler=cmd_import_openrtc)

@@ -44,7 +44,8 @@ import orjson
 from ledger.api import Ledger, Receipt
 from ledger.encoding import check_values
 from ledger.errors import InputError, LedgerError, RecordError
-from ledger.openrtc.ledger_io import recorded_identities
+from ledger.gate import FleetService
+from ledger.openrtc.ledger_io import recorded_identities, write_in_order
 from ledger.openrtc.mapping import (
     SOURCE,
     TRUSTED_EVENTS,
@@ -222,8 +223,8 @@ def find_gaps(run: Run) -> list[Gap]:
 
 
 def plan_import(paths: Sequence[Path], *, worker: str | None = None, actor: str = "ledger-import",
-                skip_bad: bool = False,
-                trusted: Iterable[str] = TRUSTED_EVENTS) -> tuple[list[dict[str, Any]], ImportReport]:
+                skip_bad: bool = False, trusted: Iterable[str] = TRUSTED_EVENTS,
+                may_request: Iterable[str] = ()) -> tuple[list[dict[str, Any]], ImportReport]:
     """Read every file and build the records to append, in order (nothing written).
 
     Raises `RecordError` naming every bad line (up to `MAX_BAD_SHOWN`) unless `skip_bad`.
@@ -260,7 +261,8 @@ def plan_import(paths: Sequence[Path], *, worker: str | None = None, actor: str 
                     bodies.append(gap_record(source, gap.first, gap.last, actor=actor,
                                              reason=f"OpenRTC seq {gap.first}..{gap.last} missing "
                                                     f"before {gap.path} line {gap.line}"))
-            bodies.append(to_record(item.event, source, acted_on, untrusted_reason=UNNAMED))
+            bodies.append(to_record(item.event, source, acted_on, untrusted_reason=UNNAMED,
+                                    may_request=may_request))
             report.events += 1
     for item in items:
         if item.record is not None:
@@ -270,9 +272,14 @@ def plan_import(paths: Sequence[Path], *, worker: str | None = None, actor: str 
 
 
 def import_files(ledger: Ledger, fleet: str, paths: Sequence[Path], *, worker: str | None = None,
-                 actor: str = "ledger-import", skip_bad: bool = False) -> ImportReport:
-    """Append what the files hold and the fleet does not, in order; return what happened."""
-    bodies, report = plan_import(paths, worker=worker, actor=actor, skip_bad=skip_bad)
+                 actor: str = "ledger-import", skip_bad: bool = False,
+                 service: FleetService | None = None, may_request: Iterable[str] = ()) -> ImportReport:
+    """Append what the files hold and the fleet does not, in order; return what happened.
+
+    Decisions the files' pools requested (`may_request`) pass `service`, the gate.
+    """
+    bodies, report = plan_import(paths, worker=worker, actor=actor, skip_bad=skip_bad,
+                                 may_request=may_request)
     seen = recorded_identities(ledger, fleet)
     fresh = []
     for body in bodies:
@@ -286,5 +293,5 @@ def import_files(ledger: Ledger, fleet: str, paths: Sequence[Path], *, worker: s
     report.gaps_recorded = sum(1 for body in fresh if body["event"] == "audit.gap")
     report.imported = len(fresh) - report.gaps_recorded
     if fresh:
-        report.receipts = ledger.append_many(fleet, fresh, chunk=CHUNK)
+        report.receipts = write_in_order(ledger, service, fleet, fresh, CHUNK)
     return report

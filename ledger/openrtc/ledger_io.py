@@ -10,18 +10,27 @@ eventsourcing's SQLite connection pool; a `lock_timeout_s` argument on
 `recorded_identities` lists the `(source_instance, source_digest)` pairs a
 fleet already holds, which is what makes a flush after a crash and a repeated
 import add nothing twice.
+
+`write_in_order` stores mapped bodies in their order: facts in batches, and
+each decision a pool requested through the gate (`ledger.gate`), which
+validates it like a command typed by a person and records the ledger's own
+decision, linked to the pool's event, or its refusal.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 import orjson
 
-from ledger.api import Ledger
-from ledger.openrtc.mapping import identity
+from ledger.api import Ledger, Receipt
+from ledger.decide import Meta, Rollback
+from ledger.gate import FleetService
+from ledger.openrtc.mapping import identity, is_request
+from ledger.rollback import RollbackRequest
 
 _MARKER = b'"source_digest"'
 
@@ -63,3 +72,45 @@ def recorded_identities(ledger: Ledger, fleet: str, after: int = 0,
         if key is not None and (wanted is None or key in wanted):
             found.add(key)
     return found
+
+
+_SOURCE_LINK = ("source", "source_instance", "source_digest", "source_seq", "source_worker",
+                "source_timestamp", "source_event", "source_result")
+
+
+def request_command(fleet: str, body: Mapping[str, Any]) -> Rollback:
+    """The gate's command for a rollback a pool requested: validated like any rollback,
+    carried out by the platform (the ledger watches), linked to the pool's event."""
+    reason = str(body["reason"])
+    key = str(body["idempotency_key"])
+    request = RollbackRequest(fleet=fleet, actor=str(body["actor"]), reason=reason,
+                              to_version=body.get("version"), from_version=body.get("from_version"),
+                              idempotency_key=key)
+    source = {name: body[name] for name in _SOURCE_LINK if name in body}
+    return Rollback(request, Meta(str(body["actor"]), reason, key), external=True, source=source)
+
+
+def write_in_order(ledger: Ledger, service: FleetService | None, fleet: str,
+                   bodies: Sequence[Mapping[str, Any]], chunk: int) -> list[Receipt]:
+    """Store `bodies` in order: runs of facts with `append_many`, each request through the gate.
+
+    `service` may be None only when no body is a request.
+    """
+    receipts: list[Receipt] = []
+    run: list[Mapping[str, Any]] = []
+
+    def flush() -> None:
+        for start in range(0, len(run), chunk):
+            receipts.extend(ledger.append_many(fleet, run[start:start + chunk], chunk=chunk))
+        run.clear()
+
+    for body in bodies:
+        if not is_request(body):
+            run.append(body)
+            continue
+        flush()
+        if service is None:
+            raise ValueError("a decision request needs the gate (no FleetService given)")
+        receipts.extend(service.submit(fleet, request_command(fleet, body)).receipts)
+    flush()
+    return receipts

@@ -52,6 +52,10 @@ TRUSTED_EVENTS = frozenset({
     "worker.rejected",
 })
 
+#: Decisions a pool may ask the ledger to take, when the operator allows that source to ask
+#: (`may_request`): the ledger validates each through its gate and records its own decision.
+REQUESTABLE_EVENTS = frozenset({"deployment.rolled_back"})
+
 #: The ledger's word for each result word OpenRTC (or an application) uses.
 #: An unknown word maps to "pending" (the outcome is not established); the
 #: original is always kept in `source_result`.
@@ -235,17 +239,26 @@ def _declared(event_type: EventType) -> set[str]:
 
 
 def to_record(event: SourceEvent, source: Source, trusted: Iterable[str] = TRUSTED_EVENTS,
-              *, untrusted_reason: str | None = None) -> dict[str, Any]:
-    """The ledger record for one OpenRTC event: its own type if trusted and valid, else `audit.external`.
+              *, untrusted_reason: str | None = None,
+              may_request: Iterable[str] = ()) -> dict[str, Any]:
+    """The ledger record for one OpenRTC event: its own type if trusted and valid, a request
+    for the gate if it is a decision this source may ask for, else `audit.external`.
 
     Raises `LedgerError` only if even `audit.external` is refused (it is not in
     the vocabulary yet): the caller keeps such an event in its dead-letter file.
     """
+    if event.event_type in REQUESTABLE_EVENTS and event.event_type in frozenset(may_request):
+        return request_record(event, source)
     event_type = EVENT_TYPES.get(event.event_type)
     if event.event_type not in trusted or event_type is None or event_type.internal:
-        reason = untrusted_reason if event.event_type in TRUSTED_EVENTS and untrusted_reason else (
-            f"'{event.event_type}' is not a worker-level event the ledger takes from OpenRTC; "
-            "kept, not acted on")
+        if event_type is not None and event_type.gated:
+            reason = (f"'{event.event_type}' is a fleet decision this source is not allowed to request "
+                      "(see may_request); kept, not acted on")
+        elif event.event_type in TRUSTED_EVENTS and untrusted_reason:
+            reason = untrusted_reason
+        else:
+            reason = (f"'{event.event_type}' is not a worker-level event the ledger takes from OpenRTC; "
+                      "kept, not acted on")
         return external_record(event, source, reason)
     promoted = _declared(event_type) - _CORE
     body: dict[str, Any] = {
@@ -275,16 +288,58 @@ def to_record(event: SourceEvent, source: Source, trusted: Iterable[str] = TRUST
     return _bounded(body, event, source)
 
 
+def request_record(event: SourceEvent, source: Source) -> dict[str, Any]:
+    """A decision a pool asks for, shaped as the decision record, for the gate to decide.
+
+    It carries the source link (`source_*`), so the ledger's own decision (or
+    its refusal) names the event that asked, and a repeated delivery of the
+    same event is recognised by its digest.
+    """
+    reason = event.fields.get("reason")
+    from_version = event.fields.get("from_version")
+    body: dict[str, Any] = {
+        "event": event.event_type,
+        "actor": _text(event.actor, "system"),
+        "target": "fleet",
+        "result": "success",
+        "reason": (reason.strip()[:4096] if isinstance(reason, str) and reason.strip()
+                   else f"requested by {source.worker or source.instance} (no reason given)"),
+        "idempotency_key": f"{SOURCE}/{event.digest}",
+    }
+    if event.version:
+        body["version"] = event.version[:_TEXT_LIMIT]
+    if isinstance(from_version, str) and from_version:
+        body["from_version"] = from_version[:_TEXT_LIMIT]
+    body.update(_source_fields(event, source))
+    body["source_event"] = event.event_type
+    return body
+
+
+def is_request(body: Mapping[str, Any]) -> bool:
+    """Whether a mapped body is a decision request for the gate rather than a fact."""
+    return body.get("event") in REQUESTABLE_EVENTS
+
+
 def external_record(event: SourceEvent, source: Source, reason: str) -> dict[str, Any]:
-    """`audit.external`: the event kept verbatim (extra fields nested), acted on by no one."""
+    """`audit.external`: the event kept verbatim (extra fields nested), acted on by no one.
+
+    A decision reported by a source not allowed to ask for it is kept with
+    `result: pending` (nothing was decided) and the submitter's own reason in
+    `source_reason`, so a reviewer sees what was claimed and that it was not acted on.
+    """
+    decision = EVENT_TYPES.get(event.event_type)
+    is_decision = decision is not None and decision.gated
     body: dict[str, Any] = {
         "event": "audit.external",
         "actor": _text(event.actor, "system"),
         "target": _text(event.target, source.worker or "worker"),
-        "result": RESULTS.get(event.result.strip().lower(), "pending"),
+        "result": "pending" if is_decision else RESULTS.get(event.result.strip().lower(), "pending"),
         "source_event": _text(event.event_type, "(empty)"),
         "reason": reason[:4096],
     }
+    claimed = event.fields.get("reason")
+    if is_decision and isinstance(claimed, str) and claimed.strip():
+        body["source_reason"] = claimed.strip()[:4096]
     if event.version:
         body["version"] = event.version[:_TEXT_LIMIT]
     if source.worker:

@@ -40,31 +40,39 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from ledger.api import Ledger
+from ledger.decide import external_settlement
 from ledger.errors import LedgerError, RecordError
 from ledger.events import check_fleet_name
-from ledger.openrtc.ledger_io import open_ledger, recorded_identities
+from ledger.gate import FleetService
+from ledger.openrtc.ledger_io import open_ledger, recorded_identities, write_in_order
 from ledger.openrtc.mapping import (
+    REQUESTABLE_EVENTS,
     TRUSTED_EVENTS,
     AuditEventLike,
     Source,
     SourceEvent,
     gap_record,
     identity,
+    is_request,
     to_record,
 )
 from ledger.openrtc.spool import Spool, spool_name
 from ledger.signing import PARALLEL_MIN
+from projections.runner import Projections
 
 #: Records per ledger transaction: below `ledger.signing.PARALLEL_MIN`, so the
 #: writer thread never starts a signing process pool inside an application.
 BATCH = min(200, PARALLEL_MIN - 1)
 DEFAULT_QUEUE = 10_000
+#: While a rollback the platform carries out is in flight, look at the fleet this often.
+WATCH_S = 0.5
 
 _log = logging.getLogger("ledger.openrtc")
 
@@ -98,8 +106,12 @@ class LedgerAuditSink:
                  fleet: str, *, source: str, spool_dir: str | os.PathLike[str] | None = None,
                  queue_size: int = DEFAULT_QUEUE, lock_timeout_s: float = 0.25,
                  retry_s: tuple[float, float] = (0.2, 5.0),
-                 trusted_events: Iterable[str] = TRUSTED_EVENTS, instance: str | None = None):
+                 trusted_events: Iterable[str] = TRUSTED_EVENTS, instance: str | None = None,
+                 may_request: Iterable[str] = (), watch_actor: str = "ledger-watch"):
         check_fleet_name(fleet)
+        requests = frozenset(may_request)
+        if not requests <= REQUESTABLE_EVENTS:
+            raise ValueError(f"may_request takes {sorted(REQUESTABLE_EVENTS)}, not {sorted(requests)}")
         if not source.strip():
             raise ValueError("source must name the pool or worker the events come from")
         db = os.fspath(ledger_db)
@@ -110,6 +122,8 @@ class LedgerAuditSink:
         self.db, self.key, self.fleet = db, key, fleet
         self.source = Source(source, instance or instance_id())
         self.trusted = frozenset(trusted_events)
+        self.may_request = requests
+        self.watch_actor = watch_actor
         self.lock_timeout_s = lock_timeout_s
         self.retry_min, self.retry_max = retry_s
         self.spool = Spool(spool_dir, spool_name(fleet, source))
@@ -120,6 +134,9 @@ class LedgerAuditSink:
         self._lost_lock = threading.Lock()
         self._closed = False
         self._ledger: Ledger | None = None
+        self._service: FleetService | None = None
+        self._views: Projections | None = None
+        self._watching = False  # an external move is in flight: settle it when the fleet shows it
         self._known_head = 0
         self._backlog: list[dict[str, Any]] = []
         self._failures = 0
@@ -219,6 +236,8 @@ class LedgerAuditSink:
         """Take what is queued, deliver it; False once asked to stop."""
         waiting = self.pending or bool(self._lost)
         timeout = max(0.0, self._next_try - time.monotonic()) if waiting else None
+        if self._watching:
+            timeout = min(timeout if timeout is not None else WATCH_S, WATCH_S)
         items: list[Any] = []
         if self._backlog:
             time.sleep(timeout or 0.0)  # take nothing more until the backlog is down
@@ -238,6 +257,8 @@ class LedgerAuditSink:
             self._deliver(bodies)
         if self.spool.pending and (waiters or stop or time.monotonic() >= self._next_try):
             self._flush_spool()
+        if self._watching and not self.pending:
+            self._settle()
         for waiter in waiters:
             waiter.ok = not self.pending and not self._lost
             waiter.event.set()
@@ -247,7 +268,8 @@ class LedgerAuditSink:
         bodies = []
         for event in events:
             try:
-                bodies.append(to_record(SourceEvent.from_audit_event(event), self.source, self.trusted))
+                bodies.append(to_record(SourceEvent.from_audit_event(event), self.source, self.trusted,
+                                        may_request=self.may_request))
             except Exception as exc:  # kept in the dead-letter file instead
                 self._dead_letter(_describe(event), exc)
         return bodies
@@ -293,20 +315,22 @@ class LedgerAuditSink:
             while remaining:
                 chunk = remaining[:BATCH]
                 try:
-                    receipts = ledger.append_many(self.fleet, chunk, chunk=BATCH)
+                    receipts = write_in_order(ledger, self._gate(ledger), self.fleet, chunk, BATCH)
                 except RecordError:
                     valid = self._valid_only(chunk)
                     if len(valid) == len(chunk):
                         raise
                     remaining = valid + remaining[BATCH:]
                     continue
-                self._known_head = receipts[-1].seq
+                self._known_head = max(self._known_head, receipts[-1].seq)
                 self.stats["written"] += len(chunk)
+                self._watching = self._watching or any(is_request(body) for body in chunk)
                 remaining = remaining[BATCH:]
         except Exception as exc:  # any failure: spool, retry later
             self._failed(f"cannot write to the ledger: {exc}")
             return remaining
         self._succeeded()
+        self._settle()
         return []
 
     def _flush_spool(self) -> None:
@@ -332,9 +356,10 @@ class LedgerAuditSink:
                     bodies.append(entry.body)
                 bodies = self._valid_only(bodies)
                 if bodies:
-                    receipts = ledger.append_many(self.fleet, bodies, chunk=BATCH)
-                    self._known_head = receipts[-1].seq
+                    receipts = write_in_order(ledger, self._gate(ledger), self.fleet, bodies, BATCH)
+                    self._known_head = max(self._known_head, receipts[-1].seq)
                     self.stats["flushed"] += len(bodies)
+                    self._watching = self._watching or any(is_request(body) for body in bodies)
                 self.spool.acknowledge(chunk[-1].end)
             self.spool.reset_if_done(self._known_head)
         except Exception as exc:  # stays spooled; retried later
@@ -348,7 +373,7 @@ class LedgerAuditSink:
         valid = []
         for body in bodies:
             try:
-                Ledger.validate(body)
+                Ledger.validate(body, gated=is_request(body))
             except LedgerError as exc:
                 self._dead_letter(body, exc)
                 continue
@@ -381,7 +406,38 @@ class LedgerAuditSink:
             self._ledger = ledger
         return self._ledger
 
+    def _gate(self, ledger: Ledger) -> FleetService:
+        """The gate over this sink's ledger, for the decisions its pool may request."""
+        if self._service is None:
+            self._views = Projections(ledger.store, notice=lambda message: _log.info("%s", message))
+            self._service = FleetService(ledger, self._views)
+        return self._service
+
+    def _settle(self) -> None:
+        """Settle a rollback the platform carries out once the fleet shows it done (or timed out).
+
+        The ledger records `rollback.completed` when every live worker runs the
+        target and none drains, or `rollback.failed` once the drain timeout has
+        passed; both pass the gate like any other decision.
+        """
+        try:
+            ledger = self._open()
+            service = self._gate(ledger)
+            state = service.states.fleet_state(self.fleet)
+            command = external_settlement(state, self.watch_actor, datetime.now(UTC))
+            self._watching = state.in_flight is not None and bool(state.in_flight.get("external"))
+            if command is not None:
+                receipts = service.submit(self.fleet, command).receipts
+                self._known_head = max(self._known_head, receipts[-1].seq)
+                self._watching = False
+        except Exception as exc:  # the next pass tries again
+            _log.warning("openrtc audit sink: cannot settle the fleet's move yet: %s", exc)
+
     def _close_ledger(self) -> None:
+        if self._views is not None:
+            with contextlib.suppress(Exception):
+                self._views.close()
+            self._views, self._service = None, None
         if self._ledger is not None:
             with contextlib.suppress(Exception):
                 self._ledger.close()
