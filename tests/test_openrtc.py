@@ -539,3 +539,131 @@ def test_bench_runs_at_a_tiny_size(capsys: pytest.CaptureFixture[str]) -> None:
     assert result["emit"]["in_ledger"] == result["emit"]["emitted"] == 50
     assert result["flush"]["in_ledger"] == 50 and result["flush"]["flushed"]
     assert all(f["ratio"] > 0 and f["ledger"] > 0 and f["baseline"] > 0 for f in figures.values())
+
+
+# -- the seed page's rollback, followed literally, with the ledger as the pools' sink ---------------
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_the_rollback_page_followed_literally_leaves_the_ledger_right(env: Env) -> None:
+    """OpenRTC's "Rolling back a deploy", step by step, with real pools whose sink is the ledger
+    and may request a rollback: the pool's `deployment.rolled_back` passes the gate, becomes the
+    ledger's own decision linked to the event, and the ledger confirms the fleet clean itself."""
+
+    def sink_for(worker_id: str) -> LedgerAuditSink:
+        return make_sink(env, worker_id, may_request={"deployment.rolled_back"})
+
+    def factory(worker_id: str, version: str, sink: LedgerAuditSink) -> AgentPool:
+        return AgentPool(agent=EchoAgent, deployment_version=version, audit_sink=sink, port=0,
+                         enable_introspection=False)
+
+    driver = OpenRTCPoolDriver(factory, sink_for=sink_for, poll_s=0.05)
+    try:
+        # v1 was good; v2 replaced it and is live on one pool
+        with env.open() as lg:
+            submit(lg, FLEET, build.deploy("v1", "ci"), build.complete("v1", "ci"),
+                   build.deploy("v2", "ci", from_version="v1"))
+        driver.start_worker("w-v2", "v2")
+        assert driver.wait_started("w-v2", 60)
+        assert wait_for(lambda: any(r["event"] == "worker.started" for r in records(env)))
+        with env.open() as lg:
+            submit(lg, FLEET, build.complete("v2", "ci"))
+
+        # 1. identify the last good version
+        assert run_cli_last_good(env) == "v1"
+        # 2. start the good version alongside the bad one
+        driver.start_worker("w-v1", "v1")
+        assert driver.wait_started("w-v1", 60)
+        # 3. drain the bad version
+        driver.drain("w-v2")
+        assert driver.wait_exited("w-v2", 30)
+        # 4. record the rollback, as the page says, through the pool's own audit log
+        driver.pool("w-v1").audit_log.emit(
+            "deployment.rolled_back", actor="on-call", target="fleet", version="v1",
+            from_version="v2", reason="elevated session errors")
+        # 5. the fleet is clean: the ledger records the completion itself
+        assert wait_for(lambda: any(r["event"] == "rollback.completed" for r in records(env)), 30), \
+            records(env)
+    finally:
+        driver.close()
+
+    chain = records(env)
+    rolled = [r for r in chain if r["event"] == "deployment.rolled_back"]
+    assert len(rolled) == 1, chain
+    decision = rolled[0]
+    assert (decision["version"], decision["from_version"], decision["reason"]) == \
+        ("v1", "v2", "elevated session errors")
+    assert decision["actor"] == "on-call" and decision["external"] is True
+    assert decision["source"] == "openrtc" and decision["source_worker"] == "w-v1"
+    assert decision["source_event"] == "deployment.rolled_back" and len(decision["source_digest"]) == 64
+    assert "start_workers" not in decision  # the platform moved the workers, not the ledger
+    completed = next(r for r in chain if r["event"] == "rollback.completed")
+    assert completed["seq"] > decision["seq"] and completed["move_seq"] == decision["seq"]
+    assert (completed["version"], completed["from_version"]) == ("v1", "v2")
+    assert completed["dropped_calls"] == 0 and completed["live_workers"] == 1
+    assert not any(r["event"] == "audit.external" and r["source_event"] == "deployment.rolled_back"
+                   for r in chain)
+
+    with Projections.open(env.db) as views:
+        history = {v["version"]: v for v in views.history(FLEET)["versions"]}
+        assert history["v2"]["status"] == "rolled_back" and not history["v2"]["good"]
+        assert history["v1"]["status"] == "live" and history["v1"]["good"]
+        assert history["v2"]["rolled_back_from"][0]["reason"] == "elevated session errors"
+        assert history["v2"]["rolled_back_from"][0]["outcome"] == "completed"
+        last = views.last_good(FLEET)
+        assert last is not None and last.version == "v1"
+        assert views.last_good(FLEET, for_rollback=True) is None  # never the bad version
+        membership = LedgerMembership(views, FLEET, secrets=["s"], audit=AuditLog())
+        assert membership.expected_version()[0] == "v1"
+        fleet = views.fleet(FLEET)["summary"]
+        assert fleet["clean"] and fleet["versions"] == {"v1": 1}
+    assert verified_count(env) == len(chain)
+
+
+def run_cli_last_good(env: Env) -> str:
+    with Projections.open(env.db) as views:
+        answer = views.last_good(FLEET, for_rollback=True)
+    return answer.version if answer is not None else ""
+
+
+def test_a_rollback_requested_by_a_source_not_allowed_is_kept_pending_and_not_acted_on(env: Env) -> None:
+    seed_versions(env)
+    with env.open() as lg:
+        submit(lg, FLEET, build.deploy("v2", "ci"), build.complete("v2", "ci"))
+    sink = make_sink(env, "pool-x")
+    AuditLog(sink=sink).emit("deployment.rolled_back", actor="on-call", target="fleet", version="v1",
+                             from_version="v2", reason="elevated session errors")
+    assert sink.close(10)
+    (kept,) = [r for r in records(env) if r["event"] == "audit.external"]
+    assert kept["source_event"] == "deployment.rolled_back" and kept["result"] == "pending"
+    assert kept["source_reason"] == "elevated session errors"
+    assert "not allowed to request" in kept["reason"]
+    with Projections.open(env.db) as views:
+        assert views.state(FLEET).current == "v2"
+        assert views.history(FLEET)["outside_decisions_not_acted_on"] == {"count": 1, "seqs": [kept["seq"]]}
+
+
+def test_a_requested_rollback_naming_an_unknown_version_is_refused_with_its_source(env: Env) -> None:
+    seed_versions(env)
+    with env.open() as lg:
+        submit(lg, FLEET, build.deploy("v2", "ci"), build.complete("v2", "ci"))
+    sink = make_sink(env, "pool-y", may_request={"deployment.rolled_back"})
+    log = AuditLog(sink=sink)
+    for _ in range(2):  # delivered twice (a retry): decided once
+        log.emit("deployment.rolled_back", actor="on-call", target="fleet", version="v9",
+                 from_version="v2", reason="panic")
+    assert sink.close(10)
+    refused = [r for r in records(env) if r["event"] == "rollback.rejected"]
+    assert len(refused) == 2  # two distinct events (seq 1 and 2): each decided once
+    assert refused[0]["check"] == "target_unknown" and refused[0]["source_worker"] == "pool-y"
+    assert refused[0]["source_seq"] == 1 and refused[1]["source_seq"] == 2
+    with Projections.open(env.db) as views:
+        assert views.state(FLEET).current == "v2" and views.state(FLEET).in_flight is None
