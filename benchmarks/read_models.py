@@ -1,6 +1,7 @@
-"""Benchmark of the projections: figures as ratios against baselines measured in the same run.
+"""The read models (projections): figures as ratios against baselines measured in the same run.
 
-    python -m projections.bench [--records N] [--small N] [--queries N] [--db URL] [--json]
+    python -m benchmarks.read_models [--full] [--records N] [--small N] [--queries N] [--db URL]
+                                     [--json]
 
 - ``rebuild``: ``Projections.rebuild()`` over N records (all three views), in
   records/s, vs reading the same notification log raw with
@@ -11,7 +12,9 @@
   ``--small`` (10,000) records of the same ledger (goal: p50 < 1 ms and the
   ratio <= 1.5).
 - ``state``: p50 latency of loading a fleet's rules state (what the rollback
-  command validates against), N vs small; no goal here, it is for issue 4.
+  command validates against), N vs small; no goal.
+- ``rollback-dry-run``: p50 latency of ``RollbackCommand.plan`` (the state at
+  the head, then every check), N vs small (goal: p50 < 20 ms and the ratio <= 2).
 
 With ``--db postgresql://...?schema=S`` (an empty schema) the ledger and its
 views (tables ``deployledger_views_*`` in the same schema) are on PostgreSQL.
@@ -19,8 +22,8 @@ views (tables ``deployledger_views_*`` in the same schema) are on PostgreSQL.
 The ledger is a real SQLite file built with ``Ledger.append_many`` from a
 realistic workload: two fleets, each a sequence of versions deployed to eight
 workers that report their sessions, drain and exit, with now and then a
-rollback and a verdict. ``run()`` returns ``ledger.bench.Figure`` objects so
-the ledger's benchmark can print them with its own.
+rollback and a verdict. The default size (300,000 records) takes well under
+a minute; ``--full`` builds the 1,000,000 records the rebuild goal is stated at.
 """
 
 from __future__ import annotations
@@ -34,9 +37,18 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import (
+    Figure,
+    Log,
+    add_common_options,
+    measured,
+    progress,
+    report,
+    resolve_sizes,
+    size_help,
+)
 from ledger import commands as build
 from ledger.api import Ledger
-from ledger.bench import Figure, report
 from ledger.rollback import RollbackCommand, RollbackRequest
 from projections.runner import PAGE_SIZE, Projections
 
@@ -46,8 +58,8 @@ REPORTS = 250  # sessions reports per worker per version
 SLICE = 5_000  # records per append_many call (alternating fleets)
 REBUILD_GOAL_S = 60.0
 REBUILD_GOAL_RECORDS = 1_000_000
-
-Log = Callable[[str], None]
+QUICK = {"records": 300_000, "small": 10_000, "queries": 2000}
+FULL = {"records": REBUILD_GOAL_RECORDS, "small": 10_000, "queries": 2000}
 
 
 def _rollback(version: str, source: str) -> dict[str, Any]:
@@ -167,6 +179,7 @@ def run(records: int, small: int = 10_000, queries: int = 2000, log: Log | None 
             say(f"building a ledger of {small:,} records ...")
             builder.grow_to(small)
             with Projections(builder.ledger.store, views_at, notice=say) as views:
+                say(f"measuring answer latencies at {small:,} records ...")
                 at_small = latencies(views, builder.ledger, queries)
                 say(f"building on to {records:,} records ...")
                 started = time.perf_counter()
@@ -178,6 +191,7 @@ def run(records: int, small: int = 10_000, queries: int = 2000, log: Log | None 
                 rebuilt = views.rebuild()
                 rebuild_s = time.perf_counter() - started
                 _, raw_after = raw_read_seconds(views)
+                say(f"rebuilt in {rebuild_s:.1f} s; measuring answer latencies at {records:,} records ...")
                 at_large = latencies(views, builder.ledger, queries)
         finally:
             builder.close()
@@ -199,40 +213,36 @@ def run(records: int, small: int = 10_000, queries: int = 2000, log: Log | None 
                                   "RollbackCommand.plan: state at the head, then every check"))
         elif name == "state":
             figures.append(Figure(name, f"{name} p50 at {records:,} vs {small:,}", large, base, "ms",
-                                  ratio, "(no goal)", True, "loads every version entry of the fleet"))
+                                  ratio, "none", True, "loads every version entry of the fleet"))
         else:
             figures.append(Figure(name, f"{name} p50 at {records:,} vs {small:,}", large, base, "ms",
                                   ratio, "p50 < 1 ms, ratio <= 1.5", large < 1.0 and ratio <= 1.5,
                                   f"p50 {base:.3f} ms at {small:,}, {large:.3f} ms at {records:,}"))
-    return figures
+    return [measured(say, figure) for figure in figures]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m projections.bench",
-                                     description="Projections benchmark: figures as ratios.")
-    parser.add_argument("--records", type=int, default=100_000,
-                        help="records in the ledger (default 100,000; the goal is stated at 1,000,000)")
-    parser.add_argument("--small", type=int, default=10_000,
-                        help="the smaller size for the latency ratios (default 10,000)")
-    parser.add_argument("--queries", type=int, default=2000, help="queries per latency p50")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.read_models",
+                                     description="Read models (projections): figures as ratios.")
+    parser.add_argument("--records", type=int, help=size_help(
+        "records in the ledger", "records", QUICK, FULL))
+    parser.add_argument("--small", type=int, help=size_help(
+        "the smaller size for the latency ratios", "small", QUICK, FULL))
+    parser.add_argument("--queries", type=int, help=size_help(
+        "queries per latency p50", "queries", QUICK, FULL))
     parser.add_argument("--db", default=None, metavar="URL",
                         help="build the ledger in this empty PostgreSQL schema (postgresql://...?schema=S) "
                              "instead of a temporary SQLite file; the views go beside it")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    add_common_options(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.records < 1 or args.small < 1 or args.queries < 1:
-        parser.error("--records, --small and --queries must be at least 1")
-
-    def log(message: str) -> None:
-        print(f"bench: {message}", file=sys.stderr, flush=True)
-
-    figures = run(args.records, args.small, args.queries, log, db=args.db)
-    report(figures, {k: v for k, v in vars(args).items() if k != "json"}, args.json)
+    sizes = resolve_sizes(parser, args, QUICK, FULL)
+    figures = run(args.records, args.small, args.queries, progress("read_models"), db=args.db)
+    report(figures, {**sizes, "db": args.db}, args.json)
     return 0
 
 
