@@ -50,13 +50,10 @@ from benchmarks.common import (
     FLEET,
     Figure,
     Log,
-    add_common_options,
     bodies,
     measured,
-    progress,
-    report,
-    resolve_sizes,
-    size_help,
+    parser_for,
+    run_main,
 )
 from ledger.api import Ledger
 from ledger.chain import signed_message
@@ -68,7 +65,7 @@ BASELINE_SIGNATURES = 65536  # enough for ~2 s of verifying on two cores
 ROUNDS = 3  # alternating baseline/ledger rounds for the append figures
 BUILD_SLICE = 100_000  # bodies per append_many call when building a ledger
 MB = 1024 * 1024
-QUICK = {"records": 2000, "batch_records": 60_000, "verify_records": 50_000, "memory_records": 200_000}
+QUICK = {"records": 2000, "batch_records": 60_000, "verify_records": 50_000, "memory_records": 100_000}
 FULL = {"records": 3000, "batch_records": 90_000, "verify_records": 100_000,
         "memory_records": 1_000_000}
 
@@ -290,31 +287,24 @@ def run(args: argparse.Namespace, log: Log) -> list[Figure]:
     return figures
 
 
+SIZES = {
+    "records": "records per side for the one-per-transaction figure",
+    "batch_records": "records per side for the batched figure",
+    "verify_records": "records in the ledger for the verify figure",
+    "memory_records": "records in the ledger for the memory figure",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.append_verify",
-                                     description="Appends, verify and memory: figures as ratios "
-                                                 "to baselines measured in the same run.")
-    parser.add_argument("--records", type=int, help=size_help(
-        "records per side for the one-per-transaction figure", "records", QUICK, FULL))
-    parser.add_argument("--batch-records", type=int, help=size_help(
-        "records per side for the batched figure", "batch_records", QUICK, FULL))
-    parser.add_argument("--verify-records", type=int, help=size_help(
-        "records in the ledger for the verify figure", "verify_records", QUICK, FULL))
-    parser.add_argument("--memory-records", type=int, help=size_help(
-        "records in the ledger for the memory figure", "memory_records", QUICK, FULL))
+    parser = parser_for("append_verify", "Appends, verify and memory: figures as ratios to baselines "
+                        "measured in the same run.", SIZES, QUICK, FULL)
     parser.add_argument("--only", nargs="+", choices=FIGURES, metavar="NAME",
                         help=f"only these figures ({', '.join(FIGURES)})")
-    add_common_options(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    sizes = resolve_sizes(parser, args, QUICK, FULL)
-    figures = run(args, progress("append_verify"))
-    report(figures, sizes, args.json)
-    return 0
+    return run_main(build_parser(), argv, QUICK, FULL, lambda args, log: (run(args, log), {}))
 
 
 if __name__ == "__main__":

@@ -100,18 +100,24 @@ def report(figures: Sequence[Figure], settings: dict[str, Any], as_json: bool,
         print(table(figures))
 
 
-def add_common_options(parser: argparse.ArgumentParser) -> None:
+def parser_for(name: str, description: str, sizes: Mapping[str, str], quick: Mapping[str, int],
+               full: Mapping[str, int]) -> argparse.ArgumentParser:
+    """The command line of `python -m benchmarks.<name>`: one integer option per size (named
+    in `sizes`, with what it counts), each defaulting to `quick` or, with --full, `full`."""
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    for option, what in sizes.items():
+        parser.add_argument(f"--{option.replace('_', '-')}", type=int,
+                            help=f"{what} (default {quick[option]:,}; --full: {full[option]:,})")
     parser.add_argument("--full", action="store_true",
                         help="the sizes the goals are stated at (slow); explicit sizes still win")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    return parser
 
 
 def resolve_sizes(parser: argparse.ArgumentParser, args: argparse.Namespace,
                   quick: Mapping[str, int], full: Mapping[str, int]) -> dict[str, int]:
-    """Fill every size option left unset from `full` (with --full) or `quick`, and check it.
-
-    The size options must default to None, so that an explicit value is told apart.
-    """
+    """Fill every size option left unset from `full` (with --full) or `quick`, and check it."""
     chosen = full if args.full else quick
     for option, value in chosen.items():
         if getattr(args, option) is None:
@@ -121,8 +127,19 @@ def resolve_sizes(parser: argparse.ArgumentParser, args: argparse.Namespace,
     return {option: int(getattr(args, option)) for option in chosen}
 
 
-def size_help(what: str, option: str, quick: Mapping[str, int], full: Mapping[str, int]) -> str:
-    return f"{what} (default {quick[option]:,}; --full: {full[option]:,})"
+Measure = Callable[[argparse.Namespace, Log], tuple[Sequence[Figure], dict[str, Any]]]
+
+
+def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None, quick: Mapping[str, int],
+             full: Mapping[str, int], measure: Measure) -> int:
+    """Parse the command line, measure with progress lines on stderr, print the figures.
+
+    `measure` returns the figures and any details for the JSON output."""
+    args = parser.parse_args(argv)
+    sizes = resolve_sizes(parser, args, quick, full)
+    figures, details = measure(args, progress(parser.prog.rsplit(".", 1)[-1]))
+    report(figures, sizes, args.json, **details)
+    return 0
 
 
 def repo_root() -> Path:

@@ -34,13 +34,11 @@ from typing import Any
 from benchmarks.common import (
     FLEET,
     Figure,
-    add_common_options,
+    Log,
     measured,
+    parser_for,
     percentile,
-    progress,
-    report,
-    resolve_sizes,
-    size_help,
+    run_main,
 )
 from ledger.api import Ledger
 from ledger.openrtc.sink import BATCH, LedgerAuditSink
@@ -143,24 +141,14 @@ def measure_flush(directory: Path, records: int) -> tuple[Figure, dict[str, Any]
     return figure, detail
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.openrtc_sink", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--emits", type=int, help=size_help("emits per round per sink", "emits",
-                                                            QUICK, FULL))
-    parser.add_argument("--rounds", type=int, help=size_help("alternating rounds of each sink", "rounds",
-                                                             QUICK, FULL))
-    parser.add_argument("--flush-records", type=int, help=size_help(
-        "events spooled during the outage, then flushed", "flush_records", QUICK, FULL))
-    add_common_options(parser)
-    return parser
+SIZES = {
+    "emits": "emits per round per sink",
+    "rounds": "alternating rounds of each sink",
+    "flush_records": "events spooled during the outage, then flushed",
+}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    sizes = resolve_sizes(parser, args, QUICK, FULL)
-    log = progress("openrtc_sink")
+def measure(args: argparse.Namespace, log: Log) -> tuple[list[Figure], dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="openrtc-bench-") as tmp:
         directory = Path(tmp)
         log(f"measuring emit: {args.rounds} rounds of {args.emits:,} emits per sink ...")
@@ -169,8 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"measuring flush: {args.flush_records:,} events spooled during an outage, then flushed ...")
         flush, flush_detail = measure_flush(directory, args.flush_records)
         measured(log, flush)
-    report([emit, flush], sizes, args.json, emit=emit_detail, flush=flush_detail)
-    return 0
+    return [emit, flush], {"emit": emit_detail, "flush": flush_detail}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_main(parser_for("openrtc_sink", __doc__ or "", SIZES, QUICK, FULL), argv, QUICK, FULL,
+                    measure)
 
 
 if __name__ == "__main__":

@@ -57,15 +57,12 @@ from benchmarks.common import (
     FLEET,
     Figure,
     Log,
-    add_common_options,
     bodies,
     measured,
+    parser_for,
     percentile,
-    progress,
     repo_root,
-    report,
-    resolve_sizes,
-    size_help,
+    run_main,
 )
 from ledger.api import Ledger
 from ledger.postgres_url import postgres_env, redact
@@ -417,30 +414,26 @@ def run(args: argparse.Namespace, url: str, log: Log) -> list[Figure]:
     return figures
 
 
+SIZES = {
+    "records": "records per backend for each append figure, and in the verified ledgers",
+    "follow_appends": "timed appends per backend for the follow latency",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.postgres_vs_sqlite",
-        description="PostgreSQL vs SQLite, measured in the same run (LEDGER_BENCH_PG_URL names "
-                    "the server; otherwise a throwaway one is started).")
-    parser.add_argument("--records", type=int, help=size_help(
-        "records per backend for each append figure, and in the verified ledgers", "records",
-        QUICK, FULL))
-    parser.add_argument("--follow-appends", type=int, help=size_help(
-        "timed appends per backend for the follow latency", "follow_appends", QUICK, FULL))
-    add_common_options(parser)
-    return parser
+    return parser_for("postgres_vs_sqlite", "PostgreSQL vs SQLite, measured in the same run "
+                      "(LEDGER_BENCH_PG_URL names the server; otherwise a throwaway one is started).",
+                      SIZES, QUICK, FULL)
+
+
+def measure(args: argparse.Namespace, log: Log) -> tuple[list[Figure], dict[str, Any]]:
+    with server(log) as url:
+        log(f"server {redact(url)}")
+        return run(args, url, log), {}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    sizes = resolve_sizes(parser, args, QUICK, FULL)
-    log = progress("postgres_vs_sqlite")
-    with server(log) as url:
-        log(f"server {redact(url)}")
-        figures = run(args, url, log)
-    report(figures, sizes, args.json)
-    return 0
+    return run_main(build_parser(), argv, QUICK, FULL, measure)
 
 
 if __name__ == "__main__":

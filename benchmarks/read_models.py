@@ -40,12 +40,9 @@ from typing import Any
 from benchmarks.common import (
     Figure,
     Log,
-    add_common_options,
     measured,
-    progress,
-    report,
-    resolve_sizes,
-    size_help,
+    parser_for,
+    run_main,
 )
 from ledger import commands as build
 from ledger.api import Ledger
@@ -221,29 +218,25 @@ def run(records: int, small: int = 10_000, queries: int = 2000, log: Log | None 
     return [measured(say, figure) for figure in figures]
 
 
+SIZES = {
+    "records": "records in the ledger",
+    "small": "the smaller size for the latency ratios",
+    "queries": "queries per latency p50",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.read_models",
-                                     description="Read models (projections): figures as ratios.")
-    parser.add_argument("--records", type=int, help=size_help(
-        "records in the ledger", "records", QUICK, FULL))
-    parser.add_argument("--small", type=int, help=size_help(
-        "the smaller size for the latency ratios", "small", QUICK, FULL))
-    parser.add_argument("--queries", type=int, help=size_help(
-        "queries per latency p50", "queries", QUICK, FULL))
+    parser = parser_for("read_models", "Read models (projections): figures as ratios.",
+                        SIZES, QUICK, FULL)
     parser.add_argument("--db", default=None, metavar="URL",
                         help="build the ledger in this empty PostgreSQL schema (postgresql://...?schema=S) "
                              "instead of a temporary SQLite file; the views go beside it")
-    add_common_options(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    sizes = resolve_sizes(parser, args, QUICK, FULL)
-    figures = run(args.records, args.small, args.queries, progress("read_models"), db=args.db)
-    report(figures, {**sizes, "db": args.db}, args.json)
-    return 0
+    return run_main(build_parser(), argv, QUICK, FULL, lambda args, log: (
+        run(args.records, args.small, args.queries, log, db=args.db), {"db": args.db}))
 
 
 if __name__ == "__main__":
