@@ -35,7 +35,7 @@ def postgres_env(url: str) -> dict[str, str]:
         "POSTGRES_PRE_PING": "y",  # a pooled connection broken by a server restart is replaced
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         "ORIGINATOR_ID_TYPE": "text",
-        "APPLICATION_RECORDER_TOPIC": "ledger.store:GuardedPostgresRecorder",
+        "APPLICATION_RECORDER_TOPIC": "ledger.store_postgres:GuardedPostgresRecorder",
     }
     schema = parse_qs(parts.query).get("schema")
     if schema:

@@ -31,7 +31,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from threading import Event
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -46,15 +46,12 @@ from ledger.rules import FleetHistory, LastGood, Version
 from ledger.store import KEY_CHAIN, LedgerApplication, Store, default_db, is_postgres
 from projections.follow import LedgerWaiter, ledger_waiter
 from projections.integrity import LinkFaultError
-from projections.postgres_views import (
-    DEFAULT_NAME,
-    PostgresLedgerViews,
-    check_views_name,
-    open_postgres_views,
-)
 from projections.projection import FleetProjection, load_state
 from projections.sqlite_views import open_sqlite_views
 from projections.views import FORMAT, LedgerViews, ViewsDamagedError
+
+if TYPE_CHECKING:  # imported when views live on PostgreSQL: a SQLite install has no psycopg
+    from projections.postgres_views import PostgresLedgerViews
 
 PAGE_SIZE = 5000
 BATCH_SIZE = 20_000
@@ -167,6 +164,8 @@ class _PostgresHome(_Home):
     it, is_, has, was = "them", "are", "have", "were"
 
     def __init__(self, url: str, store: Store):
+        from projections.postgres_views import DEFAULT_NAME, check_views_name
+
         self.url = url
         self.name = check_views_name(parse_qs(urlsplit(url).query).get("views", [DEFAULT_NAME])[0])
         shared = is_postgres(store.db) and _same_database(url, store.db)
@@ -175,6 +174,8 @@ class _PostgresHome(_Home):
         self.label = f"projection {self.where}"
 
     def _open(self, *, create: bool) -> PostgresLedgerViews:
+        from projections.postgres_views import open_postgres_views
+
         return open_postgres_views(self.url, self.name, datastore=self.datastore, create=create)
 
     def open(self) -> tuple[LedgerViews, bool]:
@@ -182,6 +183,8 @@ class _PostgresHome(_Home):
         return views, bool(views.existed)
 
     def recreate(self, views: LedgerViews | None, ledger_id: str) -> LedgerViews:
+        from projections.postgres_views import PostgresLedgerViews
+
         fresh = views if isinstance(views, PostgresLedgerViews) else self._open(create=False)
         try:
             fresh.recreate(ledger_id, APPLICATION)

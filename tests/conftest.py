@@ -3,7 +3,7 @@
 Every test that takes `env` (or `db`) runs twice: on a SQLite file and on a
 fresh schema of a real PostgreSQL server. The server is the one named by
 LEDGER_TEST_PG_URL, or else a throwaway one this session starts on loopback
-with `scripts/postgres-up` (installing PostgreSQL if it is missing).
+with `scripts/postgres-up` (PostgreSQL's server binaries must be installed: `scripts/setup` does).
 """
 
 from __future__ import annotations

@@ -6,15 +6,15 @@ import json
 
 import pytest
 
-from ledger import bench_postgres
+from benchmarks import postgres_vs_sqlite
 
 NAMES = {"append-1", "append-2", "append-4", "verify", "follow-p50", "follow-p95"}
 
 
-def test_bench_postgres_yields_every_ratio_at_a_tiny_size(
+def test_postgres_vs_sqlite_yields_every_ratio_at_a_tiny_size(
         pg_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("LEDGER_BENCH_PG_URL", pg_url)
-    assert bench_postgres.main(["--records", "4", "--follow-appends", "3", "--json"]) == 0
+    assert postgres_vs_sqlite.main(["--records", "4", "--follow-appends", "3", "--json"]) == 0
     figures = {f["name"]: f for f in json.loads(capsys.readouterr().out)["figures"]}
     assert set(figures) == NAMES
     for figure in figures.values():

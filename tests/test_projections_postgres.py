@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from ledger import Ledger, VerificationError
 from ledger.encoding import canonical
 from ledger.postgres_url import postgres_env
-from projections.follow import ListenWaiter
+from projections.follow_postgres import ListenWaiter
 from projections.postgres_views import PostgresLedgerViews
 from projections.runner import Projections
 from projections.sqlite_views import SQLiteLedgerViews

@@ -1,8 +1,8 @@
-"""The OpenRTC sink's benchmark: each figure against a baseline measured in the same run.
+"""The OpenRTC audit sink: each figure against a baseline measured in the same run.
 
-    python -m ledger.openrtc.bench [--emits N] [--rounds R] [--flush-records N] [--json]
+    python -m benchmarks.openrtc_sink [--full] [--emits N] [--rounds R] [--flush-records N] [--json]
 
-Figures (goals from the OpenRTC integration issue):
+Needs the ``openrtc`` extra. Figures:
 
 - ``emit``: time of one `AuditLog.emit()` on the caller's thread with a
   `LedgerAuditSink` vs the same emit with a no-op sink (OpenRTC's own
@@ -31,16 +31,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import (
+    FLEET,
+    Figure,
+    Log,
+    measured,
+    parser_for,
+    percentile,
+    run_main,
+)
 from ledger.api import Ledger
-from ledger.bench import Figure, report
 from ledger.openrtc.sink import BATCH, LedgerAuditSink
 
-FLEET = "bench"
-
-
-def _percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+QUICK = {"emits": 5000, "rounds": 2, "flush_records": 5000}
+FULL = {"emits": 20_000, "rounds": 4, "flush_records": 50_000}
 
 
 def _emit_times(sink: Callable[[Any], None], count: int, version: str) -> list[float]:
@@ -77,8 +81,8 @@ def measure_emit(directory: Path, emits: int, rounds: int) -> tuple[Figure, dict
     with Ledger.open(db, key, writable=False) as ledger:
         held = ledger.head(FLEET).seq
     levels = (("p50", .5), ("p99", .99), ("p999", .999))
-    sink_ms = {name: _percentile(sink_times, q) for name, q in levels}
-    noop_ms = {name: _percentile(noop_times, q) for name, q in levels}
+    sink_ms = {name: percentile(sink_times, q) for name, q in levels}
+    noop_ms = {name: percentile(noop_times, q) for name, q in levels}
     detail: dict[str, Any] = {
         "noop_ms": noop_ms, "sink_ms": sink_ms,
         "noop_max_ms": max(noop_times), "sink_max_ms": max(sink_times),
@@ -131,27 +135,34 @@ def measure_flush(directory: Path, records: int) -> tuple[Figure, dict[str, Any]
     detail = {"records": records, "flushed": flushed, "in_ledger": len(bodies), "flush_s": elapsed,
               "flush_rate": rate, "append_many_rate": base_rate, "spool_write_rate": spool_rate}
     figure = Figure("flush", f"spool -> ledger flush vs append_many(chunk={BATCH})", rate, base_rate,
-                    "rec/s", rate / base_rate, "report (no goal)", flushed and len(bodies) == records,
+                    "rec/s", rate / base_rate, "none", flushed and len(bodies) == records,
                     f"spooled at {spool_rate:,.0f} rec/s during the outage; ledger holds "
                     f"{len(bodies)}/{records}")
     return figure, detail
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ledger.openrtc.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--emits", type=int, default=5000, help="emits per round per sink")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of each sink")
-    parser.add_argument("--flush-records", type=int, default=5000)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
+SIZES = {
+    "emits": "emits per round per sink",
+    "rounds": "alternating rounds of each sink",
+    "flush_records": "events spooled during the outage, then flushed",
+}
+
+
+def measure(args: argparse.Namespace, log: Log) -> tuple[list[Figure], dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="openrtc-bench-") as tmp:
         directory = Path(tmp)
+        log(f"measuring emit: {args.rounds} rounds of {args.emits:,} emits per sink ...")
         emit, emit_detail = measure_emit(directory, args.emits, args.rounds)
+        measured(log, emit)
+        log(f"measuring flush: {args.flush_records:,} events spooled during an outage, then flushed ...")
         flush, flush_detail = measure_flush(directory, args.flush_records)
-    report([emit, flush], {k: v for k, v in vars(args).items() if k != "json"}, args.json,
-           emit=emit_detail, flush=flush_detail)
-    return 0
+        measured(log, flush)
+    return [emit, flush], {"emit": emit_detail, "flush": flush_detail}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_main(parser_for("openrtc_sink", __doc__ or "", SIZES, QUICK, FULL), argv, QUICK, FULL,
+                    measure)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
-"""The PostgreSQL benchmark: each figure as a ratio against SQLite, measured in the same run.
+"""PostgreSQL against SQLite: each figure a ratio of the two, measured in the same run.
 
-    python -m ledger.bench_postgres [--records N] [--follow-appends N] [--json]
+    python -m benchmarks.postgres_vs_sqlite [--full] [--records N] [--follow-appends N] [--json]
 
-Figures (from the PostgreSQL issue's Benchmark section):
+Figures:
 
 - ``append-1``, ``append-2``, ``append-4``: records/s through ``Ledger.append``
   (one record per transaction) from 1, 2 and 4 writer processes appending to
@@ -18,7 +18,9 @@ Figures (from the PostgreSQL issue's Benchmark section):
   Goal: p50 < 100 ms on PostgreSQL (absolute); the ratio is reported too.
 
 The server is LEDGER_BENCH_PG_URL if set, else a throwaway one started with
-``scripts/postgres-up`` in a temporary directory and stopped at the end. Every
+the checkout's ``scripts/postgres-up`` in a temporary directory and stopped at
+the end (so without LEDGER_BENCH_PG_URL this needs a checkout of the project,
+as every benchmark here does, and PostgreSQL's server binaries). Every
 PostgreSQL ledger lives in a schema of its own, created for the measurement and
 dropped after it; every SQLite ledger is a file in a temporary directory. Both
 sides run the same code on the same machine in alternation, so the ratios hold
@@ -28,7 +30,6 @@ while the absolute numbers drift with the machine's load.
 from __future__ import annotations
 
 import argparse
-import math
 import multiprocessing
 import os
 import shutil
@@ -38,7 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier, Lock
@@ -51,11 +52,21 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from benchmarks.common import (
+    BATCH,
+    FLEET,
+    Figure,
+    Log,
+    bodies,
+    measured,
+    parser_for,
+    percentile,
+    repo_root,
+    run_main,
+)
 from ledger.api import Ledger
-from ledger.bench import BATCH, FLEET, Figure, bodies, report
 from ledger.postgres_url import postgres_env, redact
 
-ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("sqlite", "postgres")
 WRITERS = (1, 2, 4)
 ROUNDS = 3  # alternating SQLite/PostgreSQL rounds per writer count, and verify passes
@@ -65,8 +76,8 @@ FOLLOW_WARMUP = 5  # appends the follower must have caught before timing starts
 START_TIMEOUT_S = 120.0  # for a child to start and connect
 ARRIVAL_TIMEOUT_S = 60.0  # for a record to reach the follower
 RUN_TIMEOUT_S = 1800.0  # for a writer to finish its appends
-
-Log = Callable[[str], None]
+QUICK = {"records": 1000, "follow_appends": 100}
+FULL = {"records": 3000, "follow_appends": 200}
 
 
 # -- the server and fresh ledgers ------------------------------------------------------
@@ -79,16 +90,17 @@ def server(log: Log) -> Iterator[str]:
     if given:
         yield given
         return
+    scripts = repo_root() / "scripts"
     directory = tempfile.mkdtemp(prefix="ledger-bench-pg-")
     try:
-        log("starting a throwaway PostgreSQL server (scripts/postgres-up) ...")
-        up = subprocess.run([str(ROOT / "scripts" / "postgres-up"), directory],
+        log(f"starting a throwaway PostgreSQL server ({scripts / 'postgres-up'}) ...")
+        up = subprocess.run([str(scripts / "postgres-up"), directory],
                             capture_output=True, text=True, timeout=900, check=False)
         if up.returncode != 0:
             raise RuntimeError(f"postgres-up failed: {up.stderr.strip()[-500:]}")
         yield up.stdout.strip()
     finally:
-        subprocess.run([str(ROOT / "scripts" / "postgres-down"), directory],
+        subprocess.run([str(scripts / "postgres-down"), directory],
                        capture_output=True, timeout=300, check=False)
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -320,7 +332,7 @@ def follower(db: str, key: Path, stderr: Path) -> Iterator[Arrivals]:
     command = [sys.executable, "-m", "ledger.cli", "feed", "--follow", "--fleet", FLEET,
                "--key", str(key)]
     with stderr.open("wb") as err:
-        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, cwd=ROOT,
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, cwd=repo_root(),
                                  env={**os.environ, "LEDGER_DB": db})
     assert child.stdout is not None
     arrivals = Arrivals(child.stdout)
@@ -366,12 +378,6 @@ def follow_latencies(db: str, key: Path, appends: int) -> list[float]:
         return [seen.wait_for(seq) - before for seq, before in sent.items()]
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The nearest-rank q-quantile (0 < q <= 1)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
 def figures_follow(places: Places, appends: int) -> list[Figure]:
     latencies = {}
     for backend in BACKENDS:
@@ -399,44 +405,35 @@ def run(args: argparse.Namespace, url: str, log: Log) -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="ledger-bench-pg-") as tmp:
         places = Places(Path(tmp), url)
         for writers in WRITERS:
-            log(f"measuring appends with {writers} writer(s) ...")
-            figures.append(figure_append(places, args.records, writers))
+            log(f"measuring appends with {writers} writer(s), {args.records:,} records per backend ...")
+            figures.append(measured(log, figure_append(places, args.records, writers)))
         log("measuring verify ...")
-        figures.append(figure_verify(places, args.records, log))
+        figures.append(measured(log, figure_verify(places, args.records, log)))
         log(f"measuring append -> feed --follow latency over {args.follow_appends} appends ...")
-        figures += figures_follow(places, args.follow_appends)
+        figures += [measured(log, f) for f in figures_follow(places, args.follow_appends)]
     return figures
 
 
+SIZES = {
+    "records": "records per backend for each append figure, and in the verified ledgers",
+    "follow_appends": "timed appends per backend for the follow latency",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m ledger.bench_postgres",
-        description="PostgreSQL vs SQLite, measured in the same run (LEDGER_BENCH_PG_URL names "
-                    "the server; otherwise a throwaway one is started).")
-    parser.add_argument("--records", type=int, default=3000,
-                        help="records per backend for each append figure, and in the verified "
-                             "ledgers (default 3000)")
-    parser.add_argument("--follow-appends", type=int, default=200,
-                        help="timed appends per backend for the follow latency (default 200)")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    return parser
+    return parser_for("postgres_vs_sqlite", "PostgreSQL vs SQLite, measured in the same run "
+                      "(LEDGER_BENCH_PG_URL names the server; otherwise a throwaway one is started).",
+                      SIZES, QUICK, FULL)
+
+
+def measure(args: argparse.Namespace, log: Log) -> tuple[list[Figure], dict[str, Any]]:
+    with server(log) as url:
+        log(f"server {redact(url)}")
+        return run(args, url, log), {}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    for option in ("records", "follow_appends"):
-        if getattr(args, option) < 1:
-            parser.error(f"--{option.replace('_', '-')} must be at least 1")
-
-    def log(message: str) -> None:
-        print(f"bench_postgres: {message}", file=sys.stderr, flush=True)
-
-    with server(log) as url:
-        log(f"server {redact(url)}")
-        figures = run(args, url, log)
-    report(figures, {k: v for k, v in vars(args).items() if k != "json"}, args.json)
-    return 0
+    return run_main(build_parser(), argv, QUICK, FULL, measure)
 
 
 if __name__ == "__main__":

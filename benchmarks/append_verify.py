@@ -1,9 +1,11 @@
-"""The benchmark: each figure as a ratio against a baseline measured in the same run.
+"""Appends, batched appends, verify and memory: each figure a ratio against a baseline
+measured in the same run.
 
-    python -m ledger.bench [--records N] [--batch-records N] [--verify-records N]
-                           [--memory-records N] [--only NAME ...] [--json]
+    python -m benchmarks.append_verify [--full] [--records N] [--batch-records N]
+                                       [--verify-records N] [--memory-records N]
+                                       [--only NAME ...] [--json]
 
-Figures (goals from the ledger-core issue):
+Figures:
 
 - ``append``: ``Ledger.append``, one record per transaction, vs raw eventsourcing
   saving one small aggregate event per ``save()`` (goal >= 0.8).
@@ -13,7 +15,7 @@ Figures (goals from the ledger-core issue):
   ``cryptography`` on all cores (goal >= 0.8).
 - ``memory``: peak RSS of a child process that verifies a ledger of
   ``--memory-records`` records vs the same child doing only ``import ledger``
-  (goal < 200 MB).
+  (goal < 200 MB at 1,000,000 records, the ``--full`` size).
 
 Every database is a real SQLite file in a temporary directory, deleted at the
 end. The raw baseline uses the same eventsourcing settings as the ledger
@@ -33,9 +35,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -44,34 +45,29 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
-from ledger import commands as build
+from benchmarks.common import (
+    BATCH,
+    FLEET,
+    Figure,
+    Log,
+    bodies,
+    measured,
+    parser_for,
+    run_main,
+)
 from ledger.api import Ledger
 from ledger.chain import signed_message
 from ledger.keys import raw_public
 from ledger.store import persistence_env
 
-FLEET = "bench"
-BATCH = 1000  # records per transaction in the batched figure
 SIGNATURE_BATCH = 1024  # signatures per task in the verify baseline (= ledger.verify.BATCH)
 BASELINE_SIGNATURES = 65536  # enough for ~2 s of verifying on two cores
 ROUNDS = 3  # alternating baseline/ledger rounds for the append figures
 BUILD_SLICE = 100_000  # bodies per append_many call when building a ledger
 MB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Figure:
-    """One result: the ledger's number, its baseline, their ratio, and the goal."""
-
-    name: str
-    title: str
-    ledger: float
-    baseline: float
-    unit: str
-    ratio: float
-    goal: str
-    met: bool
-    note: str = ""
+QUICK = {"records": 2000, "batch_records": 60_000, "verify_records": 50_000, "memory_records": 100_000}
+FULL = {"records": 3000, "batch_records": 90_000, "verify_records": 100_000,
+        "memory_records": 1_000_000}
 
 
 # -- the raw eventsourcing baseline -----------------------------------------------
@@ -92,11 +88,6 @@ class RawApplication(Application[UUID]):
     """Plain eventsourcing on its own SQLite file, with the ledger's settings."""
 
     name = "RawBench"
-
-
-def bodies(n: int) -> list[dict[str, Any]]:
-    """The records both sides write: small worker.sessions reports."""
-    return [build.worker_sessions("w1", "v1", i, "bench") for i in range(n)]
 
 
 def raw_appends(db: Path, records: Sequence[dict[str, Any]], per_save: int) -> float:
@@ -191,7 +182,7 @@ def crypto_verify_rate(total: int, workers: int) -> float:
 class Workspace:
     """The temporary directory, and ledgers built in it (reused by size)."""
 
-    def __init__(self, root: Path, log: Callable[[str], None]):
+    def __init__(self, root: Path, log: Log):
         self.root = root
         self.log = log
         self._built: dict[int, tuple[Path, Path]] = {}
@@ -275,7 +266,7 @@ def figure_memory(space: Workspace, n: int) -> Figure:
 FIGURES = ("append", "batch", "verify", "memory")
 
 
-def run(args: argparse.Namespace, log: Callable[[str], None]) -> list[Figure]:
+def run(args: argparse.Namespace, log: Log) -> list[Figure]:
     chosen = args.only or list(FIGURES)
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="ledger-bench-") as tmp:
@@ -285,73 +276,35 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> list[Figure]:
                 continue
             log(f"measuring {name} ...")
             if name == "append":
-                figures.append(figure_append(space.root, args.records))
+                figure = figure_append(space.root, args.records)
             elif name == "batch":
-                figures.append(figure_batch(space.root, args.batch_records))
+                figure = figure_batch(space.root, args.batch_records)
             elif name == "verify":
-                figures.append(figure_verify(space, args.verify_records))
+                figure = figure_verify(space, args.verify_records)
             else:
-                figures.append(figure_memory(space, args.memory_records))
+                figure = figure_memory(space, args.memory_records)
+            figures.append(measured(log, figure))
     return figures
 
 
-def _number(value: float) -> str:
-    return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4g}"
-
-
-def table(figures: Sequence[Figure]) -> str:
-    """The figures as a plain-text table, notes underneath."""
-    rows = [("figure", "ledger", "baseline", "ratio", "goal", "")]
-    for f in figures:
-        rows.append((f.title, f"{_number(f.ledger)} {f.unit}", f"{_number(f.baseline)} {f.unit}",
-                     f"{f.ratio:.2f}", f.goal, "met" if f.met else "MISSED"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-             for row in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    lines += [f"  {f.name}: {f.note}" for f in figures if f.note]
-    return "\n".join(lines)
-
-
-def report(figures: Sequence[Figure], settings: dict[str, Any], as_json: bool,
-           **details: Any) -> None:
-    """Print the figures: a table, or JSON with the settings they were measured with."""
-    if as_json:
-        print(json.dumps({"cpus": os.cpu_count(), "settings": settings,
-                          "figures": [asdict(f) for f in figures], **details}, indent=2))
-    else:
-        print(table(figures))
+SIZES = {
+    "records": "records per side for the one-per-transaction figure",
+    "batch_records": "records per side for the batched figure",
+    "verify_records": "records in the ledger for the verify figure",
+    "memory_records": "records in the ledger for the memory figure",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ledger.bench",
-                                     description="Ledger benchmark: figures as ratios to baselines.")
-    parser.add_argument("--records", type=int, default=3000,
-                        help="records per side for the one-per-transaction figure (default 3000)")
-    parser.add_argument("--batch-records", type=int, default=90_000,
-                        help="records per side for the batched figure (default 90,000)")
-    parser.add_argument("--verify-records", type=int, default=100_000,
-                        help="records in the ledger for the verify figure (default 100,000)")
-    parser.add_argument("--memory-records", type=int, default=1_000_000,
-                        help="records in the ledger for the memory figure (default 1,000,000)")
+    parser = parser_for("append_verify", "Appends, verify and memory: figures as ratios to baselines "
+                        "measured in the same run.", SIZES, QUICK, FULL)
     parser.add_argument("--only", nargs="+", choices=FIGURES, metavar="NAME",
                         help=f"only these figures ({', '.join(FIGURES)})")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    for option in ("records", "batch_records", "verify_records", "memory_records"):
-        if getattr(args, option) < 1:
-            build_parser().error(f"--{option.replace('_', '-')} must be at least 1")
-
-    def log(message: str) -> None:
-        print(f"bench: {message}", file=sys.stderr, flush=True)
-
-    figures = run(args, log)
-    report(figures, {k: v for k, v in vars(args).items() if k not in ("json", "only")}, args.json)
-    return 0
+    return run_main(build_parser(), argv, QUICK, FULL, lambda args, log: (run(args, log), {}))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,48 @@
+"""The PostgreSQL recorder of a ledger, in a module of its own.
+
+eventsourcing loads it by its topic (`APPLICATION_RECORDER_TOPIC`, set by
+`ledger.postgres_url.postgres_env`) only when a ledger lives at a
+`postgresql://` location, so a SQLite-only install never imports
+`eventsourcing.postgres` or psycopg.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
+
+from ledger.store import KEY_CHAIN, KeyChainMovedError
+
+
+class GuardedPostgresRecorder(PostgresApplicationRecorder):
+    """The PostgreSQL twin of `ledger.store.GuardedSQLiteRecorder`.
+
+    The guard runs inside the insert's transaction, once the EXCLUSIVE table
+    lock that eventsourcing takes for every insert is held (so no rotation can
+    commit between the check and this commit), and before the insert is sent,
+    so a refused batch leaves nothing to commit.
+    """
+
+    def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent],
+                              **kwargs: Any) -> None:
+        expected = kwargs.get("key_chain_seq")
+        if expected is not None:
+            self._lock_table(curs)  # taken before the check: commits are ordered from here
+            table = f'"{self.datastore.schema}"."{self.events_table_name}"'
+            curs.execute(f"SELECT COALESCE(MAX(originator_version), 0) AS length FROM {table} "
+                         "WHERE originator_id = %s", (KEY_CHAIN,))
+            found = curs.fetchone()["length"]  # syncs the pipeline: nothing is queued behind it
+            if found != expected:
+                # Raised before the insert is sent, so the transaction holds nothing to commit.
+                raise KeyChainMovedError(f"key chain at {found}, sealed against {expected}")
+        super()._insert_stored_events(curs, stored_events, **kwargs)
+
+    def _create_table(self, curs: Any) -> None:
+        # Many processes opening one new ledger at once would otherwise race on
+        # eventsourcing's CREATE OR REPLACE FUNCTION ("tuple concurrently updated").
+        curs.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                     (f"{self.datastore.schema}.{self.events_table_name}",))
+        super()._create_table(curs)
