@@ -11,6 +11,10 @@ Figures:
   saving one small aggregate event per ``save()`` (goal >= 0.8).
 - ``batch``: ``Ledger.append_many(chunk=1000)`` vs raw eventsourcing saving 1,000
   events per ``save()`` (goal >= 0.4 and >= 20,000 records/s).
+- ``append-file``: ``ledger append --file`` of fact lines, which sorts facts from
+  decisions for the gate, vs reading and parsing the same file and handing it
+  straight to ``Ledger.append_many`` (the ungated path), each on a fresh ledger
+  (goal >= 0.9).
 - ``verify``: records/s through ``Ledger.verify`` vs the Ed25519 verify rate of
   ``cryptography`` on all cores (goal >= 0.8).
 - ``memory``: peak RSS of a child process that verifies a ledger of
@@ -28,7 +32,9 @@ for context; the results are the ratios.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -41,6 +47,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
@@ -57,6 +64,8 @@ from benchmarks.common import (
 )
 from ledger.api import Ledger
 from ledger.chain import signed_message
+from ledger.cli import main as cli_main
+from ledger.encoding import parse_record
 from ledger.keys import raw_public
 from ledger.store import persistence_env
 
@@ -65,8 +74,9 @@ BASELINE_SIGNATURES = 65536  # enough for ~2 s of verifying on two cores
 ROUNDS = 3  # alternating baseline/ledger rounds for the append figures
 BUILD_SLICE = 100_000  # bodies per append_many call when building a ledger
 MB = 1024 * 1024
-QUICK = {"records": 2000, "batch_records": 60_000, "verify_records": 50_000, "memory_records": 100_000}
-FULL = {"records": 3000, "batch_records": 90_000, "verify_records": 100_000,
+QUICK = {"records": 2000, "batch_records": 60_000, "file_records": 30_000, "verify_records": 50_000,
+         "memory_records": 100_000}
+FULL = {"records": 3000, "batch_records": 90_000, "file_records": 100_000, "verify_records": 100_000,
         "memory_records": 1_000_000}
 
 
@@ -154,6 +164,43 @@ def figure_batch(tmp: Path, n: int) -> Figure:
     return Figure("batch", f"append_many, {per_save} records/transaction", ledger, raw, "rec/s",
                   ratio, ">= 0.4 and >= 20,000 rec/s", ratio >= 0.4 and ledger >= 20_000,
                   f"baseline: eventsourcing, {per_save} aggregate events per save()")
+
+
+def _file_ungated(db: Path, path: Path) -> float:
+    """Seconds to parse `path` line by line and append it with `append_many`: the ungated path."""
+    Ledger.init(db, db.with_suffix(".key"), actor="bench").close()
+    start = time.perf_counter()
+    with Ledger.open(db, db.with_suffix(".key")) as ledger:
+        lines = path.read_bytes().splitlines()
+        ledger.append_many(FLEET, [parse_record(line, f"line {n}") for n, line in enumerate(lines, 1)])
+    return time.perf_counter() - start
+
+
+def _file_gated(db: Path, path: Path) -> float:
+    """Seconds for `ledger append --file` (in-process, output discarded) on the same file."""
+    Ledger.init(db, db.with_suffix(".key"), actor="bench").close()
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = cli_main(["append", "--file", str(path), "--db", str(db), "--key",
+                         str(db.with_suffix(".key")), "--fleet", FLEET])
+    elapsed = time.perf_counter() - start
+    if code != 0:
+        raise RuntimeError(f"ledger append --file exited {code}")
+    return elapsed
+
+
+def figure_append_file(tmp: Path, n: int) -> Figure:
+    path = tmp / "facts.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(body) + b"\n" for body in bodies(n)))
+    gated = ungated = 0.0
+    for round_ in range(ROUNDS):
+        ungated += _file_ungated(tmp / f"file-ungated-{round_}.db", path)
+        gated += _file_gated(tmp / f"file-gated-{round_}.db", path)
+    total = n * ROUNDS
+    ratio = ungated / gated
+    return Figure("append-file", f"append --file of {n:,} fact lines", total / gated, total / ungated,
+                  "rec/s", ratio, ">= 0.9", ratio >= 0.9,
+                  "baseline: the same file parsed and given to Ledger.append_many")
 
 
 def _verify_signatures(public_raw: bytes, pairs: Sequence[tuple[bytes, bytes]]) -> int:
@@ -263,7 +310,7 @@ def figure_memory(space: Workspace, n: int) -> Figure:
 
 # -- running and printing -----------------------------------------------------------
 
-FIGURES = ("append", "batch", "verify", "memory")
+FIGURES = ("append", "batch", "append-file", "verify", "memory")
 
 
 def run(args: argparse.Namespace, log: Log) -> list[Figure]:
@@ -279,6 +326,8 @@ def run(args: argparse.Namespace, log: Log) -> list[Figure]:
                 figure = figure_append(space.root, args.records)
             elif name == "batch":
                 figure = figure_batch(space.root, args.batch_records)
+            elif name == "append-file":
+                figure = figure_append_file(space.root, args.file_records)
             elif name == "verify":
                 figure = figure_verify(space, args.verify_records)
             else:
@@ -290,6 +339,7 @@ def run(args: argparse.Namespace, log: Log) -> list[Figure]:
 SIZES = {
     "records": "records per side for the one-per-transaction figure",
     "batch_records": "records per side for the batched figure",
+    "file_records": "fact lines in the file for the append --file figure",
     "verify_records": "records in the ledger for the verify figure",
     "memory_records": "records in the ledger for the memory figure",
 }
