@@ -109,7 +109,7 @@ def append_records(args: argparse.Namespace, bodies: list[dict[str, Any]]) -> in
     Every body is checked for form before anything is written. A refused
     decision stops the run there (what came before it stays written) and exits 1.
     """
-    if not any(_is_gated(body) for body in bodies):  # facts only: `append_many` checks every body before it writes any
+    if not any(_is_gated(body) for body in bodies):  # facts only: append_many checks all, then writes
         with Ledger.open(args.db, args.key) as ledger:
             print_receipts(ledger.append_many(args.fleet, bodies))
         return 0

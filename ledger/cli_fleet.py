@@ -17,7 +17,7 @@ from typing import Any
 from ledger.app import open_app
 from ledger.cli_decide import add_decision_options, deploy_command, notice, report
 from ledger.decide import Accepted, Meta, Refused, Rollback, check_well_formed
-from ledger.drive import Executor
+from ledger.drive import Ending, Executor
 from ledger.errors import InputError
 from ledger.fleet import LocalProcessDriver, WorkerSettings, default_rundir
 from ledger.rollback import RollbackRequest
@@ -94,7 +94,7 @@ class FleetSession:
         if outcome is None:
             print("nothing to drive: no pending deploy or rollback")
             return 0
-        return 0 if outcome == "completed" else 1
+        return 0 if outcome is Ending.COMPLETED else 1
 
 
 def rollback_request(args: argparse.Namespace) -> RollbackRequest:

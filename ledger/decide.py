@@ -24,6 +24,7 @@ from typing import Any
 
 from ledger.errors import InputError
 from ledger.events import Check
+from ledger.model import Move, MoveKind
 from ledger.rollback import DEFAULT_DRAIN_TIMEOUT_S, Refusal, RollbackPlan, RollbackRequest, plan_rollback
 from ledger.rules import FleetHistory
 
@@ -33,13 +34,6 @@ GATE_FIELDS = frozenset({
     "operation_id", "forced", "good_evidence_seq", "supersedes_seq", "move_seq", "check",
     "detail", "command", "operator_confirmed", "external", "superseded_by",
 })
-
-
-class MoveKind(StrEnum):
-    """The two fleet moves: a deploy forward, or a rollback to a good version."""
-
-    DEPLOY = "deploy"
-    ROLLBACK = "rollback"
 
 
 class Verdict(StrEnum):
@@ -266,11 +260,13 @@ def _deploy(state: FleetHistory, command: Deploy) -> Decision:
     if flight is not None:
         if not command.supersede:
             return refusal(command, Check.ROLLOUT_IN_FLIGHT,
-                           f"a {flight['kind']} to {flight['version']} is in flight since seq "
-                           f"{flight['seq']}; complete or fail it first, or deploy with --supersede")
-        supersedes = flight["seq"]
-        records.append(meta.body("move.superseded", version=flight["version"], move_seq=flight["seq"],
-                                 from_version=flight.get("from_version"), superseded_by=version))
+                           f"a {flight.kind.value} to {flight.version} is in flight since seq "
+                           f"{flight.seq}; complete or fail it first, or deploy with --supersede")
+        supersedes = flight.seq
+        ended = meta.body("move.superseded", version=flight.version, move_seq=flight.seq,
+                          from_version=flight.from_version, superseded_by=version)
+        ended.pop("idempotency_key", None)  # the key names the deploy, recorded next
+        records.append(ended)
     elif version == current:
         return refusal(command, Check.TARGET_IS_CURRENT, f"the fleet already runs {version}")
     body = meta.body("deployment.started", version=version, from_version=current,
@@ -301,24 +297,21 @@ def _worker_plan(state: FleetHistory, version: str, plan: WorkerPlan, seq: int) 
 # -- settling the move in flight ----------------------------------------------------------
 
 
-def _the_move(state: FleetHistory, command: Complete | Fail) -> Refused | dict[str, Any]:
+def _the_move(state: FleetHistory, command: Complete | Fail) -> Refused | Move:
     """The move in flight, if `command` names it; else the refusal."""
     flight = state.in_flight
     if flight is None:
         return refusal(command, Check.NO_MOVE_IN_FLIGHT,
                        f"no deploy or rollback is in flight in fleet {state.fleet}")
-    kind = MoveKind(flight["kind"])
-    if command.kind is not None and command.kind is not kind:
+    if command.kind is not None and command.kind is not flight.kind:
         return refusal(command, Check.NOT_THE_MOVE,
-                       f"the move in flight is a {kind.value} to {flight['version']} "
-                       f"(seq {flight['seq']}), not a {command.kind.value}")
-    if command.version != flight["version"]:
+                       f"the move in flight is {flight.describe()}, not a {command.kind.value}")
+    if command.version != flight.version:
         return refusal(command, Check.NOT_THE_MOVE,
-                       f"the move in flight is a {kind.value} to {flight['version']} "
-                       f"(seq {flight['seq']}), not to {command.version}")
-    if command.from_version is not None and command.from_version != flight.get("from_version"):
+                       f"the move in flight is {flight.describe()}, not to {command.version}")
+    if command.from_version is not None and command.from_version != flight.from_version:
         return refusal(command, Check.FROM_VERSION_MISMATCH,
-                       f"the {kind.value} in flight leaves {flight.get('from_version')}, "
+                       f"the {flight.kind.value} in flight leaves {flight.from_version}, "
                        f"not {command.from_version}")
     return flight
 
@@ -338,10 +331,9 @@ def _complete(state: FleetHistory, command: Complete) -> Decision:
     if isinstance(found, Refused):
         return found
     flight, meta = found, command.meta
-    kind = MoveKind(flight["kind"])
     dropped = command.dropped_calls if command.dropped_calls is not None else dropped_since_move(state)
-    if kind is MoveKind.DEPLOY:
-        return Accepted((meta.body("deployment.completed", version=command.version, move_seq=flight["seq"],
+    if flight.kind is MoveKind.DEPLOY:
+        return Accepted((meta.body("deployment.completed", version=command.version, move_seq=flight.seq,
                                    dropped_calls=dropped),))
     unclean = unclean_workers(state, command.version)
     confirmed = command.evidence is not None
@@ -351,8 +343,8 @@ def _complete(state: FleetHistory, command: Complete) -> Decision:
         return refusal(Complete(command.version, meta, MoveKind.ROLLBACK, command.from_version),
                        Check.FLEET_NOT_CLEAN,
                        f"{why}; wait for the fleet, or confirm with evidence (--confirm)")
-    body = meta.body("rollback.completed", version=command.version, from_version=flight["from_version"],
-                     move_seq=flight["seq"], rollback_id=_rollback_id(flight), dropped_calls=dropped,
+    body = meta.body("rollback.completed", version=command.version, from_version=flight.from_version,
+                     move_seq=flight.seq, rollback_id=_rollback_id(flight), dropped_calls=dropped,
                      live_workers=len(state.workers))
     if confirmed:
         body.update(operator_confirmed=True, evidence=command.evidence)
@@ -364,19 +356,20 @@ def _fail(state: FleetHistory, command: Fail) -> Decision:
     if isinstance(found, Refused):
         return found
     flight = found
-    if MoveKind(flight["kind"]) is MoveKind.DEPLOY:
+    if flight.kind is MoveKind.DEPLOY:
         body = command.meta.body("deployment.failed", version=command.version,
-                                 from_version=flight.get("from_version"), move_seq=flight["seq"])
+                                 from_version=flight.from_version, move_seq=flight.seq)
     else:
         body = command.meta.body("rollback.failed", version=command.version,
-                                 from_version=flight["from_version"], move_seq=flight["seq"],
+                                 from_version=flight.from_version, move_seq=flight.seq,
                                  rollback_id=_rollback_id(flight))
     body["result"] = "failure"
     return Accepted((body,))
 
 
-def _rollback_id(flight: Mapping[str, Any]) -> str:
-    return str(flight.get("rollback_id") or f"rb{flight['seq']}")
+def _rollback_id(flight: Move) -> str:
+    """The id `plan_rollback` gave the rollback recorded at `flight.seq`."""
+    return f"rb{flight.seq}"
 
 
 def external_settlement(state: FleetHistory, actor: str, now: datetime) -> Complete | Fail | None:
@@ -387,15 +380,15 @@ def external_settlement(state: FleetHistory, actor: str, now: datetime) -> Compl
     failed once its drain timeout has passed without that.
     """
     flight = state.in_flight
-    if flight is None or flight["kind"] != MoveKind.ROLLBACK.value or not flight.get("external"):
+    if flight is None or flight.kind is not MoveKind.ROLLBACK or not flight.external:
         return None
-    target = flight["version"]
+    target = flight.version
     unclean = unclean_workers(state, target)
     if state.workers and not unclean:
         return Complete(target, Meta(actor, "fleet clean: every live worker runs the target"),
                         MoveKind.ROLLBACK)
-    started = datetime.strptime(str(flight["timestamp"]), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-    timeout = int(flight.get("drain_timeout_s") or DEFAULT_DRAIN_TIMEOUT_S)
+    started = datetime.strptime(str(flight.timestamp), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    timeout = flight.drain_timeout_s or DEFAULT_DRAIN_TIMEOUT_S
     if (now - started).total_seconds() <= timeout:
         return None
     left = ", ".join(unclean[:10]) if unclean else f"no live worker of {target} reported"

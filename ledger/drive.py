@@ -32,17 +32,28 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from ledger import commands
-from ledger.decide import Complete, Fail, Meta, MoveKind, external_settlement, unclean_workers
+from ledger.decide import Complete, Fail, Meta, external_settlement, unclean_workers
 from ledger.fleet import FleetDriver
 from ledger.gate import FleetService, Outcome
+from ledger.model import MoveKind
 from ledger.rules import FleetHistory
 from ledger.tracking import Tracker
 
 TRIGGERS = ("deployment.rolled_back", "deployment.started")
 DEFAULT_START_TIMEOUT_S = 60.0
+
+
+class Ending(StrEnum):
+    """How the executor's work on one move ended."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    #: Another deploy or rollback replaced the move; the newer one stays pending.
+    SUPERSEDED = "superseded"
 
 
 class SupersededError(Exception):
@@ -53,7 +64,7 @@ class SupersededError(Exception):
 class Operation:
     """A fleet move to carry out, as its triggering record states it."""
 
-    kind: str  # "rollback" or "deploy"
+    kind: MoveKind
     seq: int
     target: str
     from_version: str | None
@@ -70,7 +81,7 @@ class Operation:
         external = bool(record.get("external"))
         if record["event"] not in TRIGGERS or ("start_workers" not in record and not external):
             return None
-        kind = "rollback" if record["event"] == "deployment.rolled_back" else "deploy"
+        kind = MoveKind.ROLLBACK if record["event"] == "deployment.rolled_back" else MoveKind.DEPLOY
         name = record.get("rollback_id") or record.get("operation_id") or f"op{record['seq']}"
         return cls(kind, record["seq"], record["version"], record.get("from_version"), str(name),
                    list(record.get("start_workers", [])), list(record.get("drain_workers", [])),
@@ -136,12 +147,12 @@ class Executor:
         says which moves this executor has already seen to an end.
         """
         flight = self.states.fleet_state(self.fleet).in_flight
-        if flight is None or flight["seq"] <= self.tracker.position(self.fleet):
+        if flight is None or flight.seq <= self.tracker.position(self.fleet):
             return None
-        record = next(self.ledger.records(self.fleet, after=flight["seq"] - 1), None)
+        record = next(self.ledger.records(self.fleet, after=flight.seq - 1), None)
         return None if record is None else Operation.from_record(record)
 
-    def run_pending(self) -> str | None:
+    def run_pending(self) -> Ending | None:
         """Carry out the pending operation, if any; return how it ended."""
         operation = self.pending()
         if operation is None:
@@ -170,11 +181,11 @@ class Executor:
         for record in self.ledger.records(self.fleet, after=max(steps.cursor, op.seq)):
             steps.absorb(record)
 
-    def carry_out(self, op: Operation) -> str:
+    def carry_out(self, op: Operation) -> Ending:
         """Carry the move out, or stop the moment another move replaces it."""
         steps = Steps()
         self._catch_up(op, steps)
-        self.say(f"{op.kind} {op.operation_id}: {op.from_version or '(nothing)'} -> {op.target}")
+        self.say(f"{op.kind.value} {op.operation_id}: {op.from_version or '(nothing)'} -> {op.target}")
         try:
             if op.external:
                 outcome = self._watch(op, steps)
@@ -183,7 +194,7 @@ class Executor:
         except SupersededError as exc:
             self.say(str(exc))
             self.tracker.advance(self.fleet, op.seq)  # the newer move stays pending
-            return "superseded"
+            return Ending.SUPERSEDED
         self.tracker.advance(self.fleet, self._settled_at)
         return outcome
 
@@ -191,13 +202,13 @@ class Executor:
         """The fleet's state, provided `op` is still the move in flight."""
         state = self.states.fleet_state(self.fleet)
         flight = state.in_flight
-        if flight is None or flight["seq"] != op.seq:
-            now = f"a {flight['kind']} to {flight['version']} at seq {flight['seq']}" if flight else "none"
-            raise SupersededError(f"{op.kind} {op.operation_id} is no longer in flight (now: {now}); "
+        if flight is None or flight.seq != op.seq:
+            now = flight.describe() if flight else "none"
+            raise SupersededError(f"{op.kind.value} {op.operation_id} is no longer in flight (now: {now}); "
                                   "stopping without another step")
         return state
 
-    def _start(self, op: Operation, steps: Steps) -> str | None:
+    def _start(self, op: Operation, steps: Steps) -> Ending | None:
         for worker_id in op.start_workers:
             if worker_id not in steps.started:
                 self.driver.start_worker(worker_id, op.target)
@@ -227,7 +238,7 @@ class Executor:
                 wanted[worker_id] = live.version if live else (op.from_version or op.target)
         return wanted
 
-    def _drain(self, op: Operation, steps: Steps) -> str | None:
+    def _drain(self, op: Operation, steps: Steps) -> Ending | None:
         while True:
             state = self._ours(op)
             self._catch_up(op, steps)
@@ -243,7 +254,7 @@ class Executor:
                     if live is None and not self.driver.is_alive(worker_id):
                         continue  # gone before the operation: nothing to drain
                     body = commands.worker_drain(worker_id, version, self.actor,
-                                                 f"{op.kind} to {op.target}")
+                                                 f"{op.kind.value} to {op.target}")
                     body["operation_id"] = op.operation_id
                     self._record(body)
                     self.driver.drain(worker_id)
@@ -278,7 +289,7 @@ class Executor:
             self.say(f"draining {len(waiting)} worker(s), {held} call(s) still in flight")
             time.sleep(self.poll_s)
 
-    def _watch(self, op: Operation, steps: Steps) -> str:
+    def _watch(self, op: Operation, steps: Steps) -> Ending:
         """A rollback the platform carries out: wait for the fleet to show it done (or the
         drain timeout to pass), then settle it through the gate."""
         while True:
@@ -289,36 +300,33 @@ class Executor:
                 outcome = self._settle(command)
                 self._settled_at = outcome.receipt.seq
                 done = isinstance(command, Complete) and outcome.accepted
-                self.say(f"{op.kind} {'completed' if done else 'failed'}: {command.meta.reason}")
-                return "completed" if done else "failed"
+                self.say(f"{op.kind.value} {'completed' if done else 'failed'}: {command.meta.reason}")
+                return Ending.COMPLETED if done else Ending.FAILED
             waiting = unclean_workers(state, op.target)
-            self.say(f"watching the platform's {op.kind} to {op.target}: waiting for "
+            self.say(f"watching the platform's {op.kind.value} to {op.target}: waiting for "
                      f"{', '.join(waiting) or 'a worker of ' + op.target}")
             time.sleep(self.poll_s)
 
-    def _kind(self, op: Operation) -> MoveKind:
-        return MoveKind.ROLLBACK if op.kind == "rollback" else MoveKind.DEPLOY
-
-    def _finish(self, op: Operation, steps: Steps) -> str:
+    def _finish(self, op: Operation, steps: Steps) -> Ending:
         self._catch_up(op, steps)
         state = self._ours(op)
         unclean = unclean_workers(state, op.target)
         if unclean:
             return self._fail(op, f"fleet not clean: {', '.join(unclean)}")
         dropped = sum(steps.exited.values())  # calls held by workers that exited during the move
-        outcome = self._settle(Complete(op.target, Meta(self.actor, "fleet clean"), self._kind(op),
+        outcome = self._settle(Complete(op.target, Meta(self.actor, "fleet clean"), op.kind,
                                         op.from_version, dropped_calls=dropped))
         self._settled_at = outcome.receipt.seq
         if not outcome.accepted:
-            self.say(f"{op.kind} completion refused: {outcome.check}")
-            return "failed"
+            self.say(f"{op.kind.value} completion refused: {outcome.check}")
+            return Ending.FAILED
         self.say(f"fleet clean: {len(state.workers)} worker(s) on {op.target}, "
                  f"{dropped} dropped call(s)")
-        return "completed"
+        return Ending.COMPLETED
 
-    def _fail(self, op: Operation, reason: str) -> str:
+    def _fail(self, op: Operation, reason: str) -> Ending:
         self._ours(op)
-        outcome = self._settle(Fail(op.target, Meta(self.actor, reason), self._kind(op), op.from_version))
+        outcome = self._settle(Fail(op.target, Meta(self.actor, reason), op.kind, op.from_version))
         self._settled_at = outcome.receipt.seq
-        self.say(f"{op.kind} failed: {reason}")
-        return "failed"
+        self.say(f"{op.kind.value} failed: {reason}")
+        return Ending.FAILED

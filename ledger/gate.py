@@ -29,7 +29,6 @@ from ledger.decide import (
     Fail,
     Judge,
     Meta,
-    MoveKind,
     Refused,
     Rollback,
     Verdict,
@@ -41,6 +40,7 @@ from ledger.decide import (
 )
 from ledger.errors import HeadMovedError, InputError, RecordError, UnknownFleetError
 from ledger.events import GATED_EVENTS, Check, check_fleet_name
+from ledger.model import MoveKind
 from ledger.rollback import RollbackPlan, RollbackRequest, decision_from_record
 from ledger.rules import FleetHistory
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from ledger.errors import InputError
 from ledger.events import Check
+from ledger.model import MoveKind
 from ledger.rules import Candidate, FleetHistory, candidates, is_good, last_good
 
 DEFAULT_DRAIN_TIMEOUT_S = 120
@@ -105,7 +106,7 @@ class Refusal:
     def record(self, request: RollbackRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "event": "rollback.rejected", "actor": request.actor, "target": "fleet",
-            "result": "rejected", "check": self.check, "reason": request.reason,
+            "result": "rejected", "check": self.check.value, "reason": request.reason,
             "detail": self.reason,
         }
         if self.target:
@@ -144,9 +145,9 @@ def plan_rollback(state: FleetHistory, request: RollbackRequest) -> RollbackPlan
         return Refusal(Check.FROM_VERSION_MISMATCH,
                        f"the fleet runs {current}, not {request.from_version}", target, current)
     flight = state.in_flight
-    if flight is not None and (flight["kind"] == "rollback" or flight["version"] != current):
+    if flight is not None and (flight.kind is MoveKind.ROLLBACK or flight.version != current):
         return Refusal(Check.ROLLOUT_IN_FLIGHT,
-                       f"a {flight['kind']} to {flight['version']} is in flight since seq {flight['seq']}",
+                       f"a {flight.kind.value} to {flight.version} is in flight since seq {flight.seq}",
                        target, current)
     evidence = state.versions[target].evidence()
     rollback_id = f"rb{state.head_seq + 1}"

@@ -7,7 +7,7 @@ against the same state, so the two can never disagree. No I/O here: a
 the questions, and turns into a JSON-able dict and back so a projection can
 persist it.
 
-The rules (DESIGN section 5):
+The rules:
 
 - A version is *good* when a move of the whole fleet onto it completed
   (`deployment.completed`, or `rollback.completed` into it) and it carries no
@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.events import DECISION_EVENTS, GATED_EVENTS
+from ledger.model import Move, MoveKind
 
 #: Statuses of a version in its fleet's history, in the order they are checked.
 STATUSES: dict[str, str] = {
@@ -282,7 +283,7 @@ class FleetHistory:
         self.head_timestamp: str | None = None
         self.versions: dict[str, Version] = {}
         self.current: str | None = None
-        self.in_flight: Stamp | None = None
+        self.in_flight: Move | None = None
         self.workers: dict[str, Worker] = {}
         self.recent_exits: deque[Worker] = deque(maxlen=RECENT_EXITS)
         self.rejections = 0
@@ -342,14 +343,14 @@ class FleetHistory:
                 self._dirty.add(name)
             self.current = name
 
-    def _set_in_flight(self, flight: Stamp | None) -> None:
+    def _set_in_flight(self, flight: Move | None) -> None:
         old = self.in_flight
         if old is not None:
-            self._dirty.add(old["version"])
-            if old["kind"] == "rollback" and (flight is None or flight["seq"] != old["seq"]):
-                self._settle_rollback(old["version"], old["from_version"], old["seq"], "superseded", None)
+            self._dirty.add(old.version)
+            if old.kind is MoveKind.ROLLBACK and (flight is None or flight.seq != old.seq):
+                self._settle_rollback(old.version, old.from_version, old.seq, "superseded", None)
         if flight is not None:
-            self._dirty.add(flight["version"])
+            self._dirty.add(flight.version)
         self.in_flight = flight
 
     def _settle_rollback(self, target: str, source: str | None, seq: int, outcome: str,
@@ -388,9 +389,8 @@ class FleetHistory:
         version = self._version(name)
         version.started = stamp
         version.starts += 1
-        flight = {"kind": "deploy", "version": name, "from_version": source or self.current,
-                  "seq": r["seq"], "timestamp": r.get("timestamp"), "actor": r.get("actor")}
-        self._set_in_flight(flight)
+        self._set_in_flight(Move(MoveKind.DEPLOY, name, source or self.current, r["seq"],
+                                 r.get("timestamp"), r.get("actor")))
         self._set_current(name)
         self.recent_exits.clear()
 
@@ -399,8 +399,8 @@ class FleetHistory:
         version.completed = _stamp(r, event=r["event"])
         version.completions += 1
         flight = self.in_flight
-        if flight is not None and flight["kind"] == "rollback" and flight["version"] == name:
-            self._settle_rollback(name, flight["from_version"], flight["seq"], "completed", version.completed)
+        if flight is not None and flight.kind is MoveKind.ROLLBACK and flight.version == name:
+            self._settle_rollback(name, flight.from_version, flight.seq, "completed", version.completed)
             self.in_flight = None
             self._dirty.add(name)
         else:
@@ -414,7 +414,7 @@ class FleetHistory:
         name = _text(r, "version")
         self._version(name).failed = _stamp(r, from_version=r.get("from_version"))
         flight = self.in_flight
-        if flight is not None and flight["kind"] == "deploy" and flight["version"] == name:
+        if flight is not None and flight.kind is MoveKind.DEPLOY and flight.version == name:
             self.in_flight = None
         # `current` stays: the fleet was moving to this version, and rolling back
         # from it (to the last-good version) is how the operator recovers.
@@ -462,11 +462,9 @@ class FleetHistory:
         leaving.bad = _stamp(r, event="deployment.rolled_back")
         self._version(target).rolled_back_to.append(
             _stamp(r, from_version=source, outcome="pending", **extra))
-        flight: Stamp = {"kind": "rollback", "version": target, "from_version": source,
-                         "seq": seq, "timestamp": r.get("timestamp"), "actor": r.get("actor")}
-        if r.get("external"):  # the platform moves the workers; the ledger watches and settles
-            flight.update(external=True, drain_timeout_s=r.get("drain_timeout_s"))
-        self._set_in_flight(flight)
+        external = bool(r.get("external"))  # the platform moves the workers; the ledger watches
+        self._set_in_flight(Move(MoveKind.ROLLBACK, target, source, seq, r.get("timestamp"), r.get("actor"),
+                                 external, r.get("drain_timeout_s") if external else None))
         self._set_current(target)
         self.recent_exits.clear()
 
@@ -478,10 +476,10 @@ class FleetHistory:
         target = _text(r, "version")
         _text(r, "from_version")
         flight = self.in_flight
-        if flight is None or flight["kind"] != "rollback" or flight["version"] != target:
+        if flight is None or flight.kind is not MoveKind.ROLLBACK or flight.version != target:
             return  # no such rollback in flight: nothing to settle
-        source = flight["from_version"]
-        self._settle_rollback(target, source, flight["seq"], "failed", _stamp(r))
+        source = flight.from_version
+        self._settle_rollback(target, source, flight.seq, "failed", _stamp(r))
         self.in_flight = None
         self._dirty.add(target)
         # The fleet did not confirm leaving `source`: count it as still there, so a
@@ -500,7 +498,7 @@ class FleetHistory:
 
     def _superseded(self, r: Mapping[str, Any]) -> None:
         flight = self.in_flight
-        if flight is not None and flight["seq"] == r.get("move_seq"):
+        if flight is not None and flight.seq == r.get("move_seq"):
             self._set_in_flight(None)  # a rollback replaced so is settled as "superseded"
 
     def _external(self, r: Mapping[str, Any]) -> None:
@@ -559,7 +557,7 @@ class FleetHistory:
             "head_hash": self.head_hash,
             "head_timestamp": self.head_timestamp,
             "current": self.current,
-            "in_flight": self.in_flight,
+            "in_flight": self.in_flight.to_dict() if self.in_flight is not None else None,
             "workers": [w.to_dict() for w in self.workers.values()],
             "recent_exits": [w.to_dict() for w in self.recent_exits],
             "rejections": self.rejections,
@@ -586,7 +584,8 @@ class FleetHistory:
         state.head_hash = data.get("head_hash")
         state.head_timestamp = data.get("head_timestamp")
         state.current = data.get("current")
-        state.in_flight = data.get("in_flight")
+        flight = data.get("in_flight")
+        state.in_flight = Move.from_dict(flight) if flight is not None else None
         versions = sorted((Version.from_dict(v) for v in data.get("versions", ())), key=lambda v: v.order)
         state.versions = {v.name: v for v in versions}
         state.workers = {w.worker_id: w for w in map(Worker.from_dict, data.get("workers", ()))}
@@ -639,8 +638,8 @@ def is_good(state: FleetHistory, version: str) -> bool:
     return entry is not None and entry.good
 
 
-def rollout_in_flight(state: FleetHistory) -> Stamp | None:
-    """The deploy or rollback in flight (`kind`, `version`, `from_version`, `seq`), or None."""
+def rollout_in_flight(state: FleetHistory) -> Move | None:
+    """The deploy or rollback in flight, or None."""
     return state.in_flight
 
 
@@ -648,7 +647,7 @@ def status(state: FleetHistory, version: str) -> str:
     """The version's status now: one of `STATUSES`."""
     entry = state.versions[version]
     flight = state.in_flight
-    if flight is not None and flight["version"] == version:
+    if flight is not None and flight.version == version:
         return "rolling_out"
     if entry.bad is not None:
         return "rolled_back" if entry.bad.get("event") == "deployment.rolled_back" else "marked_bad"
@@ -738,7 +737,7 @@ def fleet_summary(state: FleetHistory) -> dict[str, Any]:
         "not_current": sorted(w.worker_id for w in live if w.version != current),
         "sessions_on_non_current": held,
         "clean": clean,
-        "in_flight": state.in_flight,
+        "in_flight": state.in_flight.to_dict() if state.in_flight is not None else None,
         "dropped_sessions": state.dropped_sessions,
         "workers_rejected": state.workers_rejected,
         "rollbacks_rejected": state.rejections,

@@ -61,8 +61,9 @@ def fleet_update(state: FleetHistory) -> FleetUpdate:
                                completed["seq"] if completed is not None else 0, _json(view)))
     newest = last_good(state)
     target = last_good(state, leaving=state.current) if state.current is not None else newest
+    flight = state.in_flight.to_dict() if state.in_flight is not None else None
     header = {"head_seq": state.head_seq, "head_timestamp": state.head_timestamp,
-              "current": state.current, "in_flight": state.in_flight,
+              "current": state.current, "in_flight": flight,
               "outside_decisions_not_acted_on": {"count": state.unacted, "seqs": list(state.unacted_seqs)}}
     return FleetUpdate(
         fleet=state.fleet,

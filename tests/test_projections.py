@@ -128,7 +128,7 @@ def test_views_answer_exactly_as_the_rules_do(env: Env, case: Any) -> None:
             stored = views.history(fleet)
             assert stored["versions"] == history(state)
             assert (stored["head_seq"], stored["current"], stored["in_flight"]) == (
-                state.head_seq, state.current, state.in_flight)
+                state.head_seq, state.current, state.in_flight.to_dict() if state.in_flight else None)
             assert views.fleet(fleet) == fleet_view(state)
             for leaving in [None, *state.versions]:
                 assert views.last_good(fleet, leaving) == last_good(state, leaving)

@@ -98,7 +98,7 @@ def test_status(case: StatusCase) -> None:
     assert {name: status(state, name) for name in case.statuses} == case.statuses
     assert state.current == case.current
     flight = rollout_in_flight(state)
-    assert ((flight["kind"], flight["version"]) if flight else None) == case.in_flight
+    assert ((flight.kind.value, flight.version) if flight else None) == case.in_flight
     assert all(entry["status"] in STATUSES for entry in history(state))
 
 
@@ -174,7 +174,7 @@ def test_from_dict_refuses_a_malformed_state() -> None:
 
 
 def oracle_good(recs: Sequence[dict[str, Any]]) -> dict[str, tuple[bool, int]]:
-    """Good-ness straight from DESIGN section 5, by scanning the records (no state).
+    """Good-ness straight from the README's definition, by scanning the records (no state).
 
     version -> (good, seq of its latest completion).
     """

@@ -425,7 +425,7 @@ class LedgerAuditSink:
             service = self._gate(ledger)
             state = service.states.fleet_state(self.fleet)
             command = external_settlement(state, self.watch_actor, datetime.now(UTC))
-            self._watching = state.in_flight is not None and bool(state.in_flight.get("external"))
+            self._watching = state.in_flight is not None and state.in_flight.external
             if command is not None:
                 receipts = service.submit(self.fleet, command).receipts
                 self._known_head = max(self._known_head, receipts[-1].seq)
