@@ -11,10 +11,11 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ledger import cli_decide, cli_fleet, commands
+from ledger import cli_decide, cli_fleet, cli_ops, commands
 from ledger.api import Ledger
 from ledger.encoding import MAX_RECORD_BYTES, parse_record
 from ledger.errors import InputError, LedgerError, RecordError, UnknownFleetError
@@ -34,13 +35,36 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def _common(parser: argparse.ArgumentParser, *, fleet: bool = True) -> None:
-    parser.add_argument("--db", default=None, help="database file or postgresql:// URL "
+    """The global options, accepted before or after the subcommand.
+
+    Both places default to "not given" (SUPPRESS), so a value given before the
+    subcommand survives the subcommand's own parse; `_fill_defaults` supplies
+    the defaults afterwards.
+    """
+    parser.add_argument("--db", default=argparse.SUPPRESS, help="database file or postgresql:// URL "
                         "(env LEDGER_DB, default ./ledger.db)")
-    parser.add_argument("--key", default=None, help="signing key file (env LEDGER_KEY, "
+    parser.add_argument("--key", default=argparse.SUPPRESS, help="signing key file (env LEDGER_KEY, "
                         "default ./ledger.key)")
     if fleet:
-        parser.add_argument("--fleet", default=os.environ.get("LEDGER_FLEET", "default"),
+        parser.add_argument("--fleet", default=argparse.SUPPRESS,
                             help="fleet (chain) name (env LEDGER_FLEET, default 'default')")
+
+
+def _fill_defaults(args: argparse.Namespace) -> None:
+    """Defaults of the global options not given anywhere on the command line."""
+    for name in ("db", "key"):
+        if not hasattr(args, name):
+            setattr(args, name, None)
+    if not hasattr(args, "fleet"):
+        args.fleet = None if args.every_fleet_by_default else os.environ.get("LEDGER_FLEET", "default")
+
+
+def package_version() -> str:
+    """The installed distribution's version (a source tree run in place says so)."""
+    try:
+        return metadata.version("deploy-ledger")
+    except metadata.PackageNotFoundError:
+        return "(not installed; running from a source tree)"
 
 
 def _who(parser: argparse.ArgumentParser) -> None:
@@ -220,6 +244,9 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="ledger", description="Signed, hash-chained deploy ledger.")
+    parser.add_argument("--version", action="version", version=f"ledger {package_version()}")
+    _common(parser)
+    parser.set_defaults(every_fleet_by_default=False)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     p = sub.add_parser("init", help="create the ledger and its signing key")
@@ -283,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="verify every hash, link and signature")
     _common(p, fleet=False)
-    p.add_argument("--fleet", default=None, help="only this fleet (default: every fleet)")
+    p.add_argument("--fleet", default=argparse.SUPPRESS, help="only this fleet (default: every fleet)")
+    p.set_defaults(every_fleet_by_default=True)
     p.add_argument("--public-key", default=None,
                    help="trusted public key or its file (default: <key>.pub)")
     p.add_argument("--checkpoint", default=None, help="also prove the ledger extends this checkpoint")
@@ -297,11 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
     projections_cli.register(sub, _common)
     cli_fleet.register(sub, _common)
     openrtc_cli.register(sub, _common)
+    cli_ops.register(sub, _common, parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _fill_defaults(args)
     handler: Handler = args.handler
     try:
         return handler(args)

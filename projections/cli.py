@@ -13,8 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
+from ledger.cli_output import add_output_option, print_json, wants_json
 from ledger.errors import NotFoundError
 from ledger.rules import STATUSES, LastGood
 from ledger.store import default_db
@@ -29,11 +28,6 @@ def _notice(message: str) -> None:
 
 def _open(args: argparse.Namespace) -> Projections:
     return Projections.open(args.db or default_db(), args.projections, notice=_notice)
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.buffer.write(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
-    sys.stdout.flush()
 
 
 def _when(stamp: dict[str, Any] | None) -> str:
@@ -93,8 +87,8 @@ def _notes(entry: dict[str, Any]) -> str:
 def cmd_history(args: argparse.Namespace) -> int:
     with _open(args) as views:
         answer = views.history(args.fleet)
-    if args.json:
-        _print_json(answer)
+    if wants_json(args):
+        print_json(answer)
         return 0
     print(f"fleet {answer['fleet']}: head seq {answer['head_seq']}, current {answer['current'] or '-'}, "
           f"in flight: {_flight(answer['in_flight'])}")
@@ -125,8 +119,8 @@ def cmd_last_good(args: argparse.Namespace) -> int:
         raise NotFoundError(
             f"fleet {args.fleet} has no last-good version: no version {other}has completed "
             "without being rolled back from or marked bad (see `ledger history`)")
-    if args.json:
-        _print_json({"fleet": args.fleet, **answer.to_dict()})
+    if wants_json(args):
+        print_json({"fleet": args.fleet, **answer.to_dict()})
         return 0
     print(answer.version)
     if sys.stdout.isatty():
@@ -155,8 +149,8 @@ def _worker_row(worker: dict[str, Any]) -> list[str]:
 def cmd_fleet(args: argparse.Namespace) -> int:
     with _open(args) as views:
         answer = views.fleet(args.fleet)
-    if args.json:
-        _print_json(answer)
+    if wants_json(args):
+        print_json(answer)
         return 0
     summary = answer["summary"]
     if not summary["live_workers"]:
@@ -224,7 +218,7 @@ def register(subparsers: argparse._SubParsersAction[Any], common: Common) -> Non
                               description=f"Statuses - {statuses}.")
     common(p)
     _views_option(p)
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_output_option(p)
     p.set_defaults(handler=cmd_history)
 
     p = subparsers.add_parser("last-good", help="the version a rollback returns to (exit 3 if none)")
@@ -235,13 +229,13 @@ def register(subparsers: argparse._SubParsersAction[Any], common: Common) -> Non
                          help="the newest good version other than this one")
     leaving.add_argument("--for-rollback", action="store_true",
                          help="leaving the fleet's current version: where a rollback would go")
-    p.add_argument("--json", action="store_true", help="print JSON with the evidence")
+    add_output_option(p)
     p.set_defaults(handler=cmd_last_good)
 
     p = subparsers.add_parser("fleet", help="the fleet's workers and whether it is clean")
     common(p)
     _views_option(p)
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_output_option(p)
     p.set_defaults(handler=cmd_fleet)
 
     projections = subparsers.add_parser("projections", help="catch up or rebuild the read models")

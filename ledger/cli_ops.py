@@ -1,0 +1,199 @@
+"""Everyday operator commands: `wait` for a move, `backup` a SQLite ledger, shell `completion`.
+
+They answer what deploy tooling and operators reach for around the ledger's
+core commands: block until a rollout ends (with an exit code a pipeline can
+act on), take a consistent copy of a live ledger for a reviewer, and complete
+commands in a shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ledger.api import Ledger
+from ledger.cli_output import add_output_option, print_json, wants_json
+from ledger.errors import InputError, StorageError
+from ledger.model import Move, MoveKind
+from ledger.rules import FleetHistory
+from ledger.store import default_db, is_postgres
+from projections.runner import Projections
+
+Common = Callable[..., None]
+
+#: `ledger wait` exit codes beyond 0 (the move completed, or nothing is in flight).
+WAIT_FAILED = 1  # the move failed, or was replaced before it completed
+WAIT_TIMED_OUT = 3  # no answer yet: the move is still in flight
+
+
+# -- wait ---------------------------------------------------------------------------------------
+
+
+def move_ending(state: FleetHistory, move: Move) -> str | None:
+    """How `move` ended by the fleet's state now: completed, failed, replaced; None while in flight."""
+    flight = state.in_flight
+    if flight is not None and flight.seq == move.seq:
+        return None
+    entry = state.versions.get(move.version)
+    if entry is None:
+        return "replaced"
+    if move.kind is MoveKind.ROLLBACK:
+        for item in entry.rolled_back_to:
+            if item["seq"] == move.seq:
+                outcome = str(item.get("outcome", "pending"))
+                return "replaced" if outcome in ("superseded", "pending") else outcome
+        return "replaced"
+    if entry.completed is not None and entry.completed["seq"] > move.seq:
+        return "completed"
+    if entry.failed is not None and entry.failed["seq"] > move.seq:
+        return "failed"
+    return "replaced"
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    """Block until the move in flight ends; exit 0 completed, 1 failed or replaced, 3 timed out."""
+    if args.timeout is not None and args.timeout < 0:
+        raise InputError(f"--timeout must be 0 or more seconds, not {args.timeout}")
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    with Projections.open(args.db or default_db(), notice=lambda m: print(f"ledger: {m}", file=sys.stderr)) \
+            as views:
+        move = views.command_state(args.fleet, []).in_flight
+        if move is None:
+            return _say_wait(args, None, "none", views.command_state(args.fleet, []).current)
+        with views.waiter() as waiter:
+            while True:
+                state = views.command_state(args.fleet, [move.version])
+                ending = move_ending(state, move)
+                if ending is not None:
+                    return _say_wait(args, move, ending, state.current)
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return _say_wait(args, move, "in_flight", state.current)
+                waiter.wait(views.position(), min(remaining if remaining is not None else 1.0, 1.0))
+
+
+def _say_wait(args: argparse.Namespace, move: Move | None, ending: str, current: str | None) -> int:
+    code = {"none": 0, "completed": 0, "in_flight": WAIT_TIMED_OUT}.get(ending, WAIT_FAILED)
+    if wants_json(args):
+        print_json({"fleet": args.fleet, "move": move.to_dict() if move else None, "ending": ending,
+                    "current": current})
+    elif move is None:
+        print(f"nothing in flight in fleet {args.fleet}; it runs {current or 'no version yet'}")
+    elif ending == "in_flight":
+        print(f"{move.describe()} is still in flight after {args.timeout}s")
+    else:
+        print(f"{move.describe()} {ending}; the fleet runs {current or '-'}")
+    return code
+
+
+# -- backup -------------------------------------------------------------------------------------
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """A consistent copy of a live SQLite ledger (WAL included) through SQLite's backup API."""
+    source = args.db or default_db()
+    if is_postgres(source):
+        raise InputError("`ledger backup` copies a SQLite ledger; back up PostgreSQL with pg_dump")
+    out = Path(args.out)
+    if out.exists():
+        raise InputError(f"{out} exists; choose a new file (a backup never overwrites)")
+    if not Path(source).is_file():
+        raise InputError(f"{source} is not a ledger file")
+    try:
+        with sqlite3.connect(f"file:{Path(source).resolve()}?mode=ro", uri=True) as src, \
+                sqlite3.connect(out) as dst:
+            src.backup(dst)
+    except sqlite3.Error as exc:
+        out.unlink(missing_ok=True)
+        raise StorageError(f"cannot back up {source} to {out}: {exc}") from None
+    with Ledger.open(out, writable=False) as copy:
+        heads = {fleet: copy.head(fleet) for fleet in copy.fleets()}
+    total = sum(head.seq for head in heads.values())
+    if wants_json(args):
+        print_json({"backup": str(out), "fleets": {f: {"records": h.seq, "head": h.hash}
+                                                     for f, h in heads.items()}})
+        return 0
+    print(f"backed up {source} to {out}: {len(heads)} fleet(s), {total} record(s)")
+    for fleet, head in heads.items():
+        print(f"  {fleet}: {head.seq} records, head {head.hash}")
+    print(f"check it: ledger verify --db {out} --public-key <the ledger's public key>")
+    return 0
+
+
+# -- completion ---------------------------------------------------------------------------------
+
+
+def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
+    """A bash completion function for `ledger`, generated from its parser (zsh loads it via bashcompinit)."""
+    words: dict[str, list[str]] = {}
+    top: list[str] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                top.append(name)
+                words[name] = _words(sub)
+        else:
+            top.extend(action.option_strings)
+    cases = "\n".join(f"        {name}) opts=\"{' '.join(options)}\" ;;"
+                      for name, options in sorted(words.items()))
+    script = f'''_ledger() {{
+    local cur=${{COMP_WORDS[COMP_CWORD]}} sub="" opts="" w
+    local skip=""
+    for w in "${{COMP_WORDS[@]:1:COMP_CWORD-1}}"; do
+        if [ -n "$skip" ]; then skip=""; continue; fi
+        case "$w" in --db|--key|--fleet) skip=1 ;; -*) ;; *) sub="$w"; break ;; esac
+    done
+    case "$sub" in
+{cases}
+        *) opts="{' '.join(top)}" ;;
+    esac
+    COMPREPLY=( $(compgen -W "$opts" -- "$cur") )
+}}
+complete -o default -F _ledger ledger
+'''
+    if shell == "zsh":
+        return "autoload -U +X bashcompinit && bashcompinit\n" + script
+    return script
+
+
+def _words(parser: argparse.ArgumentParser) -> list[str]:
+    found: list[str] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found.extend(action.choices)
+        elif action.option_strings:
+            found.extend(action.option_strings)
+        elif action.choices:
+            found.extend(str(choice) for choice in action.choices)
+    return found
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    sys.stdout.write(completion_script(args.root_parser, args.shell))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[Any], common: Common, root: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("wait", help="wait until the deploy or rollback in flight ends "
+                                    "(exit 0 completed, 1 failed or replaced, 3 timed out)")
+    common(p)
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="give up after this long")
+    p.add_argument("--projections", default=None, help=argparse.SUPPRESS)
+    add_output_option(p)
+    p.set_defaults(handler=cmd_wait)
+
+    p = sub.add_parser("backup", help="a consistent copy of a live SQLite ledger (SQLite's backup API)")
+    common(p, fleet=False)
+    p.add_argument("out", metavar="OUT", help="the new file to write (never overwritten)")
+    add_output_option(p)
+    p.set_defaults(handler=cmd_backup)
+
+    p = sub.add_parser("completion", help="print a shell completion script: "
+                                          "`source <(ledger completion bash)`")
+    p.add_argument("shell", choices=["bash", "zsh"])
+    p.set_defaults(handler=cmd_completion, root_parser=root)
