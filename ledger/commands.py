@@ -1,7 +1,10 @@
-"""Builders for the common records, so callers need not spell every field.
+"""Builders for the common record bodies, so callers need not spell every field.
 
-Each returns a plain body for `Ledger.append`, which validates it like any
-other record: these are conveniences, not a second set of rules.
+Facts (`worker_*`) go to `Ledger.append`; decision bodies (`deploy`,
+`complete`, `verdict`) are what `ledger append` and
+`FleetService.submit_record` take and turn into a command for the gate. Every
+body is validated like any other record: these are conveniences, not a
+second set of rules.
 """
 
 from __future__ import annotations
