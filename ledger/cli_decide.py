@@ -129,7 +129,15 @@ def append_records(args: argparse.Namespace, bodies: list[dict[str, Any]]) -> in
             steps[-1].append(checked)
         else:
             steps.append([checked])
+    keys = [step.meta.idempotency_key for step in steps
+            if not isinstance(step, list) and step.meta.idempotency_key]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise RecordError(f"idempotency key {repeated[0]!r} is used by more than one decision in the input")
     with open_for(args) as app:
+        for step in steps:
+            if not isinstance(step, list):
+                app.service.check_key(args.fleet, step)  # a key used by another command: exit 2 first
         for step in steps:
             if isinstance(step, list):
                 print_receipts(app.ledger.append_many(args.fleet, step))

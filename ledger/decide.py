@@ -34,6 +34,11 @@ GATE_FIELDS = frozenset({
     "operation_id", "forced", "good_evidence_seq", "supersedes_seq", "move_seq", "check",
     "detail", "command", "operator_confirmed", "external", "superseded_by",
 })
+#: Fields a command states through its own arguments, never through `Meta.extra`.
+ARGUMENT_FIELDS = frozenset({
+    "actor", "reason", "idempotency_key", "version", "from_version", "evidence", "dropped_calls",
+    "live_workers",
+})
 
 
 class Verdict(StrEnum):
@@ -68,6 +73,9 @@ class Meta:
         if owned:
             raise InputError(f"field {owned[0]!r} is computed by the ledger when it decides; "
                              "remove it from the request")
+        stated = sorted(ARGUMENT_FIELDS.intersection(self.extra))
+        if stated:
+            raise InputError(f"field {stated[0]!r} is an argument of the command, not an extra field")
 
     def body(self, event: str, **fields: Any) -> dict[str, Any]:
         """A record body: the caller's extra fields, then the decision's own."""
@@ -333,8 +341,11 @@ def _complete(state: FleetHistory, command: Complete) -> Decision:
     flight, meta = found, command.meta
     dropped = command.dropped_calls if command.dropped_calls is not None else dropped_since_move(state)
     if flight.kind is MoveKind.DEPLOY:
-        return Accepted((meta.body("deployment.completed", version=command.version, move_seq=flight.seq,
-                                   dropped_calls=dropped),))
+        body = meta.body("deployment.completed", version=command.version, move_seq=flight.seq,
+                         dropped_calls=dropped)
+        if command.evidence is not None:
+            body.update(operator_confirmed=True, evidence=command.evidence)
+        return Accepted((body,))
     unclean = unclean_workers(state, command.version)
     confirmed = command.evidence is not None
     if not confirmed and (unclean or not state.workers):

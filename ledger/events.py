@@ -141,7 +141,8 @@ EVENT_TYPES: dict[str, EventType] = {
             "deployment.completed",
             "The deploy in flight finished: every worker runs the version and the old one drained.",
             {"version": _TEXT},
-            {"reason": _REASON, "dropped_calls": _COUNT, "move_seq": _COUNT, **_OPERATION, **_GATED},
+            {"reason": _REASON, "dropped_calls": _COUNT, "move_seq": _COUNT,
+             "operator_confirmed": {"type": "boolean"}, "evidence": _REASON, **_OPERATION, **_GATED},
             kind=_D,
         ),
         _t(

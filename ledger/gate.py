@@ -134,6 +134,22 @@ class FleetService:
             return Outcome(decision, tuple(receipts))
         raise HeadMovedError(f"fleet {fleet} kept moving; gave up after {MAX_DECISIONS} decisions")
 
+    def check_key(self, fleet: str, command: Command) -> None:
+        """Refuse (InputError) a command whose idempotency key a different command used.
+
+        `submit` checks this too, at the moment it decides; a caller writing several
+        records in a row (`ledger append --file`) checks every key first, so that a bad
+        key stops the run before anything is written.
+        """
+        key = _idempotency_key(command)
+        if not key:
+            return
+        try:
+            state = self.state_for(fleet, command)
+        except UnknownFleetError:
+            return
+        self._replay(fleet, state, command)
+
     def _replay(self, fleet: str, state: FleetHistory, command: Command) -> Outcome | None:
         """A repeated idempotency key returns the first result and writes nothing."""
         key = _idempotency_key(command)

@@ -33,7 +33,7 @@ from ledger.decide import (
 )
 from ledger.errors import InputError, RecordError
 from ledger.events import DECISION_EVENTS, GATE_COMMANDS, Check
-from ledger.gate import Outcome
+from ledger.gate import FleetService, Outcome
 from ledger.rollback import RollbackRequest
 from projections.runner import Projections
 from tests.conftest import CliResult, Env, run_cli, seed, submit
@@ -142,6 +142,10 @@ def attempt(capsys: pytest.CaptureFixture[str], env: Env, via: str, argv: list[s
     return Attempt(0 if outcome.accepted else 1, outcome.check.value if outcome.check else None)
 
 
+def refusal_event(command: Command) -> str:
+    return "rollback.rejected" if isinstance(command, Rollback) else "command.rejected"
+
+
 def raw(event: str, **fields: Any) -> Body:
     """A raw decision body as `ledger append --json` takes it."""
     return {"event": event, "actor": "ops", "target": "fleet",
@@ -182,6 +186,13 @@ def v2_deploying(lg: Ledger) -> None:
     submit(lg, FLEET, build.deploy("v2", "ci"))
 
 
+def v5_refused(lg: Ledger) -> None:
+    """v2 in flight, and a deploy of v5 refused: v5 appears only in a refusal record."""
+    v2_deploying(lg)
+    with Projections(lg.store, notice=quiet) as views:
+        assert not FleetService(lg, views).submit(FLEET, Deploy("v5", meta())).accepted
+
+
 def v4_deploying(lg: Ledger) -> None:
     seed(lg, FLEET)
     for version in ("v2", "v3"):
@@ -189,10 +200,10 @@ def v4_deploying(lg: Ledger) -> None:
     submit(lg, FLEET, build.deploy("v4", "ci"))
 
 
-def rolling_back_to_v2(lg: Ledger) -> None:
+def rolling_back_to_v3(lg: Ledger) -> None:
     v4_deploying(lg)
     submit(lg, FLEET, build.complete("v4", "ci"), rolled_back("v3", "v4"))
-    # v3 is now the target in flight; v2 and v1 are good
+    # a rollback from v4 to v3 is in flight; v1, v2 and v3 are good, v4 is rolled back from
 
 
 def rolling_back_without_workers(lg: Ledger) -> None:
@@ -253,7 +264,7 @@ REFUSALS = [
                                                                     from_version="v1"))],
                          raw("rollback.completed", version="v9", from_version="v1"),
                          Check.NO_MOVE_IN_FLIGHT), id="raw-rollback-completed-unknown"),
-    pytest.param(Refusal(rolling_back_to_v2,
+    pytest.param(Refusal(rolling_back_to_v3,
                          ["append", "--json", as_json(raw("rollback.completed", version="v9",
                                                           from_version="v4"))],
                          raw("rollback.completed", version="v9", from_version="v4"),
@@ -263,7 +274,7 @@ REFUSALS = [
     pytest.param(Refusal(v2_deploying, ["deploy", "v4", "--actor", "ci", "--drive"],
                          Deploy("v4", meta(), plan=WorkerPlan()), Check.ROLLOUT_IN_FLIGHT),
                  id="deploy-drive-while-deploying"),
-    pytest.param(Refusal(rolling_back_to_v2, [*ROLLBACK], rollback(), Check.ROLLOUT_IN_FLIGHT,
+    pytest.param(Refusal(rolling_back_to_v3, [*ROLLBACK], rollback(), Check.ROLLOUT_IN_FLIGHT,
                          "rollback.rejected"), id="rollback-while-rolling-back"),
     pytest.param(Refusal(v1_live, ["deploy", "v2", "--actor", "ci", "--from-version", "v0"],
                          Deploy("v2", meta(), from_version="v0"), Check.FROM_VERSION_MISMATCH),
@@ -276,6 +287,9 @@ REFUSALS = [
     pytest.param(Refusal(v1_live, ["mark", "bad", "v9", "--actor", "qa", "--reason", "x"],
                          Judge(Verdict.BAD, "v9", meta("qa", "x")), Check.VERSION_UNKNOWN),
                  id="bad-unknown-version"),
+    pytest.param(Refusal(v5_refused, ["mark", "verified", "v5", "--actor", "qa"],
+                         Judge(Verdict.VERIFIED, "v5", meta("qa")), Check.VERSION_UNKNOWN),
+                 id="verified-version-seen-only-in-a-refusal"),
     pytest.param(Refusal(v1_live, ["mark", "cleared", "v1", "--actor", "qa", "--reason", "x"],
                          Judge(Verdict.CLEARED, "v1", meta("qa", "x")), Check.NOT_BAD),
                  id="cleared-not-bad"),
@@ -288,6 +302,9 @@ REFUSALS = [
                  id="rollback-no-last-good"),
     pytest.param(Refusal(v1_live, [*ROLLBACK, "--to", "v9"], rollback(to_version="v9"),
                          Check.TARGET_UNKNOWN, "rollback.rejected"), id="rollback-to-unknown"),
+    pytest.param(Refusal(v5_refused, [*ROLLBACK, "--to", "v5"], rollback(to_version="v5"),
+                         Check.TARGET_UNKNOWN, "rollback.rejected"),
+                 id="rollback-to-a-version-seen-only-in-a-refusal"),
     pytest.param(Refusal(v1_bad_v2_live, [*ROLLBACK, "--to", "v1"], rollback(to_version="v1"),
                          Check.TARGET_NOT_GOOD, "rollback.rejected"), id="rollback-to-bad"),
     pytest.param(Refusal(v2_live, [*ROLLBACK, "--to", "v2"], rollback(to_version="v2"),
@@ -555,6 +572,19 @@ def test_a_superseded_deploy_is_abandoned(env: Env, capsys: pytest.CaptureFixtur
 
 
 @pytest.mark.parametrize("via", VIAS)
+def test_superseding_a_rollback_settles_it_and_keeps_its_source_bad(
+    env: Env, capsys: pytest.CaptureFixture[str], via: str
+) -> None:
+    prepare(env, rolling_back_to_v3)
+    attempt(capsys, env, via, ["deploy", "v5", "--actor", "ci", "--supersede"],
+            Deploy("v5", meta(), supersede=True))
+    target, source = history_entry(env, "v3"), history_entry(env, "v4")
+    assert target is not None and source is not None
+    assert (target["rolled_back_to"][-1]["outcome"], source["status"], last_good_version(env)) == (
+        "superseded", "rolled_back", "v3")
+
+
+@pytest.mark.parametrize("via", VIAS)
 def test_a_rollback_with_no_worker_known_completes_only_with_evidence(
     env: Env, capsys: pytest.CaptureFixture[str], via: str
 ) -> None:
@@ -630,7 +660,8 @@ def test_append_file_passes_its_decisions_through_the_gate_in_order(
 ) -> None:
     prepare(env, v1_live)
     before = head_seq(env)
-    path = write_jsonl(env, raw("deployment.started", version="v2"), build.worker_start("w2", "v2", "platform"),
+    path = write_jsonl(env, raw("deployment.started", version="v2"),
+                       build.worker_start("w2", "v2", "platform"),
                        raw("deployment.completed", version="v2"), raw("version.verified", version="v2"))
     done = cli(capsys, env, "append", "--file", str(path))
     assert done.code == 0, done.err
@@ -641,8 +672,9 @@ def test_append_file_passes_its_decisions_through_the_gate_in_order(
 def test_a_refused_decision_stops_an_append_file_run(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     prepare(env, v1_live)
     before = head_seq(env)
-    path = write_jsonl(env, build.worker_sessions("w0", "v1", 4, "w0"), raw("deployment.completed", version="v9"),
-                       raw("deployment.started", version="v3"), build.worker_sessions("w0", "v1", 5, "w0"))
+    path = write_jsonl(env, build.worker_sessions("w0", "v1", 4, "w0"),
+                       raw("deployment.completed", version="v9"), raw("deployment.started", version="v3"),
+                       build.worker_sessions("w0", "v1", 5, "w0"))
     done = cli(capsys, env, "append", "--file", str(path))
     assert done.code == 1, done.err
     assert [(r["event"], r.get("check")) for r in records(env, before)] == [
@@ -652,7 +684,8 @@ def test_a_refused_decision_stops_an_append_file_run(env: Env, capsys: pytest.Ca
 def test_a_decision_is_decided_at_its_place_in_the_file(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     """`complete v2` in the file is valid only after the file's own `deploy v2`."""
     prepare(env, v1_live)
-    path = write_jsonl(env, raw("deployment.completed", version="v2"), raw("deployment.started", version="v2"))
+    path = write_jsonl(env, raw("deployment.completed", version="v2"),
+                       raw("deployment.started", version="v2"))
     assert cli(capsys, env, "append", "--file", str(path)).code == 1
     assert history_entry(env, "v2") is None
 
@@ -782,3 +815,156 @@ def test_the_fleet_table_names_the_workers_not_on_the_current_version(
 ) -> None:
     prepare(env, v2_deploying)
     assert "live workers not on v2: w0, w1" in cli(capsys, env, "fleet").out
+
+
+# -- more of the contract: supersede keys, races, dry runs, batches, caller extras -----------
+
+
+@pytest.mark.parametrize("via", VIAS)
+def test_a_repeated_supersede_with_its_key_returns_the_first_result(
+    env: Env, capsys: pytest.CaptureFixture[str], via: str
+) -> None:
+    """Both records of a supersede carry the key; a retry must replay, not exit 2."""
+    prepare(env, v2_deploying)
+    argv = ["deploy", "v3", "--actor", "ci", "--supersede", "--idempotency-key", "K"]
+    command = Deploy("v3", meta(key="K"), supersede=True)
+    attempt(capsys, env, via, argv, command)
+    after_first = head_seq(env)
+    if via == "cli":
+        again = cli(capsys, env, *argv)
+        assert (again.code, head_seq(env)) == (0, after_first), again.err
+    else:
+        outcome = api_submit(env, command)
+        assert (outcome.replayed, outcome.receipt.seq, head_seq(env)) == (True, after_first, after_first)
+
+
+class RacingStates:
+    """A StateSource that lets another writer in right after the first state is read."""
+
+    def __init__(self, views: Projections, race: Callable[[], None]):
+        self.views, self.race, self.raced = views, race, False
+
+    def _then_race(self, state: Any) -> Any:
+        if not self.raced:
+            self.raced = True
+            self.race()
+        return state
+
+    def fleet_state(self, fleet: str) -> Any:
+        return self._then_race(self.views.fleet_state(fleet))
+
+    def decision_state(self, fleet: str, target: str | None = None) -> Any:
+        return self._then_race(self.views.decision_state(fleet, target))
+
+    def command_state(self, fleet: str, versions: Any) -> Any:
+        return self._then_race(self.views.command_state(fleet, versions))
+
+
+RACES = [
+    pytest.param(v2_deploying, Complete("v2", meta("other")), Complete("v2", meta()),
+                 "deployment.completed", Check.NO_MOVE_IN_FLIGHT, id="two-completions"),
+    pytest.param(v2_live, Deploy("v3", meta("other")), Deploy("v4", meta()),
+                 "deployment.started", Check.ROLLOUT_IN_FLIGHT, id="two-deploys"),
+    pytest.param(v2_live, rollback(to_version="v1"), rollback(to_version="v1"), "deployment.rolled_back",
+                 Check.TARGET_IS_CURRENT, id="two-rollbacks"),
+    pytest.param(v1_bad_v2_live, Judge(Verdict.CLEARED, "v1", meta("other", "x")),
+                 Judge(Verdict.CLEARED, "v1", meta("qa", "x")), "version.cleared", Check.NOT_BAD,
+                 id="two-clearings"),
+]
+
+
+@pytest.mark.parametrize(("setup", "winner", "loser", "won", "check"), RACES)
+def test_a_decision_whose_head_moved_is_decided_again_on_the_new_head(
+    env: Env, setup: Setup, winner: Command, loser: Command, won: str, check: Check
+) -> None:
+    prepare(env, setup)
+    before = head_seq(env)
+    with open_app(env.db, env.key, notice=quiet) as other, open_app(env.db, env.key, notice=quiet) as app:
+        app.service.states = RacingStates(app.views, lambda: other.service.submit(FLEET, winner) and None)
+        outcome = app.service.submit(FLEET, loser)
+    assert outcome.check is check
+    assert [(r["event"], r.get("check")) for r in records(env, before)] == [
+        (won, None), (refusal_event(loser), check.value)]
+
+
+@pytest.mark.parametrize("setup", [pytest.param(v2_live, id="accepted"), pytest.param(v1_live, id="refused")])
+def test_a_dry_run_rollback_writes_nothing(
+    env: Env, capsys: pytest.CaptureFixture[str], setup: Setup
+) -> None:
+    prepare(env, setup)
+    before = head_seq(env)
+    done = cli(capsys, env, *ROLLBACK, "--dry-run")
+    assert ("dry run: nothing written" in done.out, head_seq(env)) == (True, before)
+
+
+def test_an_append_file_with_a_malformed_decision_writes_nothing(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prepare(env, v2_live)
+    before = head_seq(env)
+    path = write_jsonl(env, build.worker_sessions("w0", "v1", 4, "w0"),
+                       raw("deployment.started", version="v3"),
+                       {**rolled_back("v1", "v3"), "start_workers": ["v1-x-1"]})
+    done = cli(capsys, env, "append", "--file", str(path))
+    assert (done.code, head_seq(env)) == (2, before), done.err
+
+
+def test_a_caller_extra_cannot_state_where_a_first_deploy_came_from(env: Env) -> None:
+    """`from_version` of a deploy is the fleet's current version, decided by the gate; a
+    Python caller's extra field must not put a version the fleet never ran in the record."""
+    try:
+        api_submit(env, Deploy("v1", Meta("ci", extra={"from_version": "v0"})))
+    except InputError:
+        return
+    (record,) = records(env)
+    assert record.get("from_version") is None, record
+
+
+def test_an_idempotency_key_passed_as_an_extra_field_is_honoured_or_refused(env: Env) -> None:
+    """A key in `Meta.extra` lands in a gated record, so the fold claims it: a retry must
+    then replay (or the extra be refused), never write a second record carrying it."""
+    prepare(env, v1_live)
+    command = Judge(Verdict.VERIFIED, "v1", Meta("qa", extra={"idempotency_key": "K"}))
+    before = head_seq(env)
+    try:
+        api_submit(env, command)
+        api_submit(env, command)
+    except InputError:
+        pass
+    assert len([r for r in records(env, before) if r.get("idempotency_key") == "K"]) <= 1
+
+
+def test_two_racing_retries_with_one_key_write_one_record(env: Env) -> None:
+    prepare(env, v2_live)
+    before = head_seq(env)
+    command = Deploy("v3", meta(key="K"))
+    with open_app(env.db, env.key, notice=quiet) as other, open_app(env.db, env.key, notice=quiet) as app:
+        app.service.states = RacingStates(app.views, lambda: other.service.submit(FLEET, command) and None)
+        outcome = app.service.submit(FLEET, command)
+    assert outcome.replayed
+    assert [r["event"] for r in records(env, before)] == ["deployment.started"]
+
+
+KEY_REUSE_FILES = [
+    pytest.param([], [raw("deployment.started", version="v3", idempotency_key="K"),
+                      build.worker_start("w5", "v3", "platform"),
+                      raw("version.verified", version="v2", idempotency_key="K")], id="within-the-file"),
+    pytest.param(["deploy", "v3", "--actor", "ci", "--idempotency-key", "K"],
+                 [build.worker_start("w5", "v3", "platform"),
+                  raw("version.verified", version="v2", idempotency_key="K")], id="against-the-ledger"),
+]
+
+
+@pytest.mark.parametrize(("first", "bodies"), KEY_REUSE_FILES)
+def test_an_append_file_that_reuses_a_key_exits_2_and_writes_nothing(
+    env: Env, capsys: pytest.CaptureFixture[str], first: list[str], bodies: list[Body]
+) -> None:
+    """Exit 2 means nothing was written: the key's reuse must be found before the file's
+    first record is written (or the run must not exit 2 after writing)."""
+    prepare(env, v2_live)
+    if first:
+        cli(capsys, env, *first)
+    before = head_seq(env)
+    done = cli(capsys, env, "append", "--file", str(write_jsonl(env, *bodies)))
+    assert done.code == 2, done.err
+    assert head_seq(env) == before

@@ -12,8 +12,9 @@ step:
   or a replayed idempotency key;
 - an independent model, folded here from the raw feed (not the product's
   rules), says every decision in the feed was legal when it was written, and
-  agrees with the views on the last-good version, which has completed and is
-  neither rolled back from nor marked bad (uncleared).
+  agrees with the views on the last-good version (plain, and for a rollback:
+  leaving the current version), which has completed and is neither rolled
+  back from nor marked bad (uncleared).
 
 At the end, views rebuilt from nothing into a fresh file equal the caught-up views.
 """
@@ -35,7 +36,7 @@ from hypothesis import strategies as st
 from ledger import Ledger
 from ledger import commands as build
 from ledger.app import App, open_app
-from ledger.decide import Accepted, Complete, Deploy, Fail, Judge, Meta, Refused, Rollback, Verdict
+from ledger.decide import Complete, Deploy, Fail, Judge, Meta, Refused, Rollback, Verdict
 from ledger.errors import InputError
 from ledger.rollback import RollbackRequest
 from projections.runner import Projections
@@ -199,8 +200,8 @@ class AtHead:
     key: str | None = None
 
 
-at_head = st.builds(AtHead, st.sampled_from(["complete", "complete", "confirm", "fail", "clear", "raw-complete",
-                                             "deploy-next", "deploy-next", "deploy-next"]), keys)
+AT_HEAD = ["complete", "complete", "confirm", "fail", "clear", "raw-complete", *["deploy-next"] * 3]
+at_head = st.builds(AtHead, st.sampled_from(AT_HEAD), keys)
 #: Weighted by repetition: enough deploys and settlements of the move in flight to reach
 #: completed versions, rollbacks and verdicts on them; some invalid commands of every kind.
 steps = st.lists(st.one_of(at_head, deploys, at_head, rollbacks, at_head, verdicts, facts, at_head,
@@ -289,6 +290,9 @@ def check_sequence(db: str, key: Path, workdir: Path, sequence: list[Any]) -> No
             assert (answer.version if answer else None) == model.last_good(), (number, step)
             if answer is not None:
                 assert model.good(answer.version), answer
+            target = app.views.last_good(FLEET, for_rollback=True)
+            expected = model.last_good(leaving=model.current)
+            assert (target.version if target else None) == expected, (number, step)
         if first.ledger.head(FLEET).seq == 0:
             return
         caught_up = views_answers(first.views)
