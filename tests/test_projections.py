@@ -53,11 +53,25 @@ class Notices(list[str]):
         self.append(message)
 
 
-def views_of(env: Env, notices: Callable[[str], None] | None = None, **options: Any) -> Projections:
-    """The views of `env`'s ledger in their own file, on a read-only ledger of their own."""
+def views_of(env: Env, notices: Callable[[str], None] | None = None, *, name: str = "views",
+             **options: Any) -> Projections:
+    """The views of `env`'s ledger where its backend keeps them (a SQLite file of their own;
+    tables named `name` in a PostgreSQL ledger's schema), on a read-only ledger of their own.
+
+    So every test written against `views_of` is a contract both view stores keep.
+    """
     ledger = env.open(writable=False)
     notice = notices if notices is not None else Notices()
-    return Projections(ledger.store, env.dir / "views.db", notice=notice, owns_store=True, **options)
+    where = f"{env.db}&views={name}" if env.backend == "postgres" else env.dir / f"{name}.db"
+    return Projections(ledger.store, where, notice=notice, owns_store=True, **options)
+
+
+def views_in_file(env: Env, notices: Callable[[str], None] | None = None) -> Projections:
+    """The views of `env`'s ledger in a SQLite file of their own, whatever the ledger's backend:
+    for what only a file can suffer (deleted, truncated, overwritten)."""
+    ledger = env.open(writable=False)
+    notice = notices if notices is not None else Notices()
+    return Projections(ledger.store, env.dir / "views.db", notice=notice, owns_store=True)
 
 
 def default_views(env: Env) -> Projections:
@@ -281,12 +295,12 @@ def test_damaged_views_are_rebuilt_with_a_message(env: Env, damage: Callable[[Pa
     steps = [*released("v1", "v2"), (A, start("w1", "v2")), *released("v1", fleet=B)]
     with env.open() as ledger:
         append(ledger, steps)
-        with views_of(env) as views:
+        with views_in_file(env) as views:
             before = answers(views)
         damage(env.dir / "views.db")
         append(ledger, [(A, deploy("v3"))])  # the views are also behind now
         notices = Notices()
-        with views_of(env, notices) as views:
+        with views_in_file(env, notices) as views:
             after = answers(views)
         with Projections(ledger.store, env.dir / "reference.db", notice=Notices()) as reference:
             expected = answers(reference)
@@ -300,7 +314,7 @@ def test_damaged_views_are_rebuilt_with_a_message(env: Env, damage: Callable[[Pa
 def test_views_of_another_ledger_are_rebuilt(env: Env, tmp_path: Path) -> None:
     with env.open() as ledger:
         append(ledger, released("v1"))
-        with views_of(env) as views:
+        with views_in_file(env) as views:
             views.catch_up()
     other = tmp_path / "other"
     other.mkdir()

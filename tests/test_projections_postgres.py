@@ -29,8 +29,7 @@ from eventsourcing.utils import Environment
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger import Ledger, VerificationError
-from ledger.encoding import canonical
+from ledger import Ledger
 from ledger.postgres_url import postgres_env
 from projections.follow_postgres import ListenWaiter
 from projections.postgres_views import PostgresLedgerViews
@@ -255,29 +254,6 @@ def test_rebuild_equals_incremental_catch_up_on_postgres(server: str, steps: lis
         rows = incremental.views.dump()
         incremental.rebuild()
         assert incremental.views.dump() == rows
-
-
-def test_each_record_affects_the_postgres_views_once_across_two_runners(pg: Pg) -> None:
-    with pg.open() as ledger:
-        first, second = pg.views(), pg.views()
-        assert first.views.datastore is not second.views.datastore  # type: ignore[attr-defined]
-        append(ledger, released("v1"))
-        assert first.catch_up() == 2 and second.catch_up() == 0
-        append(ledger, [(A, deploy("v2")), (A, start("w1", "v2"))])
-        second.catch_up()
-        append(ledger, [(A, complete("v2"))])
-        # first holds a stale state in memory: its write loses the race and it reloads
-        assert first.last_good(A, for_rollback=True).version == "v1"  # type: ignore[union-attr]
-        assert second.history(A)["versions"][1]["status"] == "live"
-        second.rebuild()  # first's next write must not mix its generation with the new one
-        append(ledger, [(A, rollback("v1", "v2"))])
-        assert first.last_good(A).version == "v1"  # type: ignore[union-attr]
-        with pg.views(name="reference") as reference:
-            reference.catch_up()
-            second.catch_up()
-            assert first.views.dump() == reference.views.dump() == second.views.dump()
-        first.close()
-        second.close()
 
 
 def test_concurrent_followers_apply_each_record_once(pg: Pg) -> None:
@@ -571,34 +547,6 @@ def test_views_of_another_ledger_in_the_same_schema_are_rebuilt(pg: Pg, tmp_path
     with Projections.open(pg.url, notice=notices) as views:
         assert views.last_good(A).version == "v7"  # type: ignore[union-attr]
     assert any("another ledger" in n for n in notices), notices
-
-
-# -- faults in the ledger stop the views --------------------------------------------------
-
-
-def test_a_tampered_record_stops_postgres_views_with_the_fault_verify_reports(pg: Pg) -> None:
-    with pg.open() as ledger:
-        append(ledger, released("v1"))
-        views = pg.views()
-        views.catch_up()
-        append(ledger, [*released("v2", "v3"), (A, start("w1", "v3"))])
-        stream = f"fleet:{A}"
-        [(state,)] = pg.sql("SELECT state FROM deployledger_events WHERE originator_id = %s "
-                            "AND originator_version = 4", (stream,))
-        record = orjson.loads(state)
-        record["actor"] = "mallory"
-        pg.sql("UPDATE deployledger_events SET state = %s WHERE originator_id = %s "
-               "AND originator_version = 4", (canonical(record), stream))
-        with pytest.raises(VerificationError) as verified:
-            ledger.verify(fleets=[A])
-        with pytest.raises(VerificationError) as answered:
-            views.last_good(A)
-        with pytest.raises(VerificationError) as rebuilt:
-            views.rebuild()
-        views.close()
-    for got in (answered.value.fault, rebuilt.value.fault):
-        expected = verified.value.fault
-        assert (got.chain, got.seq, got.check) == (expected.chain, expected.seq, "hash")
 
 
 # -- the CLI on a PostgreSQL ledger --------------------------------------------------------
