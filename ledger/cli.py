@@ -19,6 +19,7 @@ from ledger.api import Ledger, Receipt
 from ledger.encoding import MAX_RECORD_BYTES, parse_record
 from ledger.errors import InputError, LedgerError, RecordError, UnknownFleetError
 from ledger.feed import FeedFilter, feed, parse_time
+from ledger.names import escape_controls
 from ledger.openrtc import cli as openrtc_cli
 from ledger.store import default_db
 from projections import cli as projections_cli
@@ -26,11 +27,17 @@ from projections import cli as projections_cli
 Handler = Callable[[argparse.Namespace], int]
 
 
+def one_line(message: object) -> str:
+    """An error message as one terminal-safe line: control characters (newlines,
+    escape sequences) in quoted user text are shown escaped, never sent raw."""
+    return escape_controls(str(message))
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line and exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"ledger: {message} (see `{self.prog} --help`)\n")
+        self.exit(2, f"ledger: {one_line(message)} (see `{self.prog} --help`)\n")
 
 
 def _common(parser: argparse.ArgumentParser, *, fleet: bool = True) -> None:
@@ -335,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except LedgerError as exc:
-        print(f"ledger: {exc}", file=sys.stderr)
+        print(f"ledger: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:
         return 0

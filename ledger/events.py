@@ -9,7 +9,6 @@ every append is validated against them.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -19,12 +18,17 @@ import jsonschema_rs
 
 from ledger.encoding import MAX_SAFE_INTEGER
 from ledger.errors import RecordError
+from ledger.names import (
+    ACTOR_PATTERN,
+    FLEET_PATTERN,
+    VERSION_PATTERN,
+    WORKER_PATTERN,
+    shown,
+)
+from ledger.names import check_fleet_name as check_fleet_name  # callers validate fleets here
 
 SCHEMA_BASE = "https://deploy-ledger.invalid/schemas/"
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
-
-FLEET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-FLEET_RE = re.compile(FLEET_PATTERN)
 
 #: Fields the ledger sets when it seals a record; a caller may not supply them.
 CHAIN_FIELDS = ("seq", "prev", "hash", "kid", "sig", "fleet", "timestamp")
@@ -46,6 +50,10 @@ ROLLBACK_CHECKS = (
 )
 
 _TEXT: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 256}
+#: Identifiers, with the same patterns the Python side matches with `fullmatch`.
+_VERSION: dict[str, Any] = {"type": "string", "pattern": VERSION_PATTERN}
+_WORKER_ID: dict[str, Any] = {"type": "string", "pattern": WORKER_PATTERN}
+_ACTOR: dict[str, Any] = {"type": "string", "pattern": ACTOR_PATTERN}
 _REASON: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 4096}
 _COUNT: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": MAX_SAFE_INTEGER}
 _HEX64: dict[str, Any] = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
@@ -76,8 +84,8 @@ def _t(
     return EventType(name, description, required or {}, optional or {}, internal)
 
 
-_WORKER = {"worker_id": _TEXT, "version": _TEXT}
-_WORKER_IDS: dict[str, Any] = {"type": "array", "items": _TEXT, "maxItems": 1000}
+_WORKER = {"worker_id": _WORKER_ID, "version": _VERSION}
+_WORKER_IDS: dict[str, Any] = {"type": "array", "items": _WORKER_ID, "maxItems": 1000}
 #: A driven move names its plan in its own record, so an executor can resume it.
 _PLAN = {"start_workers": _WORKER_IDS, "drain_workers": _WORKER_IDS, "drain_timeout_s": _COUNT}
 _OPERATION = {"operation_id": _TEXT}
@@ -89,26 +97,26 @@ EVENT_TYPES: dict[str, EventType] = {
         _t(
             "deployment.started",
             "A version starts rolling out to the fleet (it takes new calls).",
-            {"version": _TEXT},
-            {"from_version": _TEXT, "reason": _REASON, **_PLAN, **_OPERATION},
+            {"version": _VERSION},
+            {"from_version": _VERSION, "reason": _REASON, **_PLAN, **_OPERATION},
         ),
         _t(
             "deployment.completed",
             "Every worker runs the version and the old version has drained.",
-            {"version": _TEXT},
+            {"version": _VERSION},
             {"reason": _REASON, "dropped_calls": _COUNT, **_OPERATION},
         ),
         _t(
             "deployment.failed",
             "A driven deploy could not confirm a clean fleet; `reason` says why.",
-            {"version": _TEXT, "reason": _REASON},
-            {"from_version": _TEXT, **_OPERATION},
+            {"version": _VERSION, "reason": _REASON},
+            {"from_version": _VERSION, **_OPERATION},
         ),
         _t(
             "deployment.drain_started",
             "A worker (or the whole version) stops taking calls; in-flight calls run on.",
-            {"version": _TEXT},
-            {"worker_id": _TEXT, "reason": _REASON, **_OPERATION},
+            {"version": _VERSION},
+            {"worker_id": _WORKER_ID, "reason": _REASON, **_OPERATION},
         ),
         _t(
             "deployment.drain_stuck",
@@ -119,7 +127,7 @@ EVENT_TYPES: dict[str, EventType] = {
         _t(
             "deployment.rolled_back",
             "The fleet returns to `version`, leaving `from_version`.",
-            {"version": _TEXT, "from_version": _TEXT, "reason": _REASON},
+            {"version": _VERSION, "from_version": _VERSION, "reason": _REASON},
             {
                 "rollback_id": _TEXT,
                 "idempotency_key": _TEXT,
@@ -133,8 +141,8 @@ EVENT_TYPES: dict[str, EventType] = {
             "A well-formed rollback command that a check refused; the fleet is untouched.",
             {"check": {"enum": list(ROLLBACK_CHECKS)}, "reason": _REASON},
             {
-                "version": _TEXT,
-                "from_version": _TEXT,
+                "version": _VERSION,
+                "from_version": _VERSION,
                 "detail": _REASON,
                 "idempotency_key": _TEXT,
             },
@@ -142,13 +150,13 @@ EVENT_TYPES: dict[str, EventType] = {
         _t(
             "rollback.completed",
             "A rollback finished: every live worker runs `version`, none of `from_version` remain.",
-            {"version": _TEXT, "from_version": _TEXT},
+            {"version": _VERSION, "from_version": _VERSION},
             {"rollback_id": _TEXT, "dropped_calls": _COUNT, "live_workers": _COUNT, **_OPERATION},
         ),
         _t(
             "rollback.failed",
             "A rollback could not confirm a clean fleet; `reason` says why.",
-            {"version": _TEXT, "from_version": _TEXT, "reason": _REASON},
+            {"version": _VERSION, "from_version": _VERSION, "reason": _REASON},
             {"rollback_id": _TEXT, **_OPERATION},
         ),
         _t(
@@ -176,32 +184,33 @@ EVENT_TYPES: dict[str, EventType] = {
         _t(
             "version.verified",
             "An explicit verdict that a version is healthy.",
-            {"version": _TEXT},
+            {"version": _VERSION},
             {"reason": _REASON},
         ),
         _t(
             "version.marked_bad",
             "An explicit verdict that a version must not be returned to.",
-            {"version": _TEXT, "reason": _REASON},
+            {"version": _VERSION, "reason": _REASON},
         ),
         _t(
             "version.cleared",
             "A deliberate, recorded clearing of a bad verdict or a rollback-from.",
-            {"version": _TEXT, "reason": _REASON},
+            {"version": _VERSION, "reason": _REASON},
         ),
         _t(
             "audit.gap",
             "An external audit source skipped sequence numbers: the events between were lost "
             "before they reached the ledger.",
             {**_SOURCE, "first_missing_seq": _COUNT, "last_missing_seq": _COUNT, "missing": _COUNT},
-            {"worker_id": _TEXT, "source_worker": _TEXT, "reason": _REASON},
+            {"worker_id": _WORKER_ID, "source_worker": _WORKER_ID, "reason": _REASON},
         ),
         _t(
             "audit.external",
             "An external audit event kept verbatim that the ledger does not act on (a type it "
             "does not trust from that source, or one that does not fit its schema); `reason` says why.",
             {**_SOURCE, "source_event": _TEXT, "source_seq": _COUNT, "reason": _REASON},
-            {"worker_id": _TEXT, "source_worker": _TEXT, "source_timestamp": _TEXT, "source_result": _TEXT},
+            {"worker_id": _WORKER_ID, "source_worker": _WORKER_ID, "source_timestamp": _TEXT,
+             "source_result": _TEXT},
         ),
         _t(
             "ledger.initialized",
@@ -241,10 +250,10 @@ def value_schema() -> dict[str, Any]:
 
 def _core_properties() -> dict[str, Any]:
     return {
-        "actor": _TEXT,
+        "actor": _ACTOR,
         "target": _TEXT,
         "result": {"enum": list(RESULTS)},
-        "version": _TEXT,
+        "version": _VERSION,
         "reason": _REASON,
     }
 
@@ -326,7 +335,7 @@ def validate_input(record: Mapping[str, Any], where: str = "record") -> EventTyp
         raise RecordError(f"{where}: missing field 'event' (a string naming the event type)")
     event_type = EVENT_TYPES.get(event)
     if event_type is None:
-        raise RecordError(f"{where}: unknown event type '{event}'")
+        raise RecordError(f"{where}: unknown event type {shown(event)}")
     for name in CHAIN_FIELDS:
         if name in record:
             raise RecordError(f"{where}: field '{name}' is set by the ledger, not the caller")
@@ -345,13 +354,3 @@ def stored_schema_error(record: Mapping[str, Any]) -> str | None:
     if validator.is_valid(record):
         return None
     return _first_error(validator, record)
-
-
-def check_fleet_name(fleet: str) -> str:
-    """Fleet names become chain ids and origin lines: keep them plain."""
-    if not FLEET_RE.match(fleet):
-        raise RecordError(
-            f"fleet name {fleet!r} is invalid: use letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit, at most 64 characters"
-        )
-    return fleet
