@@ -38,6 +38,7 @@ from ledger.errors import (
     NotInitializedError,
     RecordError,
     StorageError,
+    TransientStorageError,
 )
 from ledger.events import check_fleet_name, validate_input
 from ledger.keys import (
@@ -51,7 +52,16 @@ from ledger.keys import (
     write_public_key,
 )
 from ledger.signing import BatchSigner, Signatures
-from ledger.store import KEY_CHAIN, KeyChainMovedError, SealedRecord, Store, default_db, stream_id
+from ledger.store import (
+    KEY_CHAIN,
+    STORAGE_ERRORS,
+    KeyChainMovedError,
+    SealedRecord,
+    Store,
+    default_db,
+    storage_fault,
+    stream_id,
+)
 from ledger.verify import LedgerReport, Progress, verify_ledger
 
 CHUNK = 1000
@@ -107,9 +117,15 @@ class Ledger:
 
     @classmethod
     def open(cls, db: str | os.PathLike[str] | None = None, key: str | os.PathLike[str] | None = None,
-             *, writable: bool = True) -> Ledger:
-        """Open an initialised ledger; `writable` loads the signing key."""
-        store = Store(str(db) if db is not None else default_db())
+             *, writable: bool = True, read_only: bool | None = None) -> Ledger:
+        """Open an initialised ledger; `writable` loads the signing key.
+
+        `read_only` (by default: when not `writable`) opens a SQLite file so
+        that nothing is written to it or beside it, which lets a reviewer
+        verify and query a copy they may not write.
+        """
+        store = Store(str(db) if db is not None else default_db(),
+                      read_only=not writable if read_only is None else read_only)
         try:
             if store.last(KEY_CHAIN) is None:
                 raise NotInitializedError(f"{store.label} holds no ledger (run `ledger init`)")
@@ -252,8 +268,8 @@ class Ledger:
 
         try:
             self.store.insert_locked(make)
-        except (OperationalError, PersistenceError) as exc:
-            raise StorageError(f"cannot write to {self.store.label}: {exc}") from None
+        except STORAGE_ERRORS as exc:
+            raise storage_fault(exc, self.store.label, "write to") from None
         self._key = None
         return sealed[0]
 
@@ -397,7 +413,7 @@ class Ledger:
             except KeyChainMovedError:
                 self._key = None  # a rotation landed: re-read the key and seal again
                 unknown.append((receipts, sealed_at))  # a retried insert may have committed first
-            except (InterfaceError, OperationalError) as exc:
+            except (InterfaceError, OperationalError, TransientStorageError) as exc:
                 self._heads.pop(chain, None)
                 self._key = None
                 if receipts:
@@ -405,10 +421,10 @@ class Ledger:
                 now = time.monotonic()
                 reconnect_until = reconnect_until or now + RECONNECT_SECONDS
                 if now > reconnect_until or self.store.is_sqlite:  # SQLite already waited its lock timeout
-                    raise StorageError(f"cannot write to {self.store.label}: {exc}") from None
+                    raise storage_fault(exc, self.store.label, "write to") from None
                 time.sleep(min(0.1 * 2**attempt, 1.0))
-            except PersistenceError as exc:
-                raise StorageError(f"cannot write to {self.store.label}: {exc}") from None
+            except STORAGE_ERRORS as exc:
+                raise storage_fault(exc, self.store.label, "write to") from None
         else:
             raise ConflictError(f"gave up after {MAX_ATTEMPTS} tries at the head of {chain}")
         last = receipts[-1]

@@ -1,8 +1,10 @@
 """The `ledger` command: a thin shell over the Python API.
 
 Errors are mapped to exit codes in one place (`main`): 2 for input the ledger
-refuses (nothing written), 1 for history that fails verification, 3 for a
-question without an answer. Every error is one line on stderr.
+refuses (nothing written), 1 for history that fails verification (or a check
+that refused the command, recorded), 3 for a question without an answer, 4 for
+a storage fault (the ledger could not be read or written here), 70 for a bug.
+Every error is one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -21,10 +23,14 @@ from ledger.errors import InputError, LedgerError, RecordError, UnknownFleetErro
 from ledger.feed import FeedFilter, feed, parse_time
 from ledger.names import escape_controls
 from ledger.openrtc import cli as openrtc_cli
-from ledger.store import default_db
+from ledger.postgres_url import redact, redact_text
+from ledger.store import STORAGE_ERRORS, default_db, is_postgres, storage_fault
 from projections import cli as projections_cli
 
 Handler = Callable[[argparse.Namespace], int]
+
+#: A bug of the ledger itself (sysexits' EX_SOFTWARE): never a verdict on the records.
+EXIT_INTERNAL = 70
 
 
 def one_line(message: object) -> str:
@@ -55,8 +61,8 @@ def _who(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reason", default=None, help="why (recorded)")
 
 
-def _open(args: argparse.Namespace, *, writable: bool) -> Ledger:
-    return Ledger.open(args.db or default_db(), args.key, writable=writable)
+def _open(args: argparse.Namespace, *, writable: bool, read_only: bool | None = None) -> Ledger:
+    return Ledger.open(args.db or default_db(), args.key, writable=writable, read_only=read_only)
 
 
 def _print_receipts(receipts: Sequence[Receipt]) -> None:
@@ -235,7 +241,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
-    with _open(args, writable=True) as ledger:
+    with _open(args, writable=True, read_only=True) as ledger:  # signs, but writes no record
         if args.fleet not in ledger.fleets():
             raise UnknownFleetError(f"fleet {args.fleet!r} has no records in {ledger.store.label}")
         sys.stdout.write(ledger.checkpoint(args.fleet, args.public_key))
@@ -346,6 +352,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except BrokenPipeError:
         return 0
+    except STORAGE_ERRORS as exc:
+        # Last resort: a storage failure that no layer below put into words.
+        db = getattr(args, "db", None) or default_db()
+        fault = storage_fault(exc, redact(db), "use", path=None if is_postgres(db) else Path(db))
+        print(f"ledger: {one_line(fault)}", file=sys.stderr)
+        return fault.exit_code
+    except Exception as exc:  # one line instead of a traceback, always
+        print(f"ledger: internal error ({type(exc).__name__}: {one_line(redact_text(str(exc)))[:300]}); "
+              "please report it", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

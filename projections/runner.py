@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -35,7 +36,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
-from eventsourcing.persistence import IntegrityError, PersistenceError, Tracking
+from eventsourcing.persistence import IntegrityError, Tracking
 
 from ledger.api import Ledger
 from ledger.chain import unsigned_hash
@@ -43,7 +44,15 @@ from ledger.errors import NotInitializedError, StorageError, UnknownFleetError
 from ledger.events import check_fleet_name
 from ledger.postgres_url import postgres_env, redact
 from ledger.rules import FleetHistory, LastGood, Version
-from ledger.store import KEY_CHAIN, LedgerApplication, Store, default_db, is_postgres
+from ledger.store import (
+    KEY_CHAIN,
+    STORAGE_ERRORS,
+    LedgerApplication,
+    Store,
+    default_db,
+    is_postgres,
+    storage_fault,
+)
 from projections.follow import LedgerWaiter, ledger_waiter
 from projections.integrity import LinkFaultError
 from projections.postgres_views import (
@@ -98,6 +107,14 @@ def views_location(db: str, configured: str | os.PathLike[str] | None = None) ->
     return f"{db}.projections.db"
 
 
+def _can_write_file(path: Path) -> bool:
+    """Whether a SQLite file can be written at `path` (it and its -wal/-shm files beside it)."""
+    directory = path.parent
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return False
+    return not path.exists() or os.access(path, os.W_OK)
+
+
 def _same_database(a: str, b: str) -> bool:
     keys = ("POSTGRES_DBNAME", "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD")
     env_a, env_b = postgres_env(a), postgres_env(b)
@@ -107,10 +124,7 @@ def _same_database(a: str, b: str) -> bool:
 
 def ledger_identity(store: Store) -> str:
     """The hash of the key chain's genesis record: which ledger the views were built from."""
-    try:
-        first = store.page(KEY_CHAIN, 0, 1)
-    except PersistenceError as exc:
-        raise StorageError(f"cannot read ledger {store.label}: {exc}") from None
+    first = store.page(KEY_CHAIN, 0, 1)
     if not first:
         raise NotInitializedError(f"{store.label} holds no ledger (run `ledger init`)")
     return str(orjson.loads(first[0].state)["hash"])
@@ -206,7 +220,17 @@ class Projections:
                  notice: Notice | None = None, batch_size: int = BATCH_SIZE,
                  owns_store: bool = False):
         self.store = store
+        self.notice: Notice = notice if notice is not None else _log.warning
         location = views_location(store.db, path)
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        if location == f"{store.db}.projections.db" and not _can_write_file(Path(location)):
+            # A read-only copy of a ledger still answers: its views go to a private
+            # temporary file, built from the ledger and removed on close.
+            self._scratch = tempfile.TemporaryDirectory(prefix="deploy-ledger-views-")
+            scratch = str(Path(self._scratch.name) / "views.db")
+            self.notice(f"cannot write projection file {location} (read-only location); "
+                        f"using a temporary one, built from the ledger for this run")
+            location = scratch
         self.home: _Home
         if is_postgres(location):
             self.home = _PostgresHome(location, store)
@@ -214,7 +238,6 @@ class Projections:
         else:
             self.home = _FileHome(Path(location))
             self.path = Path(location)
-        self.notice: Notice = notice if notice is not None else _log.warning
         self.batch_size = batch_size
         self._owns_store = owns_store
         self._ledger_id = ledger_identity(store)
@@ -246,6 +269,8 @@ class Projections:
             if views is not None:
                 views.close()
         finally:
+            if self._scratch is not None:
+                self._scratch.cleanup()
             if self._owns_store:
                 self.store.close()
 
@@ -266,7 +291,7 @@ class Projections:
             if meta is None:
                 if existed:
                     self.notice(f"{home.label} {home.is_} empty; building {home.it} from the ledger")
-                else:
+                elif self._scratch is None:  # a temporary file was announced already
                     self.notice(f"no {home.label}; building {home.it} from the ledger")
                 self.views.reset(self._ledger_id, APPLICATION)
             elif meta.format != FORMAT:
@@ -325,8 +350,9 @@ class Projections:
         """Read the ledger; its storage errors are the ledger's, not the views'."""
         try:
             return read()
-        except PersistenceError as exc:
-            raise StorageError(f"cannot read ledger {self.store.label}: {exc}") from None
+        except STORAGE_ERRORS as exc:
+            raise storage_fault(exc, self.store.label, "read ledger",
+                                server=not self.store.is_sqlite) from None
 
     def _ledger_head(self) -> int:
         return self._ledger(self.store.max_notification_id)
