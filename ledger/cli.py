@@ -85,11 +85,14 @@ def _write(args: argparse.Namespace, bodies: list[dict[str, Any]]) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    with Ledger.init(args.db or default_db(), args.key, actor=args.actor) as ledger:
+    with Ledger.init(args.db or default_db(), args.key, actor=args.actor,
+                     reuse_key=args.reuse_key) as ledger:
         kid, public, _ = ledger.current_key()
         print(f"initialised ledger {ledger.store.label}")
+        print(f"ledger id {ledger.ledger_id}")
         print(f"public key {public}")
         print(f"key id {kid}")
+        print(f"anchor pinned at {ledger.pinned} (plain `ledger verify` trusts it)")
     return 0
 
 
@@ -225,9 +228,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     with _open(args, writable=False) as ledger:
         if args.fleet and args.fleet not in ledger.fleets():
             raise UnknownFleetError(f"fleet {args.fleet!r} has no records in {ledger.store.label}")
+        anchor = ledger.trust_anchor(args.public_key)
+        print(f"anchor: {anchor.describe()}")
         try:
-            report = ledger.verify(args.public_key, fleets=fleets, checkpoint=checkpoint,
-                                   progress=progress)
+            report = ledger.verify(fleets=fleets, checkpoint=checkpoint, progress=progress,
+                                   anchor=anchor)
         finally:
             progress.close()
     for chain in report.chains:
@@ -258,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", help="create the ledger and its signing key")
     _common(p, fleet=False)
     p.add_argument("--actor", default=os.environ.get("USER", "ledger-init"))
+    p.add_argument("--reuse-key", action="store_true",
+                   help="sign the new ledger with the existing key file (refused otherwise)")
     p.set_defaults(handler=cmd_init)
 
     keys = sub.add_parser("keys", help="show or rotate the signing key")
@@ -327,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, fleet=False)
     p.add_argument("--fleet", default=None, help="only this fleet (default: every fleet)")
     p.add_argument("--public-key", default=None,
-                   help="trusted public key or its file (default: <key>.pub)")
+                   help="trusted public key or its file (default: env LEDGER_TRUST, else the key "
+                   "pinned by `ledger init` in ~/.config/deploy-ledger/trust/)")
     p.add_argument("--checkpoint", default=None, help="also prove the ledger extends this checkpoint")
     p.set_defaults(handler=cmd_verify)
 

@@ -58,6 +58,8 @@ _REASON: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 4096}
 _COUNT: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": MAX_SAFE_INTEGER}
 _HEX64: dict[str, Any] = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _KID: dict[str, Any] = {"type": "string", "pattern": "^[0-9a-f]{16}$"}
+#: 128 random bits in hex, never all zeros (that identity belongs to no ledger).
+_LEDGER_ID: dict[str, Any] = {"type": "string", "pattern": "^(?!0{32}$)[0-9a-f]{32}$"}
 _PUBLIC_KEY: dict[str, Any] = {"type": "string", "pattern": "^ed25519:[A-Za-z0-9+/]{43}=$"}
 
 
@@ -214,8 +216,9 @@ EVENT_TYPES: dict[str, EventType] = {
         ),
         _t(
             "ledger.initialized",
-            "Genesis of the key chain: the ledger's first signing key.",
-            {"public_key": _PUBLIC_KEY, "new_kid": _KID},
+            "Genesis of the key chain: the ledger's identity (bound into every signature and "
+            "checkpoint origin) and its first signing key.",
+            {"public_key": _PUBLIC_KEY, "new_kid": _KID, "ledger_id": _LEDGER_ID},
             internal=True,
         ),
         _t(
