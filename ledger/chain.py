@@ -168,6 +168,8 @@ def sign_checkpoint(checkpoint: Checkpoint, signer: Signer) -> str:
 
 def parse_checkpoint(text: str) -> tuple[Checkpoint, list[tuple[str, bytes, bytes]]]:
     """Split a signed note into its checkpoint and (name, key hash, sig) lines."""
+    if "PRIVATE KEY" in text:
+        raise InputError("the checkpoint file is a private key, not a checkpoint")
     body, sep, signatures = text.partition("\n\n")
     if not sep:
         raise InputError("checkpoint has no signature block (expected a blank line)")
@@ -183,10 +185,11 @@ def parse_checkpoint(text: str) -> tuple[Checkpoint, list[tuple[str, bytes, byte
         raise InputError("checkpoint size or root is malformed")
     checkpoint = Checkpoint(lines[0], size, root, lines[3].removeprefix("head "))
     parsed = []
-    for line in signatures.splitlines():
+    for number, line in enumerate(signatures.splitlines(), 1):
         parts = line.split(" ")
         if len(parts) != 3 or parts[0] != EM_DASH:
-            raise InputError(f"checkpoint signature line is malformed: {line[:60]!r}")
+            raise InputError(f"checkpoint signature line {number} is malformed "
+                             "(expected '\u2014 <name> <base64 signature>')")
         try:
             blob = base64.b64decode(parts[2], validate=True)
         except ValueError:

@@ -43,7 +43,7 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line and exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"ledger: {one_line(message)} (see `{self.prog} --help`)\n")
+        self.exit(2, f"ledger: {one_line(redact_text(message))} (see `{self.prog} --help`)\n")
 
 
 def _common(parser: argparse.ArgumentParser, *, fleet: bool = True) -> None:
