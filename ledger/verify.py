@@ -34,6 +34,7 @@ from ledger.chain import (
     parse_checkpoint,
     signed_message,
 )
+from ledger.children import die_with_parent, parent_identity
 from ledger.encoding import canonical
 from ledger.errors import Fault, InputError, VerificationError
 from ledger.events import INTERNAL_EVENTS, stored_schema_error
@@ -133,7 +134,8 @@ _worker_keys: dict[str, bytes] = {}
 _worker_ledger: list[str] = [NO_LEDGER]
 
 
-def _init_worker(keys: dict[str, bytes], ledger_id: str) -> None:
+def _init_worker(keys: dict[str, bytes], ledger_id: str, parent: tuple[int, bool]) -> None:
+    die_with_parent(*parent)
     _worker_keys.clear()
     _worker_keys.update(keys)
     _worker_ledger[0] = ledger_id
@@ -326,7 +328,7 @@ class Verifier:
             keys = {k: e.public_raw for k, e in self.epochs.items()}
             self._pool = ProcessPoolExecutor(
                 max_workers=os.cpu_count() or 1, initializer=_init_worker,
-                initargs=(keys, self.ledger_id),
+                initargs=(keys, self.ledger_id, parent_identity()),
             )
         window = 4 * (os.cpu_count() or 1)
         pending: deque[Future[Any]] = deque()
