@@ -21,7 +21,7 @@ from ledger.api import Ledger, Receipt
 from ledger.encoding import MAX_RECORD_BYTES, parse_record
 from ledger.errors import InputError, LedgerError, RecordError, UnknownFleetError
 from ledger.feed import FeedFilter, feed, parse_time
-from ledger.names import escape_controls
+from ledger.names import escape_controls, shown
 from ledger.openrtc import cli as openrtc_cli
 from ledger.postgres_url import redact, redact_text
 from ledger.store import STORAGE_ERRORS, default_db, is_postgres, storage_fault
@@ -221,8 +221,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.checkpoint:
         try:
             checkpoint = Path(args.checkpoint).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read checkpoint {args.checkpoint}: {exc}") from None
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise InputError(f"cannot read checkpoint {shown(args.checkpoint)}: {exc}") from None
     fleets = [args.fleet] if args.fleet else None
     progress = _ProgressBar()
     with _open(args, writable=False) as ledger:

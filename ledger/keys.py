@@ -73,7 +73,7 @@ def read_public_key(value: str, where: str = "--public-key") -> bytes:
     try:
         with path.open("rb") as handle:
             data = handle.read(MAX_PUBLIC_KEY_FILE + 1)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: a NUL in the "path"
         return parse_public_key(value, f"{where} (neither an existing file nor a key)")
     except OSError as exc:
         raise KeyFileError(f"cannot read public key file {path} ({where}): {exc.strerror}") from None
