@@ -174,6 +174,7 @@ _CAUSES = (  # (text in the driver's message, the cause in plain words)
     ("connection is lost", "the connection to the server was lost"),
     ("consuming input failed", "the connection to the server was lost"),
     ("password authentication failed", "the server refused the credentials"),
+    ("permission denied", "permission denied (a role that may not do this?)"),
 )
 _ERRNO_CAUSES = {
     errno.ENOSPC: "the disk is full",
@@ -271,7 +272,10 @@ def sqlite_read_only_uri(path: Path, *, immutable: bool | None = None) -> str:
 def persistence_env(db: str, *, read_only: bool = False, immutable: bool | None = None) -> dict[str, str]:
     """eventsourcing settings for a database location (a file path by default)."""
     if is_postgres(db):
-        return postgres_env(db)
+        env = postgres_env(db)
+        if read_only:  # a reviewer's role may only SELECT: create nothing, not even "IF NOT EXISTS"
+            env["CREATE_TABLE"] = "n"
+        return env
     name = sqlite_read_only_uri(Path(db), immutable=immutable) if read_only else str(Path(db))
     env = {
         "PERSISTENCE_MODULE": "eventsourcing.sqlite",
@@ -302,7 +306,7 @@ class Store:
             )
         self.db = db
         self.is_sqlite = not is_postgres(db)
-        self.read_only = read_only and self.is_sqlite
+        self.read_only = read_only
         self.label = redact(db) if is_postgres(db) else db
         path = None if is_postgres(db) else Path(db)
         if path is None:
@@ -320,13 +324,15 @@ class Store:
                 with faults_as(self.label, "open ledger database", server=not self.is_sqlite, path=path):
                     env = persistence_env(db, read_only=self.read_only, immutable=immutable)
                     self.app = LedgerApplication(env=env)
-                    if self.is_sqlite:
+                    if self.is_sqlite or self.read_only:
                         self._probe()
                 break
             except StorageError as exc:
                 if first_fault is not None:
                     raise first_fault from None  # reading without lock files did not help either
-                if self.read_only and immutable is None and "damaged" not in str(exc) \
+                if "does not exist" in str(exc) and not self.is_sqlite:
+                    raise NotInitializedError(f"{self.label} holds no ledger (run `ledger init`)") from None
+                if self.read_only and self.is_sqlite and immutable is None and "damaged" not in str(exc) \
                         and "not a ledger" not in str(exc):
                     immutable = True  # no room or right for SQLite's lock files: read without them
                     first_fault = exc
@@ -339,10 +345,14 @@ class Store:
         self.recorder: Any = self.app.recorder
 
     def _probe(self) -> None:
-        """Read the events table once, so a damaged or foreign file is reported at open."""
+        """Read the events table once, so a damaged or foreign file (or a schema with no
+        ledger, when nothing may be created) is reported at open."""
         recorder: Any = self.app.recorder
+        table = recorder.events_table_name
+        if not self.is_sqlite:
+            table = f'"{recorder.datastore.schema}"."{table}"'
         with recorder.datastore.transaction(commit=False) as cursor:
-            cursor.execute(f"SELECT 1 FROM {recorder.events_table_name} LIMIT 1")
+            cursor.execute(f"SELECT 1 FROM {table} LIMIT 1")
 
     def reading(self) -> contextlib.AbstractContextManager[None]:
         """A block whose storage failures become one `StorageError` about reading this ledger."""

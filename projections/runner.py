@@ -115,6 +115,11 @@ def _can_write_file(path: Path) -> bool:
     return not path.exists() or os.access(path, os.W_OK)
 
 
+def _refused_writes(exc: StorageError) -> bool:
+    text = str(exc)
+    return "permission denied" in text or "read-only" in text
+
+
 def _same_database(a: str, b: str) -> bool:
     keys = ("POSTGRES_DBNAME", "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD")
     env_a, env_b = postgres_env(a), postgres_env(b)
@@ -222,29 +227,42 @@ class Projections:
         self.store = store
         self.notice: Notice = notice if notice is not None else _log.warning
         location = views_location(store.db, path)
+        defaulted = location in (store.db, f"{store.db}.projections.db")  # not chosen by the user
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
-        if location == f"{store.db}.projections.db" and not _can_write_file(Path(location)):
-            # A read-only copy of a ledger still answers: its views go to a private
-            # temporary file, built from the ledger and removed on close.
-            self._scratch = tempfile.TemporaryDirectory(prefix="deploy-ledger-views-")
-            scratch = str(Path(self._scratch.name) / "views.db")
-            self.notice(f"cannot write projection file {location} (read-only location); "
-                        f"using a temporary one, built from the ledger for this run")
-            location = scratch
-        self.home: _Home
-        if is_postgres(location):
-            self.home = _PostgresHome(location, store)
-            self.path: Path | None = None
-        else:
-            self.home = _FileHome(Path(location))
-            self.path = Path(location)
+        if defaulted and not is_postgres(location) and not _can_write_file(Path(location)):
+            location = self._scratch_file(f"cannot write projection file {location} (read-only location)")
         self.batch_size = batch_size
         self._owns_store = owns_store
         self._ledger_id = ledger_identity(store)
         self.views: LedgerViews
         self.projection: FleetProjection
         self._seen = 0  # the views' position when the last catch-up ended
-        self._open()
+        self._settle(location)
+        try:
+            self._open()
+        except StorageError as exc:
+            if not (defaulted and is_postgres(location) and _refused_writes(exc)):
+                raise
+            # A role that may only read the ledger still gets answers.
+            self._settle(self._scratch_file(f"cannot write the views in {redact(location)} "
+                                            "(the database refuses this role's writes)"))
+            self._open()
+
+    def _settle(self, location: str) -> None:
+        self.home: _Home
+        if is_postgres(location):
+            self.home = _PostgresHome(location, self.store)
+            self.path: Path | None = None
+        else:
+            self.home = _FileHome(Path(location))
+            self.path = Path(location)
+
+    def _scratch_file(self, why: str) -> str:
+        """A private temporary views file, built from the ledger and removed on close, for a
+        ledger whose own views location cannot be written (a read-only copy or role)."""
+        self._scratch = tempfile.TemporaryDirectory(prefix="deploy-ledger-views-")
+        self.notice(f"{why}; using a temporary one, built from the ledger for this run")
+        return str(Path(self._scratch.name) / "views.db")
 
     @classmethod
     def open(cls, db: str | os.PathLike[str] | None = None, path: str | os.PathLike[str] | None = None,

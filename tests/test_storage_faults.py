@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from ledger import Ledger
 from ledger.cli import main as cli_main
 from tests.conftest import ROOT, CliResult, Env, run_cli, seed
 from tests.test_postgres import own_server as own_server  # a fixture: a server of this test's own
@@ -235,3 +236,33 @@ def test_commands_while_the_server_restarts_succeed_or_fail_in_one_line(
                            capture_output=True, text=True)
     assert after.returncode == 0, after.stderr
     assert "verified 20 records" in after.stdout
+
+
+@pytest.mark.usefixtures("own_server")
+def test_a_role_that_may_only_read_verifies_and_queries_a_postgresql_ledger(
+        request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import psycopg
+
+    url, _directory = request.getfixturevalue("own_server")
+    admin = url.replace("ledger:ledger@", "postgres:postgres@")
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute("CREATE SCHEMA audit AUTHORIZATION ledger")
+    db = f"{url}?schema=audit"
+    key = tmp_path / "ledger.key"
+    with Ledger.init(db, key) as lg:
+        seed(lg)
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute("CREATE ROLE reviewer LOGIN PASSWORD 'rv-secret'")
+        c.execute("GRANT USAGE ON SCHEMA audit TO reviewer")
+        c.execute("GRANT SELECT ON ALL TABLES IN SCHEMA audit TO reviewer")
+    reviewer = db.replace("ledger:ledger@", "reviewer:rv-secret@")
+    verified = run_cli(capsys, "verify", "--db", reviewer, "--public-key", f"{key}.pub")
+    assert verified.code == 0, verified
+    assert "verified 6 records in fleet prod" in verified.out
+    history = run_cli(capsys, "history", "--fleet", "prod", "--db", reviewer)
+    assert history.code == 0, history
+    assert "using a temporary one" in history.err and history.err.count("\n") == 1
+    written = run_cli(capsys, "deploy", "v2", "--actor", "ci", "--fleet", "prod", "--db", reviewer,
+                      "--key", str(key))
+    assert_storage_fault(written, "permission denied")
+    assert "rv-secret" not in written.err + history.err + verified.out
