@@ -172,24 +172,30 @@ class Ledger:
         try:
             if store.last(KEY_CHAIN) is not None:
                 raise InputError(f"{store.label} is already a ledger; refusing to initialise it again")
-            if key_path.exists():
-                signer = load_signer(key_path)
-            else:
-                signer = Signer.generate()
-                write_private_key(key_path, signer)
-            if not public_key_path(key_path).exists():
-                write_public_key(public_key_path(key_path), signer.public_raw)
+            signer = load_signer(key_path) if key_path.exists() else Signer.generate()
             ledger_id = secrets.token_hex(16)
             while ledger_id == NO_LEDGER:  # pragma: no cover - one chance in 2**128
                 ledger_id = secrets.token_hex(16)
             ledger = cls(store, signer, key_path, ledger_id)
-            ledger._append_chunk(KEY_CHAIN, [{
-                "event": "ledger.initialized", "actor": actor, "target": "ledger",
-                "result": "success", "public_key": signer.public_text, "new_kid": signer.kid,
-                "ledger_id": ledger_id,
-            }], check_key=False)
-            if pin:
+            if pin:  # first: a ledger is never left without the pin its `init` promised
                 ledger.pinned = pin_anchor(ledger_id, signer.public_raw)
+            try:
+                if signer.path is None:
+                    write_private_key(key_path, signer)
+                if not public_key_path(key_path).exists():
+                    write_public_key(public_key_path(key_path), signer.public_raw)
+                ledger._append_chunk(KEY_CHAIN, [{
+                    "event": "ledger.initialized", "actor": actor, "target": "ledger",
+                    "result": "success", "public_key": signer.public_text, "new_kid": signer.kid,
+                    "ledger_id": ledger_id,
+                }], check_key=False)
+            except BaseException:
+                made = True  # when unsure whether the genesis landed, keep the pin
+                with contextlib.suppress(LedgerError):
+                    made = claimed_ledger_id(store) == ledger_id
+                if ledger.pinned is not None and not made:
+                    ledger.pinned.unlink(missing_ok=True)  # the ledger it names was never made
+                raise
         except BaseException:
             store.close()
             raise

@@ -360,6 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt:
+        print("ledger: interrupted; nothing more was written", file=sys.stderr)
+        return 130
     except STORAGE_ERRORS as exc:
         # Last resort: a storage failure that no layer below put into words.
         db = getattr(args, "db", None) or default_db()

@@ -134,3 +134,18 @@ def test_the_anchor_pinned_at_init_serves_a_plain_verify(
     assert result.code == 0 and "anchor: LEDGER_TRUST, key " in result.out
     result = run_cli(capsys, "verify", "--db", db, "--public-key", str(tmp_path / "l.key.pub"))
     assert result.code == 0 and "anchor: given with --public-key, key " in result.out
+
+
+def test_init_that_cannot_pin_its_anchor_leaves_no_key_and_no_pin(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(blocker))
+    db, key = str(tmp_path / "l.db"), tmp_path / "l.key"
+    failed = run_cli(capsys, "init", "--db", db, "--key", str(key))
+    assert failed.code == 4 and failed.err.count("\n") == 1
+    assert "cannot pin the anchor" in failed.err
+    assert not key.exists()
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    assert run_cli(capsys, "init", "--db", db, "--key", str(key)).code == 0  # no --reuse-key needed
+    assert run_cli(capsys, "verify", "--db", db).code == 0
