@@ -62,11 +62,11 @@ from ledger.keys import (
 from ledger.signing import BatchSigner, Signatures
 from ledger.store import (
     KEY_CHAIN,
-    STORAGE_ERRORS,
     KeyChainMovedError,
     SealedRecord,
     Store,
     default_db,
+    storage_errors,
     storage_fault,
     stream_id,
 )
@@ -307,7 +307,7 @@ class Ledger:
 
         try:
             self.store.insert_locked(make)
-        except STORAGE_ERRORS as exc:
+        except storage_errors() as exc:
             raise storage_fault(exc, self.store.label, "write to") from None
         self._key = None
         return sealed[0]
@@ -463,7 +463,7 @@ class Ledger:
                 if now > reconnect_until or self.store.is_sqlite:  # SQLite already waited its lock timeout
                     raise storage_fault(exc, self.store.label, "write to") from None
                 time.sleep(min(0.1 * 2**attempt, 1.0))
-            except STORAGE_ERRORS as exc:
+            except storage_errors() as exc:
                 raise storage_fault(exc, self.store.label, "write to") from None
         else:
             raise ConflictError(f"gave up after {MAX_ATTEMPTS} tries at the head of {chain}")

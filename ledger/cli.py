@@ -24,7 +24,7 @@ from ledger.feed import FeedFilter, feed, parse_time
 from ledger.names import escape_controls, shown
 from ledger.openrtc import cli as openrtc_cli
 from ledger.postgres_url import redact, redact_text
-from ledger.store import STORAGE_ERRORS, default_db, is_postgres, storage_fault
+from ledger.store import default_db, is_postgres, storage_errors, storage_fault
 from projections import cli as projections_cli
 
 Handler = Callable[[argparse.Namespace], int]
@@ -363,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ledger: interrupted; nothing more was written", file=sys.stderr)
         return 130
-    except STORAGE_ERRORS as exc:
+    except storage_errors() as exc:
         # Last resort: a storage failure that no layer below put into words.
         db = getattr(args, "db", None) or default_db()
         fault = storage_fault(exc, redact(db), "use", path=None if is_postgres(db) else Path(db))

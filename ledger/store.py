@@ -16,6 +16,7 @@ import contextlib
 import errno
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import psycopg
 from eventsourcing.application import Application
 from eventsourcing.persistence import (
     InterfaceError,
@@ -39,8 +39,16 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from ledger.errors import NotInitializedError, StorageError, TransientStorageError
 from ledger.postgres_url import check_connection, postgres_env, redact, redact_text
 
-#: What the storage layers raise when the disk or the server fails us (not our callers).
-STORAGE_ERRORS: tuple[type[BaseException], ...] = (PersistenceError, sqlite3.Error, psycopg.Error, OSError)
+
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """What the storage layers raise when the disk or the server fails us (not our callers).
+
+    psycopg's errors count once psycopg is loaded; a SQLite ledger never loads it.
+    """
+    psycopg = sys.modules.get("psycopg")
+    driver: tuple[type[BaseException], ...] = (psycopg.Error,) if psycopg is not None else ()
+    return (PersistenceError, sqlite3.Error, OSError, *driver)
+
 
 FLEET_PREFIX = "fleet:"
 KEY_CHAIN = "@keys"
@@ -225,7 +233,10 @@ def storage_fault(exc: BaseException, label: str, doing: str = "use", *,
         cause = _file_cause(path) or cause
     reason = f"{cause or 'storage error'} ({redact_text(detail)[:200]})"
     message = f"storage fault: cannot {doing} {label}: {reason}"
-    if server and isinstance(exc, InterfaceError | OperationalError | psycopg.OperationalError):
+    psycopg = sys.modules.get("psycopg")
+    lost = isinstance(exc, InterfaceError | OperationalError) or (
+        psycopg is not None and isinstance(exc, psycopg.OperationalError))
+    if server and lost:
         return TransientStorageError(message)
     return StorageError(message)
 
@@ -236,7 +247,7 @@ def faults_as(label: str, doing: str, *, server: bool = False,
     """Turn a storage failure inside the block into one `StorageError` line."""
     try:
         yield
-    except STORAGE_ERRORS as exc:
+    except storage_errors() as exc:
         raise storage_fault(exc, label, doing, server=server, path=path) from None
 
 

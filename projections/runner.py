@@ -46,11 +46,11 @@ from ledger.postgres_url import postgres_env, redact
 from ledger.rules import FleetHistory, LastGood, Version
 from ledger.store import (
     KEY_CHAIN,
-    STORAGE_ERRORS,
     LedgerApplication,
     Store,
     default_db,
     is_postgres,
+    storage_errors,
     storage_fault,
 )
 from projections.follow import LedgerWaiter, ledger_waiter
@@ -368,7 +368,7 @@ class Projections:
         """Read the ledger; its storage errors are the ledger's, not the views'."""
         try:
             return read()
-        except STORAGE_ERRORS as exc:
+        except storage_errors() as exc:
             raise storage_fault(exc, self.store.label, "read ledger",
                                 server=not self.store.is_sqlite) from None
 
