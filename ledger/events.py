@@ -54,6 +54,15 @@ _TEXT: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 256}
 _VERSION: dict[str, Any] = {"type": "string", "pattern": VERSION_PATTERN}
 _WORKER_ID: dict[str, Any] = {"type": "string", "pattern": WORKER_PATTERN}
 _ACTOR: dict[str, Any] = {"type": "string", "pattern": ACTOR_PATTERN}
+#: Identifier fields by name: wherever an event type has one, its schema is this one, so
+#: a version, worker id or actor means the same in every event, present and future.
+IDENTIFIER_FIELDS: dict[str, dict[str, Any]] = {
+    "actor": _ACTOR,
+    "version": _VERSION,
+    "from_version": _VERSION,
+    "worker_id": _WORKER_ID,
+    "source_worker": _WORKER_ID,
+}
 _REASON: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 4096}
 _COUNT: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": MAX_SAFE_INTEGER}
 _HEX64: dict[str, Any] = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
@@ -86,7 +95,7 @@ def _t(
     return EventType(name, description, required or {}, optional or {}, internal)
 
 
-_WORKER = {"worker_id": _WORKER_ID, "version": _VERSION}
+_WORKER = {"worker_id": _TEXT, "version": _TEXT}
 _WORKER_IDS: dict[str, Any] = {"type": "array", "items": _WORKER_ID, "maxItems": 1000}
 #: A driven move names its plan in its own record, so an executor can resume it.
 _PLAN = {"start_workers": _WORKER_IDS, "drain_workers": _WORKER_IDS, "drain_timeout_s": _COUNT}
@@ -99,26 +108,26 @@ EVENT_TYPES: dict[str, EventType] = {
         _t(
             "deployment.started",
             "A version starts rolling out to the fleet (it takes new calls).",
-            {"version": _VERSION},
-            {"from_version": _VERSION, "reason": _REASON, **_PLAN, **_OPERATION},
+            {"version": _TEXT},
+            {"from_version": _TEXT, "reason": _REASON, **_PLAN, **_OPERATION},
         ),
         _t(
             "deployment.completed",
             "Every worker runs the version and the old version has drained.",
-            {"version": _VERSION},
+            {"version": _TEXT},
             {"reason": _REASON, "dropped_calls": _COUNT, **_OPERATION},
         ),
         _t(
             "deployment.failed",
             "A driven deploy could not confirm a clean fleet; `reason` says why.",
-            {"version": _VERSION, "reason": _REASON},
-            {"from_version": _VERSION, **_OPERATION},
+            {"version": _TEXT, "reason": _REASON},
+            {"from_version": _TEXT, **_OPERATION},
         ),
         _t(
             "deployment.drain_started",
             "A worker (or the whole version) stops taking calls; in-flight calls run on.",
-            {"version": _VERSION},
-            {"worker_id": _WORKER_ID, "reason": _REASON, **_OPERATION},
+            {"version": _TEXT},
+            {"worker_id": _TEXT, "reason": _REASON, **_OPERATION},
         ),
         _t(
             "deployment.drain_stuck",
@@ -129,7 +138,7 @@ EVENT_TYPES: dict[str, EventType] = {
         _t(
             "deployment.rolled_back",
             "The fleet returns to `version`, leaving `from_version`.",
-            {"version": _VERSION, "from_version": _VERSION, "reason": _REASON},
+            {"version": _TEXT, "from_version": _TEXT, "reason": _REASON},
             {
                 "rollback_id": _TEXT,
                 "idempotency_key": _TEXT,
@@ -143,8 +152,8 @@ EVENT_TYPES: dict[str, EventType] = {
             "A well-formed rollback command that a check refused; the fleet is untouched.",
             {"check": {"enum": list(ROLLBACK_CHECKS)}, "reason": _REASON},
             {
-                "version": _VERSION,
-                "from_version": _VERSION,
+                "version": _TEXT,
+                "from_version": _TEXT,
                 "detail": _REASON,
                 "idempotency_key": _TEXT,
             },
@@ -152,13 +161,13 @@ EVENT_TYPES: dict[str, EventType] = {
         _t(
             "rollback.completed",
             "A rollback finished: every live worker runs `version`, none of `from_version` remain.",
-            {"version": _VERSION, "from_version": _VERSION},
+            {"version": _TEXT, "from_version": _TEXT},
             {"rollback_id": _TEXT, "dropped_calls": _COUNT, "live_workers": _COUNT, **_OPERATION},
         ),
         _t(
             "rollback.failed",
             "A rollback could not confirm a clean fleet; `reason` says why.",
-            {"version": _VERSION, "from_version": _VERSION, "reason": _REASON},
+            {"version": _TEXT, "from_version": _TEXT, "reason": _REASON},
             {"rollback_id": _TEXT, **_OPERATION},
         ),
         _t(
@@ -186,38 +195,36 @@ EVENT_TYPES: dict[str, EventType] = {
         _t(
             "version.verified",
             "An explicit verdict that a version is healthy.",
-            {"version": _VERSION},
+            {"version": _TEXT},
             {"reason": _REASON},
         ),
         _t(
             "version.marked_bad",
             "An explicit verdict that a version must not be returned to.",
-            {"version": _VERSION, "reason": _REASON},
+            {"version": _TEXT, "reason": _REASON},
         ),
         _t(
             "version.cleared",
             "A deliberate, recorded clearing of a bad verdict or a rollback-from.",
-            {"version": _VERSION, "reason": _REASON},
+            {"version": _TEXT, "reason": _REASON},
         ),
         _t(
             "audit.gap",
             "An external audit source skipped sequence numbers: the events between were lost "
             "before they reached the ledger.",
             {**_SOURCE, "first_missing_seq": _COUNT, "last_missing_seq": _COUNT, "missing": _COUNT},
-            {"worker_id": _WORKER_ID, "source_worker": _WORKER_ID, "reason": _REASON},
+            {"worker_id": _TEXT, "source_worker": _TEXT, "reason": _REASON},
         ),
         _t(
             "audit.external",
             "An external audit event kept verbatim that the ledger does not act on (a type it "
             "does not trust from that source, or one that does not fit its schema); `reason` says why.",
             {**_SOURCE, "source_event": _TEXT, "source_seq": _COUNT, "reason": _REASON},
-            {"worker_id": _WORKER_ID, "source_worker": _WORKER_ID, "source_timestamp": _TEXT,
-             "source_result": _TEXT},
+            {"worker_id": _TEXT, "source_worker": _TEXT, "source_timestamp": _TEXT, "source_result": _TEXT},
         ),
         _t(
             "ledger.initialized",
-            "Genesis of the key chain: the ledger's identity (bound into every signature and "
-            "checkpoint origin) and its first signing key.",
+            "Genesis of the key chain: the ledger's first signing key.",
             {"public_key": _PUBLIC_KEY, "new_kid": _KID, "ledger_id": _LEDGER_ID},
             internal=True,
         ),
@@ -281,6 +288,7 @@ def event_schema(event_type: EventType, *, sealed: bool) -> dict[str, Any]:
     properties = {**_core_properties(), "event": {"const": event_type.name}}
     properties.update(event_type.optional)
     properties.update(event_type.required)
+    properties.update({name: IDENTIFIER_FIELDS[name] for name in properties if name in IDENTIFIER_FIELDS})
     required = [*CORE_REQUIRED, *event_type.required]
     if sealed:
         properties.update(_chain_properties())
