@@ -237,16 +237,28 @@ class Projections:
         self.views: LedgerViews
         self.projection: FleetProjection
         self._seen = 0  # the views' position when the last catch-up ended
+        #: Views in the ledger's own PostgreSQL database may be refused to a role that
+        #: may only read; then they move to a temporary file (once).
+        self._may_move = defaulted and is_postgres(location)
         self._settle(location)
         try:
             self._open()
         except StorageError as exc:
-            if not (defaulted and is_postgres(location) and _refused_writes(exc)):
+            if not self._move_if_refused(exc):
                 raise
-            # A role that may only read the ledger still gets answers.
-            self._settle(self._scratch_file(f"cannot write the views in {redact(location)} "
-                                            "(the database refuses this role's writes)"))
             self._open()
+
+    def _move_if_refused(self, exc: StorageError) -> bool:
+        """Move the views to a temporary file if `exc` says their database refuses our writes."""
+        if not (self._may_move and _refused_writes(exc)):
+            return False
+        self._may_move = False
+        old = getattr(self, "views", None)
+        if old is not None:
+            old.close()
+        self._settle(self._scratch_file(f"cannot write the views in {redact(self.store.db)} "
+                                        "(the database refuses this role's writes)"))
+        return True
 
     def _settle(self, location: str) -> None:
         self.home: _Home
@@ -354,6 +366,10 @@ class Projections:
                     raise StorageError(f"{self.home.label}: still damaged after {damaged} rebuilds "
                                        f"({exc})") from None
                 self._recreate(f"damaged ({exc})")
+            except StorageError as exc:
+                if not self._move_if_refused(exc):
+                    raise
+                self._open()  # a private file this time: the action starts again there
 
     # -- following the ledger ---------------------------------------------------------
 

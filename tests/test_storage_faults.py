@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from ledger import Ledger
+from ledger import commands as build
 from ledger.cli import main as cli_main
 from tests.conftest import ROOT, CliResult, Env, run_cli, seed
 from tests.test_postgres import own_server as own_server  # a fixture: a server of this test's own
@@ -218,8 +219,8 @@ def test_commands_while_the_server_restarts_succeed_or_fail_in_one_line(
     command = [sys.executable, "-m", "ledger.cli"]
     assert subprocess.run([*command, "init"], env=env, capture_output=True).returncode == 0
     for n in range(20):
-        subprocess.run([*command, "deploy", f"v{n}", "--actor", "ci", "--fleet", "prod"], env=env,
-                       capture_output=True, check=True)
+        subprocess.run([*command, "worker", "start", f"w{n}", "--version", "v1", "--actor", "ci",
+                        "--fleet", "prod"], env=env, capture_output=True, check=True)
     restart = subprocess.Popen([str(ROOT / "scripts" / "postgres-restart"), str(directory), "immediate"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     outcomes = set()
@@ -251,14 +252,17 @@ def test_a_role_that_may_only_read_verifies_and_queries_a_postgresql_ledger(
     key = tmp_path / "ledger.key"
     with Ledger.init(db, key) as lg:
         seed(lg)
+    assert run_cli(capsys, "history", "--fleet", "prod", "--db", db).code == 0  # the owner's views exist
     with psycopg.connect(admin, autocommit=True) as c:
         c.execute("CREATE ROLE reviewer LOGIN PASSWORD 'rv-secret'")
         c.execute("GRANT USAGE ON SCHEMA audit TO reviewer")
         c.execute("GRANT SELECT ON ALL TABLES IN SCHEMA audit TO reviewer")
+    with Ledger.open(db, key) as lg:  # a record the views have not seen: answering needs a write
+        lg.append("prod", build.worker_start("w9", "v1", "ci"))
     reviewer = db.replace("ledger:ledger@", "reviewer:rv-secret@")
     verified = run_cli(capsys, "verify", "--db", reviewer, "--public-key", f"{key}.pub")
     assert verified.code == 0, verified
-    assert "verified 6 records in fleet prod" in verified.out
+    assert "verified 7 records in fleet prod" in verified.out
     history = run_cli(capsys, "history", "--fleet", "prod", "--db", reviewer)
     assert history.code == 0, history
     assert "using a temporary one" in history.err and history.err.count("\n") == 1
