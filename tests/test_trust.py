@@ -104,27 +104,30 @@ def test_a_swapped_database_and_public_key_file_no_longer_pass(
 
 
 def test_init_refuses_an_existing_key_file_unless_told(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     key = tmp_path / "existing.key"
     write_private_key(key, Signer.generate())
-    db = tmp_path / "new.db"
-    refused = run_cli(capsys, "init", "--db", str(db), "--key", str(key))
+    refused = run_cli(capsys, "init", "--db", db, "--key", str(key))
     assert refused.code == 2 and refused.err.count("\n") == 1
     assert "already exists" in refused.err and "--reuse-key" in refused.err
-    assert not db.exists()  # nothing was created
-    assert run_cli(capsys, "init", "--db", str(db), "--key", str(key), "--reuse-key").code == 0
+    if not db.startswith("postgresql://"):
+        assert not Path(db).exists()  # nothing was created
+    nothing = run_cli(capsys, "verify", "--db", db)
+    assert nothing.code == 2 and ("no ledger" in nothing.err or "holds no ledger" in nothing.err)
+    assert run_cli(capsys, "init", "--db", db, "--key", str(key), "--reuse-key").code == 0
 
 
 def test_the_anchor_pinned_at_init_serves_a_plain_verify(
-        tmp_path: Path, user_config: Path, capsys: pytest.CaptureFixture[str],
+        db: str, tmp_path: Path, user_config: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    db, key = str(tmp_path / "l.db"), str(tmp_path / "l.key")
+    key = str(tmp_path / "l.key")
     made = run_cli(capsys, "init", "--db", db, "--key", key)
     assert made.code == 0
     ledger_id = made.out.split("ledger id ")[1].split()[0]
     pinned = user_config / "deploy-ledger" / "trust" / f"{ledger_id}.pub"
     assert pinned.read_text() == (tmp_path / "l.key.pub").read_text()
-    assert run_cli(capsys, "deploy", "v1", "--actor", "ci", "--db", db, "--key", key).code == 0
+    assert run_cli(capsys, "worker", "start", "w1", "--version", "v1", "--actor", "ci",
+                   "--db", db, "--key", key).code == 0
     result = run_cli(capsys, "verify", "--db", db)
     assert result.code == 0
     assert f"anchor: pinned at init ({pinned}), key " in result.out
