@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import secrets
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -27,7 +28,16 @@ from eventsourcing.persistence import (
     PersistenceError,
 )
 
-from ledger.chain import ORIGIN_PREFIX, Checkpoint, Head, link, seal, sign_checkpoint, signed_message
+from ledger.chain import (
+    NO_LEDGER,
+    Checkpoint,
+    Head,
+    checkpoint_origin,
+    link,
+    seal,
+    sign_checkpoint,
+    signed_message,
+)
 from ledger.encoding import canonical, check_values
 from ledger.errors import (
     ConflictError,
@@ -38,21 +48,30 @@ from ledger.errors import (
     NotInitializedError,
     RecordError,
     StorageError,
+    TransientStorageError,
 )
 from ledger.events import GATE_COMMANDS, check_fleet_name, validate_input
 from ledger.keys import (
     Signer,
-    anchor_path,
-    key_id,
     load_signer,
     next_key_path,
-    read_public_key,
+    public_key_path,
     write_private_key,
     write_public_key,
 )
 from ledger.signing import BatchSigner, Signatures
-from ledger.store import KEY_CHAIN, KeyChainMovedError, SealedRecord, Store, default_db, stream_id
-from ledger.verify import LedgerReport, Progress, verify_ledger
+from ledger.store import (
+    KEY_CHAIN,
+    KeyChainMovedError,
+    SealedRecord,
+    Store,
+    default_db,
+    storage_errors,
+    storage_fault,
+    stream_id,
+)
+from ledger.trust import Anchor, pin_anchor, resolve_anchor
+from ledger.verify import LedgerReport, Progress, claimed_ledger_id, verify_ledger
 
 CHUNK = 1000
 MAX_ATTEMPTS = 60
@@ -93,9 +112,14 @@ class KeyState:
 class Ledger:
     """One ledger database and, for writing, its signing key."""
 
-    def __init__(self, store: Store, signer: Signer | None = None, key_path: Path | None = None):
+    def __init__(self, store: Store, signer: Signer | None = None, key_path: Path | None = None,
+                 ledger_id: str = NO_LEDGER):
         self.store = store
         self.signer = signer
+        #: This ledger's identity (from its genesis record), bound into every signature.
+        self.ledger_id = ledger_id
+        #: Where `init` pinned the anchor, if it did.
+        self.pinned: Path | None = None
         self.key_path = key_path or (signer.path if signer else None) or default_key()
         # What this writer last saw; a stale value costs one retry, never a fork:
         # the store refuses a taken position and a moved key chain.
@@ -107,40 +131,71 @@ class Ledger:
 
     @classmethod
     def open(cls, db: str | os.PathLike[str] | None = None, key: str | os.PathLike[str] | None = None,
-             *, writable: bool = True) -> Ledger:
-        """Open an initialised ledger; `writable` loads the signing key."""
-        store = Store(str(db) if db is not None else default_db())
+             *, writable: bool = True, read_only: bool | None = None) -> Ledger:
+        """Open an initialised ledger; `writable` loads the signing key.
+
+        `read_only` (by default: when not `writable`) opens a SQLite file so
+        that nothing is written to it or beside it, which lets a reviewer
+        verify and query a copy they may not write.
+        """
+        store = Store(str(db) if db is not None else default_db(),
+                      read_only=not writable if read_only is None else read_only)
         try:
             if store.last(KEY_CHAIN) is None:
                 raise NotInitializedError(f"{store.label} holds no ledger (run `ledger init`)")
+            ledger_id = claimed_ledger_id(store)
+            if ledger_id is None and writable:
+                raise InputError(f"{store.label} was made by an older ledger format (its genesis "
+                                 "record has no ledger id); this version writes format 2 only")
             key_path = Path(key) if key is not None else default_key()
             signer = load_signer(key_path) if writable else None
         except BaseException:
             store.close()
             raise
-        return cls(store, signer, key_path)
+        return cls(store, signer, key_path, ledger_id or NO_LEDGER)
 
     @classmethod
     def init(cls, db: str | os.PathLike[str] | None = None, key: str | os.PathLike[str] | None = None,
-             *, actor: str = "ledger-init") -> Ledger:
-        """Create a ledger and its first signing key (kept if the key file exists)."""
+             *, actor: str = "ledger-init", reuse_key: bool = False, pin: bool = True) -> Ledger:
+        """Create a ledger: its identity, its first signing key, and (with `pin`) its
+        anchor pinned in the user's configuration for later `verify` runs.
+
+        An existing key file is refused unless `reuse_key`: a key shared between
+        ledgers is a choice to make knowingly (their records stay apart: each
+        signature binds its ledger's identity).
+        """
+        key_path = Path(key) if key is not None else default_key()
+        if key_path.exists() and not reuse_key:  # checked before anything is created
+            raise KeyFileError(f"key file {key_path} already exists; refusing to reuse it for a new "
+                               "ledger (give --reuse-key to sign this ledger with it too)")
         store = Store(str(db) if db is not None else default_db(), create=True)
         try:
             if store.last(KEY_CHAIN) is not None:
                 raise InputError(f"{store.label} is already a ledger; refusing to initialise it again")
-            key_path = Path(key) if key is not None else default_key()
-            if key_path.exists():
-                signer = load_signer(key_path)
-            else:
-                signer = Signer.generate()
-                write_private_key(key_path, signer)
-            if not anchor_path(key_path).exists():
-                write_public_key(anchor_path(key_path), signer.public_raw)
-            ledger = cls(store, signer)
-            ledger._append_chunk(KEY_CHAIN, [{
-                "event": "ledger.initialized", "actor": actor, "target": "ledger",
-                "result": "success", "public_key": signer.public_text, "new_kid": signer.kid,
-            }], check_key=False)
+            signer = load_signer(key_path) if key_path.exists() else Signer.generate()
+            ledger_id = secrets.token_hex(16)
+            while ledger_id == NO_LEDGER:  # pragma: no cover - one chance in 2**128
+                ledger_id = secrets.token_hex(16)
+            ledger = cls(store, signer, key_path, ledger_id)
+            if pin:  # first: a ledger is never left without the pin its `init` promised
+                ledger.pinned = pin_anchor(ledger_id, signer.public_raw)
+            try:
+                if signer.path is None:
+                    write_private_key(key_path, signer)
+                if not public_key_path(key_path).exists():
+                    write_public_key(public_key_path(key_path), signer.public_raw)
+                ledger._append_chunk(KEY_CHAIN, [{
+                    "event": "ledger.initialized", "actor": actor, "target": "ledger",
+                    "result": "success", "public_key": signer.public_text, "new_kid": signer.kid,
+                    "ledger_id": ledger_id,
+                }], check_key=False)
+            except BaseException:
+                made = True  # when unsure whether the genesis landed, keep the pin
+                with contextlib.suppress(LedgerError):
+                    made = claimed_ledger_id(store) == ledger_id
+                if ledger.pinned is not None and not made:
+                    ledger.pinned.unlink(missing_ok=True)  # the ledger it names was never made
+                raise
         except BaseException:
             store.close()
             raise
@@ -246,14 +301,14 @@ class Ledger:
             heads = [self.head(fleet).timestamp for fleet in self.store.chains()]
             timestamp = max(utc_now(), head.timestamp, *heads)
             record, data = seal(body, fleet=KEY_CHAIN, seq=head.seq + 1, prev=head.hash,
-                                timestamp=timestamp, signer=signer)
+                                timestamp=timestamp, signer=signer, ledger_id=self.ledger_id)
             sealed.append(Receipt(KEY_CHAIN, head.seq + 1, record["hash"]))
             return [SealedRecord(stream_id(KEY_CHAIN), head.seq + 1, record["event"], data)]
 
         try:
             self.store.insert_locked(make)
-        except (OperationalError, PersistenceError) as exc:
-            raise StorageError(f"cannot write to {self.store.label}: {exc}") from None
+        except storage_errors() as exc:
+            raise storage_fault(exc, self.store.label, "write to") from None
         self._key = None
         return sealed[0]
 
@@ -304,7 +359,8 @@ class Ledger:
                                   kid=signer.kid)
                     prev = record["hash"]
                     records.append(record)
-                ahead.append((index, records, signing.submit([signed_message(r["hash"]) for r in records])))
+                messages = [signed_message(r["hash"], self.ledger_id) for r in records]
+                ahead.append((index, records, signing.submit(messages)))
             if len(ahead) > SIGN_AHEAD or (index >= len(chunks) and ahead):
                 done, records, signatures = ahead.popleft()
                 stored = self._store_signed(fleet, records, signatures, key.seq)
@@ -416,7 +472,7 @@ class Ledger:
             except KeyChainMovedError:
                 self._key = None  # a rotation landed: re-read the key and seal again
                 unknown.append((receipts, sealed_at))  # a retried insert may have committed first
-            except (InterfaceError, OperationalError) as exc:
+            except (InterfaceError, OperationalError, TransientStorageError) as exc:
                 self._heads.pop(chain, None)
                 self._key = None
                 if receipts:
@@ -424,10 +480,10 @@ class Ledger:
                 now = time.monotonic()
                 reconnect_until = reconnect_until or now + RECONNECT_SECONDS
                 if now > reconnect_until or self.store.is_sqlite:  # SQLite already waited its lock timeout
-                    raise StorageError(f"cannot write to {self.store.label}: {exc}") from None
+                    raise storage_fault(exc, self.store.label, "write to") from None
                 time.sleep(min(0.1 * 2**attempt, 1.0))
-            except PersistenceError as exc:
-                raise StorageError(f"cannot write to {self.store.label}: {exc}") from None
+            except storage_errors() as exc:
+                raise storage_fault(exc, self.store.label, "write to") from None
         else:
             raise ConflictError(f"gave up after {MAX_ATTEMPTS} tries at the head of {chain}")
         last = receipts[-1]
@@ -462,7 +518,8 @@ class Ledger:
             record = link(body, fleet=chain, seq=seq, prev=prev, timestamp=timestamp, kid=signer.kid)
             prev = record["hash"]
             records.append(record)
-        signatures = self._signing(signer).sign_all([signed_message(r["hash"]) for r in records])
+        signatures = self._signing(signer).sign_all([signed_message(r["hash"], self.ledger_id)
+                                                     for r in records])
         return self._encode(chain, records, signatures)
 
     @staticmethod
@@ -493,19 +550,20 @@ class Ledger:
 
     # -- proving --------------------------------------------------------------
 
-    def trusted_key(self, public_key: str | None = None) -> bytes:
-        """The anchor to verify against: given, or `<key>.pub` beside the key file."""
-        if public_key:
-            return read_public_key(public_key)
-        path = anchor_path(self.key_path)
-        if path.exists():
-            return read_public_key(str(path))
-        raise KeyFileError("no trusted public key: give --public-key (the key `ledger init` printed)")
+    def trust_anchor(self, public_key: str | None = None) -> Anchor:
+        """The anchor to verify against: given, else `LEDGER_TRUST`, else pinned at init.
+
+        Never the public key file beside the private key: whoever can replace the
+        database can usually replace that file too.
+        """
+        return resolve_anchor(claimed_ledger_id(self.store), public_key)
 
     def verify(self, public_key: str | None = None, *, fleets: Sequence[str] | None = None,
-               checkpoint: str | None = None, progress: Progress | None = None) -> LedgerReport:
+               checkpoint: str | None = None, progress: Progress | None = None,
+               anchor: Anchor | None = None) -> LedgerReport:
         """Verify the whole ledger (or named fleets); raise VerificationError on a fault."""
-        return verify_ledger(self.store, self.trusted_key(public_key), fleets=fleets,
+        trusted = anchor or self.trust_anchor(public_key)
+        return verify_ledger(self.store, trusted.public_raw, fleets=fleets,
                              checkpoint_text=checkpoint, progress=progress)
 
     def checkpoint(self, fleet: str, public_key: str | None = None) -> str:
@@ -514,5 +572,5 @@ class Ledger:
         chain = report.chains[0]
         current_kid, _, _ = self.current_key()
         signer = self._signer_for(current_kid)
-        origin = f"{ORIGIN_PREFIX}/{key_id(report.keys[0].public_raw)}/{fleet}"
+        origin = checkpoint_origin(report.ledger_id, fleet)
         return sign_checkpoint(Checkpoint(origin, chain.count, chain.root, chain.head), signer)

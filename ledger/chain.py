@@ -1,10 +1,13 @@
 """Record hashing, the hash chain, the RFC 6962 Merkle root, and checkpoints.
 
 A record's `hash` is SHA-256 of its canonical bytes without `hash` and `sig`;
-its `sig` is Ed25519 over a context prefix and that digest; its `prev` is the
-hash of the record before (32 zero bytes for the first). The Merkle tree's
-leaves are the stored record bytes, hashed with RFC 6962's 0x00/0x01 prefixes,
-and a checkpoint is a C2SP signed note over the tree size, root and head.
+its `sig` is Ed25519 over a context prefix, the ledger's identity and that
+digest, so a record (or a whole chain) copied into another ledger that shares
+the key no longer verifies there; its `prev` is the hash of the record before
+(32 zero bytes for the first). The Merkle tree's leaves are the stored record
+bytes, hashed with RFC 6962's 0x00/0x01 prefixes, and a checkpoint is a C2SP
+signed note over the tree size, root and head, whose origin names the ledger's
+identity and the fleet.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ from ledger.keys import Signer, verify_signature
 
 GENESIS_PREV = "0" * 64
 ORIGIN_PREFIX = "deploy-ledger"
-SIGNATURE_CONTEXT = b"deploy-ledger/record/v1\x00"
+#: Format 2: the signed message binds the ledger's identity (format 1 did not).
+SIGNATURE_CONTEXT = b"deploy-ledger/record/v2\x00"
+#: The identity no ledger has: a message bound to it verifies in no ledger.
+NO_LEDGER = "0" * 32
 EMPTY_TREE_ROOT = hashlib.sha256(b"").digest()
 EM_DASH = "\u2014"
 ED25519_ALGORITHM = b"\x01"
@@ -40,9 +46,19 @@ class Head:
         return cls(0, GENESIS_PREV, "")
 
 
-def signed_message(record_hash_hex: str) -> bytes:
-    """What a record's signature covers: a fixed context and the 32-byte hash."""
-    return SIGNATURE_CONTEXT + bytes.fromhex(record_hash_hex)
+def signed_message(record_hash_hex: str, ledger_id: str = NO_LEDGER) -> bytes:
+    """What a record's signature covers: the context, the 16-byte ledger id, the 32-byte hash.
+
+    `"deploy-ledger/record/v2" 0x00 || ledger id || record hash` (the two as raw
+    bytes, 16 + 32). Without `ledger_id` the message is bound to no ledger and
+    verifies in none (for measuring signing cost only).
+    """
+    return SIGNATURE_CONTEXT + bytes.fromhex(ledger_id) + bytes.fromhex(record_hash_hex)
+
+
+def checkpoint_origin(ledger_id: str, fleet: str) -> str:
+    """The origin line of a fleet's checkpoints: `deploy-ledger/<ledger id>/<fleet>`."""
+    return f"{ORIGIN_PREFIX}/{ledger_id}/{fleet}"
 
 
 def unsigned_hash(record: Mapping[str, Any]) -> str:
@@ -69,10 +85,11 @@ def seal(
     prev: str,
     timestamp: str,
     signer: Signer,
+    ledger_id: str,
 ) -> tuple[dict[str, Any], bytes]:
     """Add the chain fields to a validated body; return the record and its bytes."""
     record = link(body, fleet=fleet, seq=seq, prev=prev, timestamp=timestamp, kid=signer.kid)
-    record["sig"] = signer.sign(signed_message(record["hash"]))
+    record["sig"] = signer.sign(signed_message(record["hash"], ledger_id))
     return record, canonical(record)
 
 
@@ -151,6 +168,8 @@ def sign_checkpoint(checkpoint: Checkpoint, signer: Signer) -> str:
 
 def parse_checkpoint(text: str) -> tuple[Checkpoint, list[tuple[str, bytes, bytes]]]:
     """Split a signed note into its checkpoint and (name, key hash, sig) lines."""
+    if "PRIVATE KEY" in text:
+        raise InputError("the checkpoint file is a private key, not a checkpoint")
     body, sep, signatures = text.partition("\n\n")
     if not sep:
         raise InputError("checkpoint has no signature block (expected a blank line)")
@@ -166,10 +185,11 @@ def parse_checkpoint(text: str) -> tuple[Checkpoint, list[tuple[str, bytes, byte
         raise InputError("checkpoint size or root is malformed")
     checkpoint = Checkpoint(lines[0], size, root, lines[3].removeprefix("head "))
     parsed = []
-    for line in signatures.splitlines():
+    for number, line in enumerate(signatures.splitlines(), 1):
         parts = line.split(" ")
         if len(parts) != 3 or parts[0] != EM_DASH:
-            raise InputError(f"checkpoint signature line is malformed: {line[:60]!r}")
+            raise InputError(f"checkpoint signature line {number} is malformed "
+                             "(expected '\u2014 <name> <base64 signature>')")
         try:
             blob = base64.b64decode(parts[2], validate=True)
         except ValueError:

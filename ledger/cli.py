@@ -1,8 +1,10 @@
 """The `ledger` command: a thin shell over the Python API.
 
 Errors are mapped to exit codes in one place (`main`): 2 for input the ledger
-refuses (nothing written), 1 for history that fails verification, 3 for a
-question without an answer. Every error is one line on stderr.
+refuses (nothing written), 1 for history that fails verification (or a check
+that refused the command, recorded), 3 for a question without an answer, 4 for
+a storage fault (the ledger could not be read or written here), 70 for a bug.
+Every error is one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -20,18 +22,29 @@ from ledger.api import Ledger
 from ledger.encoding import MAX_RECORD_BYTES, parse_record
 from ledger.errors import InputError, LedgerError, RecordError, UnknownFleetError
 from ledger.feed import FeedFilter, feed, parse_time
+from ledger.names import escape_controls, shown
 from ledger.openrtc import cli as openrtc_cli
-from ledger.store import default_db
+from ledger.postgres_url import redact, redact_text
+from ledger.store import default_db, is_postgres, storage_errors, storage_fault
 from projections import cli as projections_cli
 
 Handler = Callable[[argparse.Namespace], int]
+
+#: A bug of the ledger itself (sysexits' EX_SOFTWARE): never a verdict on the records.
+EXIT_INTERNAL = 70
+
+
+def one_line(message: object) -> str:
+    """An error message as one terminal-safe line: control characters (newlines,
+    escape sequences) in quoted user text are shown escaped, never sent raw."""
+    return escape_controls(str(message))
 
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line and exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"ledger: {message} (see `{self.prog} --help`)\n")
+        self.exit(2, f"ledger: {one_line(redact_text(message))} (see `{self.prog} --help`)\n")
 
 
 def _common(parser: argparse.ArgumentParser, *, fleet: bool = True) -> None:
@@ -72,8 +85,8 @@ def _who(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reason", default=None, help="why (recorded)")
 
 
-def _open(args: argparse.Namespace, *, writable: bool) -> Ledger:
-    return Ledger.open(args.db or default_db(), args.key, writable=writable)
+def _open(args: argparse.Namespace, *, writable: bool, read_only: bool | None = None) -> Ledger:
+    return Ledger.open(args.db or default_db(), args.key, writable=writable, read_only=read_only)
 
 
 def _write(args: argparse.Namespace, bodies: list[dict[str, Any]]) -> int:
@@ -86,11 +99,14 @@ def _write(args: argparse.Namespace, bodies: list[dict[str, Any]]) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    with Ledger.init(args.db or default_db(), args.key, actor=args.actor) as ledger:
+    with Ledger.init(args.db or default_db(), args.key, actor=args.actor,
+                     reuse_key=args.reuse_key) as ledger:
         kid, public, _ = ledger.current_key()
         print(f"initialised ledger {ledger.store.label}")
+        print(f"ledger id {ledger.ledger_id}")
         print(f"public key {public}")
         print(f"key id {kid}")
+        print(f"anchor pinned at {ledger.pinned} (plain `ledger verify` trusts it)")
     return 0
 
 
@@ -209,16 +225,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.checkpoint:
         try:
             checkpoint = Path(args.checkpoint).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read checkpoint {args.checkpoint}: {exc}") from None
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise InputError(f"cannot read checkpoint {shown(args.checkpoint)}: {exc}") from None
     fleets = [args.fleet] if args.fleet else None
     progress = _ProgressBar()
     with _open(args, writable=False) as ledger:
         if args.fleet and args.fleet not in ledger.fleets():
             raise UnknownFleetError(f"fleet {args.fleet!r} has no records in {ledger.store.label}")
+        anchor = ledger.trust_anchor(args.public_key)
+        print(f"anchor: {anchor.describe()}")
         try:
-            report = ledger.verify(args.public_key, fleets=fleets, checkpoint=checkpoint,
-                                   progress=progress)
+            report = ledger.verify(fleets=fleets, checkpoint=checkpoint, progress=progress,
+                                   anchor=anchor)
         finally:
             progress.close()
     for chain in report.chains:
@@ -232,7 +250,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
-    with _open(args, writable=True) as ledger:
+    with _open(args, writable=True, read_only=True) as ledger:  # signs, but writes no record
         if args.fleet not in ledger.fleets():
             raise UnknownFleetError(f"fleet {args.fleet!r} has no records in {ledger.store.label}")
         sys.stdout.write(ledger.checkpoint(args.fleet, args.public_key))
@@ -252,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", help="create the ledger and its signing key")
     _common(p, fleet=False)
     p.add_argument("--actor", default=os.environ.get("USER", "ledger-init"))
+    p.add_argument("--reuse-key", action="store_true",
+                   help="sign the new ledger with the existing key file (refused otherwise)")
     p.set_defaults(handler=cmd_init)
 
     keys = sub.add_parser("keys", help="show or rotate the signing key")
@@ -313,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fleet", default=argparse.SUPPRESS, help="only this fleet (default: every fleet)")
     p.set_defaults(every_fleet_by_default=True)
     p.add_argument("--public-key", default=None,
-                   help="trusted public key or its file (default: <key>.pub)")
+                   help="trusted public key or its file (default: env LEDGER_TRUST, else the key "
+                   "pinned by `ledger init` in ~/.config/deploy-ledger/trust/)")
     p.add_argument("--checkpoint", default=None, help="also prove the ledger extends this checkpoint")
     p.set_defaults(handler=cmd_verify)
 
@@ -336,10 +357,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except LedgerError as exc:
-        print(f"ledger: {exc}", file=sys.stderr)
+        print(f"ledger: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt:
+        print("ledger: interrupted; nothing more was written", file=sys.stderr)
+        return 130
+    except storage_errors() as exc:
+        # Last resort: a storage failure that no layer below put into words.
+        db = getattr(args, "db", None) or default_db()
+        fault = storage_fault(exc, redact(db), "use", path=None if is_postgres(db) else Path(db))
+        print(f"ledger: {one_line(fault)}", file=sys.stderr)
+        return fault.exit_code
+    except Exception as exc:  # one line instead of a traceback, always
+        print(f"ledger: internal error ({type(exc).__name__}: {one_line(redact_text(str(exc)))[:300]}); "
+              "please report it", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@
 `InputError` and its kin mean the caller gave something the ledger refuses:
 nothing was written and the CLI exits 2. `VerificationError` means stored
 history is not what was signed: the CLI exits 1 and prints the evidence.
+`NotFoundError` is a question without an answer (exit 3). `StorageError`
+means the ledger could not be read or written where it is (read-only, full,
+damaged or unreachable storage): exit 4, which is never "verification failed",
+since nothing about the records was learned.
 """
 
 from __future__ import annotations
@@ -37,7 +41,15 @@ class UnknownFleetError(InputError):
 
 
 class StorageError(LedgerError):
-    """The store could not be read or written (locked, unreachable, full)."""
+    """Storage fault: the ledger could not be read or written here (read-only, full,
+    damaged, locked or unreachable storage); nothing was written, or the write was
+    not acknowledged."""
+
+    exit_code = 4
+
+
+class TransientStorageError(StorageError):
+    """A database server went away mid-operation; a writer may retry on a new connection."""
 
 
 class ConflictError(LedgerError):

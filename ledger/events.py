@@ -9,7 +9,6 @@ every append is validated against them.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -20,12 +19,17 @@ import jsonschema_rs
 
 from ledger.encoding import MAX_SAFE_INTEGER
 from ledger.errors import RecordError
+from ledger.names import (
+    ACTOR_PATTERN,
+    FLEET_PATTERN,
+    VERSION_PATTERN,
+    WORKER_PATTERN,
+    shown,
+)
+from ledger.names import check_fleet_name as check_fleet_name  # callers validate fleets here
 
 SCHEMA_BASE = "https://deploy-ledger.invalid/schemas/"
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
-
-FLEET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-FLEET_RE = re.compile(FLEET_PATTERN)
 
 #: Fields the ledger sets when it seals a record; a caller may not supply them.
 CHAIN_FIELDS = ("seq", "prev", "hash", "kid", "sig", "fleet", "timestamp")
@@ -68,11 +72,28 @@ class Check(StrEnum):
     VERSION_UNKNOWN = "version_unknown"
     NOT_BAD = "not_bad"
 
+
 _TEXT: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 256}
+#: Identifiers, with the same patterns the Python side matches with `fullmatch`.
+_VERSION: dict[str, Any] = {"type": "string", "pattern": VERSION_PATTERN}
+_WORKER_ID: dict[str, Any] = {"type": "string", "pattern": WORKER_PATTERN}
+_ACTOR: dict[str, Any] = {"type": "string", "pattern": ACTOR_PATTERN}
+#: Identifier fields by name: wherever an event type has one, its schema is this one, so
+#: a version, worker id or actor means the same in every event, present and future.
+IDENTIFIER_FIELDS: dict[str, dict[str, Any]] = {
+    "actor": _ACTOR,
+    "version": _VERSION,
+    "from_version": _VERSION,
+    "worker_id": _WORKER_ID,
+    "source_worker": _WORKER_ID,
+    "superseded_by": _VERSION,
+}
 _REASON: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 4096}
 _COUNT: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": MAX_SAFE_INTEGER}
 _HEX64: dict[str, Any] = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _KID: dict[str, Any] = {"type": "string", "pattern": "^[0-9a-f]{16}$"}
+#: 128 random bits in hex, never all zeros (that identity belongs to no ledger).
+_LEDGER_ID: dict[str, Any] = {"type": "string", "pattern": "^(?!0{32}$)[0-9a-f]{32}$"}
 _PUBLIC_KEY: dict[str, Any] = {"type": "string", "pattern": "^ed25519:[A-Za-z0-9+/]{43}=$"}
 
 
@@ -109,7 +130,7 @@ def _t(
 
 
 _WORKER = {"worker_id": _TEXT, "version": _TEXT}
-_WORKER_IDS: dict[str, Any] = {"type": "array", "items": _TEXT, "maxItems": 1000}
+_WORKER_IDS: dict[str, Any] = {"type": "array", "items": _WORKER_ID, "maxItems": 1000}
 #: A driven move names its plan in its own record, so an executor can resume it.
 _PLAN = {"start_workers": _WORKER_IDS, "drain_workers": _WORKER_IDS, "drain_timeout_s": _COUNT}
 _OPERATION = {"operation_id": _TEXT}
@@ -286,7 +307,7 @@ EVENT_TYPES: dict[str, EventType] = {
         _t(
             "ledger.initialized",
             "Genesis of the key chain: the ledger's first signing key.",
-            {"public_key": _PUBLIC_KEY, "new_kid": _KID},
+            {"public_key": _PUBLIC_KEY, "new_kid": _KID, "ledger_id": _LEDGER_ID},
             kind=EventKind.INTERNAL,
         ),
         _t(
@@ -341,10 +362,10 @@ def value_schema() -> dict[str, Any]:
 
 def _core_properties() -> dict[str, Any]:
     return {
-        "actor": _TEXT,
+        "actor": _ACTOR,
         "target": _TEXT,
         "result": {"enum": list(RESULTS)},
-        "version": _TEXT,
+        "version": _VERSION,
         "reason": _REASON,
     }
 
@@ -369,6 +390,7 @@ def event_schema(event_type: EventType, *, sealed: bool) -> dict[str, Any]:
     properties = {**_core_properties(), "event": {"const": event_type.name}}
     properties.update(event_type.optional)
     properties.update(event_type.required)
+    properties.update({name: IDENTIFIER_FIELDS[name] for name in properties if name in IDENTIFIER_FIELDS})
     required = [*CORE_REQUIRED, *event_type.required]
     if sealed:
         properties.update(_chain_properties())
@@ -426,7 +448,7 @@ def validate_input(record: Mapping[str, Any], where: str = "record") -> EventTyp
         raise RecordError(f"{where}: missing field 'event' (a string naming the event type)")
     event_type = EVENT_TYPES.get(event)
     if event_type is None:
-        raise RecordError(f"{where}: unknown event type '{event}'")
+        raise RecordError(f"{where}: unknown event type {shown(event)}")
     for name in CHAIN_FIELDS:
         if name in record:
             raise RecordError(f"{where}: field '{name}' is set by the ledger, not the caller")
@@ -445,13 +467,3 @@ def stored_schema_error(record: Mapping[str, Any]) -> str | None:
     if validator.is_valid(record):
         return None
     return _first_error(validator, record)
-
-
-def check_fleet_name(fleet: str) -> str:
-    """Fleet names become chain ids and origin lines: keep them plain."""
-    if not FLEET_RE.match(fleet):
-        raise RecordError(
-            f"fleet name {fleet!r} is invalid: use letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit, at most 64 characters"
-        )
-    return fleet

@@ -16,7 +16,29 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
+
+from ledger.errors import RecordError
+from ledger.names import is_worker_id, shown
+
+WorkerFile = Literal["lock", "log"]
+
+
+def worker_file(rundir: Path, worker_id: str, kind: WorkerFile) -> Path:
+    """The lock or log file of a worker: `<rundir>/<worker id>.<kind>`, and nothing else.
+
+    Worker ids come from records (a driven move's plan names the workers to
+    start), so they are never trusted as path parts: only an id matching the
+    worker id pattern (letters, digits, '.', '_', '-', not starting with '.')
+    maps to a file name, which then lies directly in `rundir`.
+    """
+    if not is_worker_id(worker_id) or kind not in ("lock", "log"):
+        raise RecordError(f"worker id {shown(worker_id)} cannot name a file: use letters, digits, "
+                          "'.', '_' or '-', starting with a letter or digit, at most 64 characters")
+    path = rundir / f"{worker_id}.{kind}"
+    if path.parent != rundir or path.name.startswith("."):  # cannot happen for a valid id: checked anyway
+        raise RecordError(f"worker id {shown(worker_id)} cannot name a file in {rundir}")
+    return path
 
 
 def default_rundir(db: str, key: str) -> Path:
@@ -69,9 +91,10 @@ class LocalProcessDriver:
         rundir.mkdir(parents=True, exist_ok=True)
 
     def _lock_path(self, worker_id: str) -> Path:
-        return self.rundir / f"{worker_id}.lock"
+        return worker_file(self.rundir, worker_id, "lock")
 
     def start_worker(self, worker_id: str, version: str) -> None:
+        log_path = worker_file(self.rundir, worker_id, "log")
         if self.is_alive(worker_id):
             return
         s = self.settings
@@ -83,7 +106,7 @@ class LocalProcessDriver:
             "--call-max", str(s.call_max), "--fail-rate", str(s.fail_rate.get(version, 0.0)),
             "--max-seconds", str(s.max_seconds),
         ]
-        log = open(self.rundir / f"{worker_id}.log", "ab")  # noqa: SIM115 - the child owns it
+        log = open(log_path, "ab")  # noqa: SIM115 - the child owns it
         with log:
             self._children.append(subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True))
@@ -118,4 +141,5 @@ class LocalProcessDriver:
     def stop_all(self) -> None:
         """Drain every worker this driver knows of (for tests and demo cleanup)."""
         for path in self.rundir.glob("*.lock"):
-            self.drain(path.stem)
+            if is_worker_id(path.stem):
+                self.drain(path.stem)

@@ -1,16 +1,18 @@
 """Ed25519 key files, key ids, signing and signature checks.
 
-A private key lives in a PEM file of mode 0600 and is never printed. Public
-keys travel as text, `ed25519:<base64 of the 32 raw bytes>`; a key id (`kid`)
-is the first 8 bytes of SHA-256 of the raw public key, in hex. The file
-`<key>.pub` beside a new key holds the ledger's anchor: the public key that
-verification trusts first.
+A private key lives in a PEM file of mode 0600 and is never printed, nor is any
+part of a file given where a public key was expected. Public keys travel as
+text, `ed25519:<base64 of the 32 raw bytes>`; a key id (`kid`) is the first 8
+bytes of SHA-256 of the raw public key, in hex. The file `<key>.pub` beside a
+new key holds its public key, for publishing; verification never trusts it by
+default (whoever can replace the database can replace that file too).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -22,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from ledger.errors import KeyFileError
+from ledger.errors import KeyFileError, LedgerError, StorageError
 
 PUBLIC_PREFIX = "ed25519:"
 
@@ -40,28 +42,49 @@ def public_text(raw: bytes) -> str:
     return PUBLIC_PREFIX + base64.b64encode(raw).decode("ascii")
 
 
-def parse_public_key(text: str) -> bytes:
-    """Raw 32 bytes from `ed25519:<base64>` (or bare base64), with a clear error."""
-    body = text.strip()
-    body = body.removeprefix(PUBLIC_PREFIX)
+MAX_PUBLIC_KEY_FILE = 4096
+
+
+def parse_public_key(text: str, where: str = "the public key given") -> bytes:
+    """Raw 32 bytes from `ed25519:<base64>` (or bare base64), with a clear error.
+
+    Errors name `where` the text came from and never quote the text itself: a
+    mistaken argument may well be a private key.
+    """
+    if "PRIVATE KEY" in text:
+        raise KeyFileError(f"{where} is a private key, not a public key: give the public key "
+                           "(`ed25519:...`, printed by `ledger init` and kept in <key>.pub)")
+    body = text.strip().removeprefix(PUBLIC_PREFIX)
     try:
         raw = base64.b64decode(body, validate=True)
-    except binascii.Error:
-        raise KeyFileError(f"public key {text.strip()[:60]!r} is not base64") from None
+    except (binascii.Error, ValueError):
+        raise KeyFileError(f"{where} is not a public key (expected {PUBLIC_PREFIX}<base64 of 32 bytes>)"
+                           ) from None
     if len(raw) != 32:
-        raise KeyFileError(f"public key must be 32 bytes, got {len(raw)}")
+        raise KeyFileError(f"{where} is not an Ed25519 public key (it decodes to {len(raw)} bytes, not 32)")
     return raw
 
 
-def read_public_key(value: str) -> bytes:
-    """A trusted public key given on the command line: a file path or the text."""
+def read_public_key(value: str, where: str = "--public-key") -> bytes:
+    """A trusted public key given as text (`ed25519:...`) or as the path of a file holding it."""
+    if value.startswith(PUBLIC_PREFIX) or "PRIVATE KEY" in value:
+        return parse_public_key(value, f"the key given with {where}")
     path = Path(value)
-    if value.startswith(PUBLIC_PREFIX) or not path.exists():
-        return parse_public_key(value)
     try:
-        return parse_public_key(path.read_text(encoding="ascii"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KeyFileError(f"cannot read public key file {path}: {exc}") from None
+        with path.open("rb") as handle:
+            data = handle.read(MAX_PUBLIC_KEY_FILE + 1)
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: a NUL in the "path"
+        return parse_public_key(value, f"{where} (neither an existing file nor a key)")
+    except OSError as exc:
+        raise KeyFileError(f"cannot read public key file {path} ({where}): {exc.strerror}") from None
+    where_file = f"public key file {path} ({where})"
+    if len(data) > MAX_PUBLIC_KEY_FILE:
+        raise KeyFileError(f"{where_file} is too large to be a public key")
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise KeyFileError(f"{where_file} is not a public key (not ASCII text)") from None
+    return parse_public_key(text, where_file)
 
 
 class Signer:
@@ -117,16 +140,30 @@ def write_private_key(path: Path, signer: Signer) -> None:
     except FileExistsError:
         raise KeyFileError(f"key file {path} already exists; refusing to overwrite it") from None
     except OSError as exc:
-        raise KeyFileError(f"cannot create key file {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-        handle.flush()
-        os.fsync(handle.fileno())
+        raise _key_write_fault(exc, path) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        path.unlink(missing_ok=True)  # never leave half a key behind
+        raise _key_write_fault(exc, path) from None
     signer.path = path
 
 
+def _key_write_fault(exc: OSError, path: Path) -> LedgerError:
+    """A key file that cannot be written: the disk's fault (exit 4) or the caller's (exit 2)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+        return StorageError(f"storage fault: cannot create key file {path}: {exc.strerror}")
+    return KeyFileError(f"cannot create key file {path}: {exc.strerror}")
+
+
 def write_public_key(path: Path, raw: bytes) -> None:
-    path.write_text(public_text(raw) + "\n", encoding="ascii")
+    try:
+        path.write_text(public_text(raw) + "\n", encoding="ascii")
+    except OSError as exc:
+        raise _key_write_fault(exc, path) from None
 
 
 def load_signer(path: Path) -> Signer:
@@ -148,8 +185,8 @@ def load_signer(path: Path) -> Signer:
     return Signer(key, path)
 
 
-def anchor_path(key_path: Path) -> Path:
-    """Where `init` leaves the anchor public key: beside the private key."""
+def public_key_path(key_path: Path) -> Path:
+    """Where `init` leaves the public key, for publishing: beside the private key."""
     return key_path.with_name(key_path.name + ".pub")
 
 

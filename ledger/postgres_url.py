@@ -9,6 +9,7 @@ PGPASSFILE). Passwords are never printed: `redact` is for messages.
 from __future__ import annotations
 
 import os
+import re
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ledger.errors import InputError, StorageError
@@ -43,13 +44,22 @@ def postgres_env(url: str) -> dict[str, str]:
     return env
 
 
+# userinfo of any URL ("scheme://user:secret@host"), and key=value passwords in a
+# URL query or a libpq connection string ("password=secret", "?sslpassword=secret").
+_USERINFO_RE = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*):[^/?#\s]*@")
+_PASSWORD_RE = re.compile(r"(?P<head>\b[A-Za-z_]*password\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s&;#]*)",
+                          re.IGNORECASE)
+
+
 def redact(url: str) -> str:
-    """The URL with any password replaced, fit for an error message."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
+    """The URL with any password replaced (in its userinfo or query), fit for a message."""
+    return redact_text(url)
+
+
+def redact_text(text: str) -> str:
+    """Any text (a URL, a driver's error message) with every password in it replaced."""
+    text = _USERINFO_RE.sub(lambda m: f"{m.group('head')}:***@", text)
+    return _PASSWORD_RE.sub(lambda m: f"{m.group('head')}***", text)
 
 
 def check_connection(url: str) -> None:
@@ -64,5 +74,5 @@ def check_connection(url: str) -> None:
             connect_timeout=5,
         ).close()
     except psycopg.Error as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise StorageError(f"cannot connect to {redact(url)}: {reason}") from None
+        reason = redact_text(" ".join(str(exc).split())) or type(exc).__name__
+        raise StorageError(f"storage fault: cannot connect to {redact(url)}: {reason}") from None

@@ -15,6 +15,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ledger.children import die_with_parent, parent_identity
 from ledger.keys import Signer
 
 PARALLEL_MIN = 256
@@ -22,8 +23,9 @@ PARALLEL_MIN = 256
 _worker_key: Ed25519PrivateKey | None = None
 
 
-def _init_worker(private_raw: bytes) -> None:
+def _init_worker(private_raw: bytes, parent: tuple[int, bool]) -> None:
     global _worker_key
+    die_with_parent(*parent)  # a killed writer leaves no signer holding its database open
     _worker_key = Ed25519PrivateKey.from_private_bytes(private_raw)
 
 
@@ -61,7 +63,7 @@ class BatchSigner:
             return Signatures([done])
         if self._pool is None:
             self._pool = ProcessPoolExecutor(workers, initializer=_init_worker,
-                                             initargs=(self.signer.private_bytes(),))
+                                             initargs=(self.signer.private_bytes(), parent_identity()))
         size = -(-len(messages) // workers)
         return Signatures([self._pool.submit(_sign_slice, messages[i:i + size])
                            for i in range(0, len(messages), size)])

@@ -12,24 +12,42 @@ touches them.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import (
+    InterfaceError,
     JSONTranscoder,
     Mapper,
+    OperationalError,
     PersistenceError,
     StoredEvent,
 )
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
-from ledger.errors import NotInitializedError, StorageError
-from ledger.postgres_url import check_connection, postgres_env, redact
+from ledger.errors import NotInitializedError, StorageError, TransientStorageError
+from ledger.postgres_url import check_connection, postgres_env, redact, redact_text
+
+
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """What the storage layers raise when the disk or the server fails us (not our callers).
+
+    psycopg's errors count once psycopg is loaded; a SQLite ledger never loads it.
+    """
+    psycopg = sys.modules.get("psycopg")
+    driver: tuple[type[BaseException], ...] = (psycopg.Error,) if psycopg is not None else ()
+    return (PersistenceError, sqlite3.Error, OSError, *driver)
+
 
 FLEET_PREFIX = "fleet:"
 KEY_CHAIN = "@keys"
@@ -111,6 +129,95 @@ class LedgerApplication(Application[str]):
         return RecordMapper()
 
 
+_CAUSES = (  # (text in the driver's message, the cause in plain words)
+    ("readonly", "the database is read-only here"),
+    ("read-only", "the database is read-only here"),
+    ("disk is full", "the disk is full"),
+    ("no space left", "the disk is full"),
+    ("file is not a database", "the file is not a ledger database (damaged or overwritten)"),
+    ("malformed", "the database file is damaged (malformed)"),
+    ("no such table", "the file holds no ledger tables (damaged or another database)"),
+    ("unable to open", "the database file cannot be opened (missing permission?)"),
+    ("disk i/o error", "disk I/O error"),
+    ("locked", "the database is locked by another process"),
+    ("connection refused", "the server refused the connection (is it running?)"),
+    ("could not connect", "the server is unreachable"),
+    ("connection timeout", "the server did not answer in time"),
+    ("timeout expired", "the server did not answer in time"),
+    ("terminating connection", "the server closed the connection (restarted?)"),
+    ("server closed the connection", "the server closed the connection (restarted?)"),
+    ("connection is lost", "the connection to the server was lost"),
+    ("consuming input failed", "the connection to the server was lost"),
+    ("password authentication failed", "the server refused the credentials"),
+    ("permission denied", "permission denied (a role that may not do this?)"),
+)
+_ERRNO_CAUSES = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exhausted",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EIO: "disk I/O error",
+}
+
+
+def _file_cause(path: Path) -> str | None:
+    """What is wrong with where a SQLite file lives, when SQLite's own words are vague."""
+    try:
+        directory = path.resolve().parent
+        stat = os.statvfs(directory)
+    except OSError:
+        return None
+    if stat.f_flag & os.ST_RDONLY:
+        return "the file system is read-only"
+    if stat.f_bavail == 0:
+        return "the disk is full"
+    if not os.access(directory, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return "the database is read-only here (no permission to write it or its directory)"
+    return None
+
+
+def storage_fault(exc: BaseException, label: str, doing: str = "use", *,
+                  server: bool = False, path: Path | None = None) -> StorageError:
+    """One line naming the cause and where, for any failure of the storage underneath.
+
+    The driver's own wording is kept after the plain cause (on one line,
+    passwords removed), so nothing an operator needs is lost. A lost
+    connection to a database `server` yields `TransientStorageError`, which a
+    writer may retry on a new connection.
+    """
+    if isinstance(exc, StorageError):
+        return exc
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    lowered = detail.lower()
+    cause = next((plain for text, plain in _CAUSES if text in lowered), None)
+    if cause is None and isinstance(exc, OSError) and exc.errno in _ERRNO_CAUSES:
+        cause = _ERRNO_CAUSES[exc.errno]
+    vague = (None, "disk I/O error", "the database file cannot be opened (missing permission?)",
+             "the database is read-only here")
+    if path is not None and cause in vague:
+        # SQLite reports a lock file it could not create or grow as "unable to open" or an I/O error.
+        cause = _file_cause(path) or cause
+    reason = f"{cause or 'storage error'} ({redact_text(detail)[:200]})"
+    message = f"storage fault: cannot {doing} {label}: {reason}"
+    psycopg = sys.modules.get("psycopg")
+    lost = isinstance(exc, InterfaceError | OperationalError) or (
+        psycopg is not None and isinstance(exc, psycopg.OperationalError))
+    if server and lost:
+        return TransientStorageError(message)
+    return StorageError(message)
+
+
+@contextlib.contextmanager
+def faults_as(label: str, doing: str, *, server: bool = False,
+              path: Path | None = None) -> Iterator[None]:
+    """Turn a storage failure inside the block into one `StorageError` line."""
+    try:
+        yield
+    except storage_errors() as exc:
+        raise storage_fault(exc, label, doing, server=server, path=path) from None
+
+
 def stream_id(chain: str) -> str:
     return chain if chain == KEY_CHAIN else FLEET_PREFIX + chain
 
@@ -119,43 +226,115 @@ def is_postgres(db: str) -> bool:
     return db.startswith(("postgresql://", "postgres://"))
 
 
-def persistence_env(db: str) -> dict[str, str]:
+def _wal_pending(path: Path) -> bool:
+    wal = Path(f"{path}-wal")
+    return wal.exists() and wal.stat().st_size > 0
+
+
+def sqlite_read_only_uri(path: Path, *, immutable: bool | None = None) -> str:
+    """A URI that opens a SQLite ledger for reading only, whoever may write the file.
+
+    `mode=ro` never writes the database. Where SQLite could not create its lock
+    files beside it (a directory the user may not write, a full disk) and no
+    write-ahead log is pending, `immutable=1` lets it read without them.
+    """
+    absolute = path.resolve()
+    uri = f"file:{quote(str(absolute))}?mode=ro"
+    if immutable is None:
+        immutable = not os.access(absolute.parent, os.W_OK)
+    if immutable and not _wal_pending(absolute):
+        uri += "&immutable=1"
+    return uri
+
+
+def persistence_env(db: str, *, read_only: bool = False, immutable: bool | None = None) -> dict[str, str]:
     """eventsourcing settings for a database location (a file path by default)."""
     if is_postgres(db):
-        return postgres_env(db)
-    return {
+        env = postgres_env(db)
+        if read_only:  # a reviewer's role may only SELECT: create nothing, not even "IF NOT EXISTS"
+            env["CREATE_TABLE"] = "n"
+        return env
+    name = sqlite_read_only_uri(Path(db), immutable=immutable) if read_only else str(Path(db))
+    env = {
         "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-        "SQLITE_DBNAME": str(Path(db)),
+        "SQLITE_DBNAME": name,
         "SQLITE_LOCK_TIMEOUT": "30",
         "ORIGINATOR_ID_TYPE": "text",
         "APPLICATION_RECORDER_TOPIC": "ledger.store:GuardedSQLiteRecorder",
     }
+    if read_only:
+        env["CREATE_TABLE"] = "n"
+    return env
 
 
 class Store:
-    """Reads and writes the stored records of every chain in one ledger."""
+    """Reads and writes the stored records of every chain in one ledger.
 
-    def __init__(self, db: str, *, create: bool = False):
+    Every failure of the storage underneath (a read-only or full disk, a
+    damaged file, a server that is down) leaves here as one `StorageError`
+    naming the cause and the file or server. `read_only` opens a SQLite file
+    so that nothing is ever written to it or beside it, for commands that only
+    read: a copy on read-only media, or one the user may not write, verifies.
+    """
+
+    def __init__(self, db: str, *, create: bool = False, read_only: bool = False):
         if not is_postgres(db) and not create and not Path(db).exists():
             raise NotInitializedError(
                 f"no ledger at {db} (run `ledger init`, or give --db / LEDGER_DB)"
             )
         self.db = db
         self.is_sqlite = not is_postgres(db)
+        self.read_only = read_only
         self.label = redact(db) if is_postgres(db) else db
-        if is_postgres(db):
+        path = None if is_postgres(db) else Path(db)
+        if path is None:
             check_connection(db)
+        elif not create:
+            with faults_as(self.label, "open ledger database", path=path):
+                empty = path.stat().st_size == 0
+            if empty:
+                raise StorageError(f"storage fault: cannot open ledger database {db}: "
+                                   "the file is empty (truncated?)")
+        immutable: bool | None = None
+        first_fault: StorageError | None = None
         for attempt in range(OPEN_ATTEMPTS):
             try:
-                self.app = LedgerApplication(env=persistence_env(db))
+                with faults_as(self.label, "open ledger database", server=not self.is_sqlite, path=path):
+                    env = persistence_env(db, read_only=self.read_only, immutable=immutable)
+                    self.app = LedgerApplication(env=env)
+                    if self.is_sqlite or self.read_only:
+                        self._probe()
                 break
-            except (PersistenceError, OSError) as exc:
+            except StorageError as exc:
+                if first_fault is not None:
+                    raise first_fault from None  # reading without lock files did not help either
+                if "does not exist" in str(exc) and not self.is_sqlite:
+                    raise NotInitializedError(f"{self.label} holds no ledger (run `ledger init`)") from None
+                if self.read_only and self.is_sqlite and immutable is None and "damaged" not in str(exc) \
+                        and "not a ledger" not in str(exc):
+                    immutable = True  # no room or right for SQLite's lock files: read without them
+                    first_fault = exc
+                    continue
                 # Concurrent first opens can collide creating types and tables; the
                 # loser finds them made when it tries again.
                 if attempt + 1 == OPEN_ATTEMPTS or not is_postgres(db):
-                    raise StorageError(f"cannot open ledger database {self.label}: {exc}") from None
+                    raise
                 time.sleep(0.05 * (attempt + 1))
         self.recorder: Any = self.app.recorder
+
+    def _probe(self) -> None:
+        """Read the events table once, so a damaged or foreign file (or a schema with no
+        ledger, when nothing may be created) is reported at open."""
+        recorder: Any = self.app.recorder
+        table = recorder.events_table_name
+        if not self.is_sqlite:
+            table = f'"{recorder.datastore.schema}"."{table}"'
+        with recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(f"SELECT 1 FROM {table} LIMIT 1")
+
+    def reading(self) -> contextlib.AbstractContextManager[None]:
+        """A block whose storage failures become one `StorageError` about reading this ledger."""
+        return faults_as(self.label, "read ledger", server=not self.is_sqlite)
 
     def close(self) -> None:
         self.app.close()
@@ -193,13 +372,15 @@ class Store:
         return bytes(row.state) if row else None
 
     def last_row(self, chain: str) -> StoredEvent | None:
-        rows = self.recorder.select_events(stream_id(chain), desc=True, limit=1)
+        with self.reading():
+            rows = self.recorder.select_events(stream_id(chain), desc=True, limit=1)
         return rows[0] if rows else None
 
     def page(self, chain: str, after: int, limit: int = PAGE_SIZE) -> Sequence[StoredEvent]:
-        result: Sequence[StoredEvent] = self.recorder.select_events(
-            stream_id(chain), gt=after, limit=limit
-        )
+        with self.reading():
+            result: Sequence[StoredEvent] = self.recorder.select_events(
+                stream_id(chain), gt=after, limit=limit
+            )
         return result
 
     def scan(self, chain: str, after: int = 0, page_size: int = PAGE_SIZE) -> Iterator[StoredEvent]:
@@ -247,16 +428,14 @@ class Store:
         table = self.recorder.events_table_name
         if is_postgres(self.db):
             table = f'"{self.recorder.datastore.schema}"."{table}"'
-        try:
-            with self.recorder.datastore.transaction(commit=False) as cursor:
-                cursor.execute(f"SELECT DISTINCT originator_id AS stream FROM {table}")
-                names = [row["stream"] for row in cursor.fetchall()]
-        except PersistenceError as exc:
-            raise StorageError(f"cannot read {self.label}: {exc}") from None
+        with self.reading(), self.recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(f"SELECT DISTINCT originator_id AS stream FROM {table}")
+            names = [row["stream"] for row in cursor.fetchall()]
         return sorted(n.removeprefix(FLEET_PREFIX) for n in names if n.startswith(FLEET_PREFIX))
 
     def max_notification_id(self) -> int:
-        return int(self.recorder.max_notification_id() or 0)
+        with self.reading():
+            return int(self.recorder.max_notification_id() or 0)
 
 
 def default_db() -> str:

@@ -25,18 +25,21 @@ from eventsourcing.persistence import StoredEvent
 
 from ledger.chain import (
     GENESIS_PREV,
-    ORIGIN_PREFIX,
+    NO_LEDGER,
     Checkpoint,
     MerkleAccumulator,
+    checkpoint_origin,
     checkpoint_signed_by,
     leaf_hash,
     parse_checkpoint,
     signed_message,
 )
+from ledger.children import die_with_parent, parent_identity
 from ledger.encoding import canonical
 from ledger.errors import Fault, InputError, VerificationError
 from ledger.events import INTERNAL_EVENTS, stored_schema_error
 from ledger.keys import key_id, parse_public_key, verify_signature
+from ledger.names import shown
 from ledger.store import KEY_CHAIN, Store
 
 BATCH = 1024
@@ -73,13 +76,18 @@ class ChainReport:
 @dataclass
 class LedgerReport:
     keys: list[KeyEpoch] = field(default_factory=list)
+    ledger_id: str = NO_LEDGER
     chains: list[ChainReport] = field(default_factory=list)
 
 
 def check_batch(
-    chain: str, rows: Sequence[tuple[int, bytes]], keys: dict[str, bytes]
+    chain: str, rows: Sequence[tuple[int, bytes]], keys: dict[str, bytes], ledger_id: str
 ) -> tuple[list[RecordInfo], RawFault | None]:
-    """Check each record on its own; stop at the first fault in the batch."""
+    """Check each record on its own; stop at the first fault in the batch.
+
+    Signatures are checked as made for the ledger `ledger_id`: a record copied
+    from another ledger, even one signed with the same key, fails here.
+    """
     infos: list[RecordInfo] = []
     for position, data in rows:
         try:
@@ -107,8 +115,9 @@ def check_batch(
         public_raw = keys.get(kid)
         if public_raw is None:
             return infos, (position, "signature", "a key of this ledger", f"unknown key {kid}", "")
-        if not verify_signature(public_raw, record["sig"], signed_message(actual)):
-            return infos, (position, "signature", f"valid signature by {kid}", "bad signature", "")
+        if not verify_signature(public_raw, record["sig"], signed_message(actual, ledger_id)):
+            return infos, (position, "signature", f"valid signature by {kid} for ledger {ledger_id}",
+                           "bad signature", "forged, altered, or signed for another ledger")
         new_key = None
         if record["event"] in ("ledger.initialized", "key.rotated"):
             new_key = (record["new_kid"], record["public_key"])
@@ -122,17 +131,32 @@ def check_batch(
 
 
 _worker_keys: dict[str, bytes] = {}
+_worker_ledger: list[str] = [NO_LEDGER]
 
 
-def _init_worker(keys: dict[str, bytes]) -> None:
+def _init_worker(keys: dict[str, bytes], ledger_id: str, parent: tuple[int, bool]) -> None:
+    die_with_parent(*parent)
     _worker_keys.clear()
     _worker_keys.update(keys)
+    _worker_ledger[0] = ledger_id
 
 
 def _check_in_worker(
     chain: str, rows: Sequence[tuple[int, bytes]]
 ) -> tuple[list[RecordInfo], RawFault | None]:
-    return check_batch(chain, rows, _worker_keys)
+    return check_batch(chain, rows, _worker_keys, _worker_ledger[0])
+
+
+def claimed_ledger_id(store: Store) -> str | None:
+    """The identity the ledger's genesis record states (unverified: for finding its anchor)."""
+    first = store.page(KEY_CHAIN, 0, 1)
+    if not first:
+        return None
+    try:
+        value = orjson.loads(first[0].state).get("ledger_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 class _Linker:
@@ -216,6 +240,8 @@ class Verifier:
         self.store = store
         self.anchor_raw = anchor_raw
         self.progress = progress
+        #: Proven by the genesis record's signature under the anchor (`verify_keys`).
+        self.ledger_id = NO_LEDGER
         self.epochs: dict[str, KeyEpoch] = {}
         self._pool: Executor | None = None
 
@@ -236,9 +262,10 @@ class Verifier:
         keys = {anchor_kid: self.anchor_raw}
         linker = _Linker(KEY_CHAIN, {anchor_kid: KeyEpoch(anchor_kid, self.anchor_raw, "")}, None)
         epochs: list[KeyEpoch] = []
+        self.ledger_id = claimed_ledger_id(self.store) or NO_LEDGER
         for batch in _batches(self.store.scan(KEY_CHAIN)):
             for position, data in batch:
-                infos, fault = check_batch(KEY_CHAIN, [(position, data)], keys)
+                infos, fault = check_batch(KEY_CHAIN, [(position, data)], keys, self.ledger_id)
                 if fault:
                     linker.expect_position(fault[0])
                     raise VerificationError(Fault(KEY_CHAIN, *fault))
@@ -283,7 +310,7 @@ class Verifier:
             results = self._parallel(chain, batches)
         else:
             keys = {k: e.public_raw for k, e in self.epochs.items()}
-            results = (check_batch(chain, batch, keys) for batch in batches)
+            results = (check_batch(chain, batch, keys, self.ledger_id) for batch in batches)
         for infos, fault in results:
             for info in infos:
                 linker.link(info)
@@ -300,7 +327,8 @@ class Verifier:
         if self._pool is None:
             keys = {k: e.public_raw for k, e in self.epochs.items()}
             self._pool = ProcessPoolExecutor(
-                max_workers=os.cpu_count() or 1, initializer=_init_worker, initargs=(keys,)
+                max_workers=os.cpu_count() or 1, initializer=_init_worker,
+                initargs=(keys, self.ledger_id, parent_identity()),
             )
         window = 4 * (os.cpu_count() or 1)
         pending: deque[Future[Any]] = deque()
@@ -324,14 +352,16 @@ def verify_ledger(
     report = LedgerReport()
     with Verifier(store, anchor_raw, progress) as verifier:
         report.keys = verifier.verify_keys()
+        report.ledger_id = verifier.ledger_id
         checkpoint = None
         if checkpoint_text is not None:
             checkpoint, signatures = parse_checkpoint(checkpoint_text)
             if not checkpoint_signed_by(checkpoint, signatures, [e.public_raw for e in report.keys]):
                 raise InputError("checkpoint signature does not verify under any key of this ledger")
-            prefix = f"{ORIGIN_PREFIX}/{key_id(anchor_raw)}/"
+            prefix = checkpoint_origin(verifier.ledger_id, "")
             if not checkpoint.origin.startswith(prefix):
-                raise InputError(f"checkpoint origin {checkpoint.origin!r} is not of this ledger")
+                raise InputError(f"checkpoint origin {shown(checkpoint.origin)} is not of this ledger "
+                                 f"(its origins start {prefix!r})")
             fleets = [checkpoint.origin.removeprefix(prefix)]
         names = list(fleets) if fleets is not None else store.chains()
         for name in names:

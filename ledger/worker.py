@@ -24,6 +24,7 @@ from types import FrameType
 from ledger import commands
 from ledger.api import Ledger
 from ledger.errors import LedgerError
+from ledger.fleet import worker_file
 
 ALREADY_RUNNING = 3
 TICK = 0.05
@@ -58,8 +59,9 @@ class Calls:
 
 def lock_worker(rundir: Path, worker_id: str) -> int | None:
     """Hold an exclusive lock for this worker id for the life of the process."""
+    path = worker_file(rundir, worker_id, "lock")
     rundir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(rundir / f"{worker_id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

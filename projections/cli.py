@@ -15,6 +15,7 @@ from typing import Any
 
 from ledger.cli_output import add_output_option, print_json, wants_json
 from ledger.errors import NotFoundError
+from ledger.names import escape_controls
 from ledger.rules import STATUSES, LastGood
 from ledger.store import default_db
 from projections.runner import Projections
@@ -23,7 +24,7 @@ Common = Callable[..., None]
 
 
 def _notice(message: str) -> None:
-    print(f"ledger: {message}", file=sys.stderr)
+    print(f"ledger: {escape_controls(message)}", file=sys.stderr)
 
 
 def _open(args: argparse.Namespace) -> Projections:

@@ -39,8 +39,9 @@ from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 
-from ledger.errors import InputError, StorageError
+from ledger.errors import InputError
 from ledger.postgres_url import check_connection, postgres_env, redact
+from ledger.store import storage_fault
 from projections.views import FORMAT, FleetUpdate, LedgerViews, ViewsDamagedError, ViewsMeta
 
 DEFAULT_NAME = "views"
@@ -149,7 +150,7 @@ class PostgresLedgerViews(PostgresTrackingRecorder, LedgerViews):
     def _error(self, exc: BaseException) -> Exception:
         if _is_damage(exc):
             return ViewsDamagedError(" ".join(str(exc).split()))
-        return StorageError(f"cannot use {self.label}: {' '.join(str(exc).split())}")
+        return storage_fault(exc, self.label, "use", server=True)
 
     @contextmanager
     def _cursor(self, *, commit: bool) -> Iterator[psycopg.Cursor[DictRow]]:
@@ -189,7 +190,7 @@ class PostgresLedgerViews(PostgresTrackingRecorder, LedgerViews):
                     "WHERE n.nspname = %s AND c.relname = ANY(%s)",
                     (self.schema, self._relations())).fetchall()
         except (InterfaceError, OperationalError, ConnectionUnavailableError) as exc:
-            raise StorageError(f"cannot use {self.label}: {exc}") from None
+            raise storage_fault(exc, self.label, "use", server=True) from None
         found = {row["relname"] for row in rows}
         self.existed = self.prefix + "meta" in found
         if found == set(self._relations()):
@@ -206,7 +207,7 @@ class PostgresLedgerViews(PostgresTrackingRecorder, LedgerViews):
                 if attempt == 2:
                     raise
             except (InterfaceError, OperationalError, ConnectionUnavailableError) as exc:
-                raise StorageError(f"cannot use {self.label}: {exc}") from None
+                raise storage_fault(exc, self.label, "use", server=True) from None
             except PersistenceError as exc:
                 raise self._error(exc) from None
 
@@ -327,7 +328,7 @@ class PostgresLedgerViews(PostgresTrackingRecorder, LedgerViews):
         try:
             return cast("int | None", super().max_tracking_id(application_name))
         except (InterfaceError, OperationalError, ConnectionUnavailableError) as exc:
-            raise StorageError(f"cannot use {self.label}: {exc}") from None
+            raise storage_fault(exc, self.label, "use", server=True) from None
         except (PersistenceError, psycopg.Error) as exc:
             raise self._error(exc) from None
 
@@ -426,7 +427,7 @@ def open_postgres_views(url: str, name: str = DEFAULT_NAME, *,
         try:
             factory: Any = InfrastructureFactory.construct(env=env)
         except (PersistenceError, OSError) as exc:
-            raise StorageError(f"cannot use {label}: {exc}") from None
+            raise storage_fault(exc, label, "use", server=True) from None
         datastore = factory.datastore
         assert isinstance(datastore, PostgresDatastore)
     views = PostgresLedgerViews(datastore, tracking_table_name=table, owns_datastore=owns, label=label)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
-from eventsourcing.persistence import IntegrityError, PersistenceError, Tracking
+from eventsourcing.persistence import IntegrityError, Tracking
 
 from ledger.api import Ledger
 from ledger.chain import unsigned_hash
@@ -43,7 +44,15 @@ from ledger.errors import NotInitializedError, StorageError, UnknownFleetError
 from ledger.events import check_fleet_name
 from ledger.postgres_url import postgres_env, redact
 from ledger.rules import FleetHistory, LastGood, Version
-from ledger.store import KEY_CHAIN, LedgerApplication, Store, default_db, is_postgres
+from ledger.store import (
+    KEY_CHAIN,
+    LedgerApplication,
+    Store,
+    default_db,
+    is_postgres,
+    storage_errors,
+    storage_fault,
+)
 from projections.follow import LedgerWaiter, ledger_waiter
 from projections.integrity import LinkFaultError
 from projections.projection import FleetProjection, load_state
@@ -95,6 +104,19 @@ def views_location(db: str, configured: str | os.PathLike[str] | None = None) ->
     return f"{db}.projections.db"
 
 
+def _can_write_file(path: Path) -> bool:
+    """Whether a SQLite file can be written at `path` (it and its -wal/-shm files beside it)."""
+    directory = path.parent
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return False
+    return not path.exists() or os.access(path, os.W_OK)
+
+
+def _refused_writes(exc: StorageError) -> bool:
+    text = str(exc)
+    return "permission denied" in text or "read-only" in text
+
+
 def _same_database(a: str, b: str) -> bool:
     keys = ("POSTGRES_DBNAME", "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD")
     env_a, env_b = postgres_env(a), postgres_env(b)
@@ -104,10 +126,7 @@ def _same_database(a: str, b: str) -> bool:
 
 def ledger_identity(store: Store) -> str:
     """The hash of the key chain's genesis record: which ledger the views were built from."""
-    try:
-        first = store.page(KEY_CHAIN, 0, 1)
-    except PersistenceError as exc:
-        raise StorageError(f"cannot read ledger {store.label}: {exc}") from None
+    first = store.page(KEY_CHAIN, 0, 1)
     if not first:
         raise NotInitializedError(f"{store.label} holds no ledger (run `ledger init`)")
     return str(orjson.loads(first[0].state)["hash"])
@@ -209,22 +228,56 @@ class Projections:
                  notice: Notice | None = None, batch_size: int = BATCH_SIZE,
                  owns_store: bool = False):
         self.store = store
-        location = views_location(store.db, path)
-        self.home: _Home
-        if is_postgres(location):
-            self.home = _PostgresHome(location, store)
-            self.path: Path | None = None
-        else:
-            self.home = _FileHome(Path(location))
-            self.path = Path(location)
         self.notice: Notice = notice if notice is not None else _log.warning
+        location = views_location(store.db, path)
+        defaulted = location in (store.db, f"{store.db}.projections.db")  # not chosen by the user
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        if defaulted and not is_postgres(location) and not _can_write_file(Path(location)):
+            location = self._scratch_file(f"cannot write projection file {location} (read-only location)")
         self.batch_size = batch_size
         self._owns_store = owns_store
         self._ledger_id = ledger_identity(store)
         self.views: LedgerViews
         self.projection: FleetProjection
         self._seen = 0  # the views' position when the last catch-up ended
-        self._open()
+        #: Views in the ledger's own PostgreSQL database may be refused to a role that
+        #: may only read; then they move to a temporary file (once).
+        self._may_move = defaulted and is_postgres(location)
+        self._settle(location)
+        try:
+            self._open()
+        except StorageError as exc:
+            if not self._move_if_refused(exc):
+                raise
+            self._open()
+
+    def _move_if_refused(self, exc: StorageError) -> bool:
+        """Move the views to a temporary file if `exc` says their database refuses our writes."""
+        if not (self._may_move and _refused_writes(exc)):
+            return False
+        self._may_move = False
+        old = getattr(self, "views", None)
+        if old is not None:
+            old.close()
+        self._settle(self._scratch_file(f"cannot write the views in {redact(self.store.db)} "
+                                        "(the database refuses this role's writes)"))
+        return True
+
+    def _settle(self, location: str) -> None:
+        self.home: _Home
+        if is_postgres(location):
+            self.home = _PostgresHome(location, self.store)
+            self.path: Path | None = None
+        else:
+            self.home = _FileHome(Path(location))
+            self.path = Path(location)
+
+    def _scratch_file(self, why: str) -> str:
+        """A private temporary views file, built from the ledger and removed on close, for a
+        ledger whose own views location cannot be written (a read-only copy or role)."""
+        self._scratch = tempfile.TemporaryDirectory(prefix="deploy-ledger-views-")
+        self.notice(f"{why}; using a temporary one, built from the ledger for this run")
+        return str(Path(self._scratch.name) / "views.db")
 
     @classmethod
     def open(cls, db: str | os.PathLike[str] | None = None, path: str | os.PathLike[str] | None = None,
@@ -249,6 +302,8 @@ class Projections:
             if views is not None:
                 views.close()
         finally:
+            if self._scratch is not None:
+                self._scratch.cleanup()
             if self._owns_store:
                 self.store.close()
 
@@ -269,7 +324,7 @@ class Projections:
             if meta is None:
                 if existed:
                     self.notice(f"{home.label} {home.is_} empty; building {home.it} from the ledger")
-                else:
+                elif self._scratch is None:  # a temporary file was announced already
                     self.notice(f"no {home.label}; building {home.it} from the ledger")
                 self.views.reset(self._ledger_id, APPLICATION)
             elif meta.format != FORMAT:
@@ -314,6 +369,10 @@ class Projections:
                     raise StorageError(f"{self.home.label}: still damaged after {damaged} rebuilds "
                                        f"({exc})") from None
                 self._recreate(f"damaged ({exc})")
+            except StorageError as exc:
+                if not self._move_if_refused(exc):
+                    raise
+                self._open()  # a private file this time: the action starts again there
 
     # -- following the ledger ---------------------------------------------------------
 
@@ -328,8 +387,9 @@ class Projections:
         """Read the ledger; its storage errors are the ledger's, not the views'."""
         try:
             return read()
-        except PersistenceError as exc:
-            raise StorageError(f"cannot read ledger {self.store.label}: {exc}") from None
+        except storage_errors() as exc:
+            raise storage_fault(exc, self.store.label, "read ledger",
+                                server=not self.store.is_sqlite) from None
 
     def _ledger_head(self) -> int:
         return self._ledger(self.store.max_notification_id)

@@ -22,7 +22,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteTrackingRecorder
 
-from ledger.errors import StorageError
+from ledger.store import storage_fault
 from projections.views import (
     FORMAT,
     FleetUpdate,
@@ -51,7 +51,7 @@ def _classify(exc: BaseException, path: str) -> Exception:
     message = str(exc)
     if any(sign in message.lower() for sign in _DAMAGE_SIGNS):
         return ViewsDamagedError(message)
-    return StorageError(f"cannot use projection file {path}: {message}")
+    return storage_fault(exc, f"projection file {path}", "use", path=Path(path))
 
 
 class SQLiteLedgerViews(SQLiteTrackingRecorder, LedgerViews):
@@ -245,6 +245,6 @@ def open_sqlite_views(path: str | Path) -> SQLiteLedgerViews:
         factory = InfrastructureFactory[SQLiteLedgerViews].construct(env=env)
         return factory.tracking_recorder(SQLiteLedgerViews)
     except ConnectionUnavailableError as exc:
-        raise StorageError(f"cannot use projection file {path}: {exc}") from None
+        raise storage_fault(exc, f"projection file {path}", "use", path=Path(path)) from None
     except (PersistenceError, sqlite3.Error, OSError) as exc:
         raise _classify(exc, str(path)) from None

@@ -62,6 +62,16 @@ class Env:
         return ["--db", self.db, "--key", str(self.key)]
 
 
+@pytest.fixture(autouse=True)
+def user_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test its own user configuration: pins made by `init` never reach the real
+    home directory, and no trust setting of the person running the tests leaks in."""
+    config = tmp_path_factory.mktemp("config")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config))
+    monkeypatch.delenv("LEDGER_TRUST", raising=False)
+    return config
+
+
 @pytest.fixture(scope="session")
 def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A PostgreSQL server for the whole session."""

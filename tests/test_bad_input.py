@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from ledger.chain import Head
+from ledger.names import CONTROL_RE
 from tests.conftest import Env, run_cli, run_process, seed
 
 GOOD = '{"event":"deployment.started","actor":"ci","target":"fleet","result":"success","version":"v9"}'
@@ -42,6 +43,27 @@ CASES = [
     ("empty-actor", ["deploy", "v2", "--actor", ""], "needs --actor"),
     ("bad-fleet-name", ["deploy", "v2", "--actor", "ci", "--fleet", "../etc"], "fleet name"),
     ("missing-actor-flag", ["deploy", "v2"], "the following arguments are required: --actor"),
+    ("fleet-trailing-newline", ["deploy", "v2", "--actor", "ci", "--fleet", "prod\n"],
+     "fleet name 'prod\\n'"),
+    ("fleet-too-long", ["deploy", "v2", "--actor", "ci", "--fleet", "p" * 65], "fleet name"),
+    ("version-nul", ["append", "--json", GOOD.replace('"v9"', '"v\\u0000x"')], "control character"),
+    ("version-nul-cli", ["deploy", "v\x00x", "--actor", "ci"], "control character"),
+    ("version-path", ["deploy", "../v2", "--actor", "ci"], "field 'version'"),
+    ("version-newline", ["deploy", "v2\n", "--actor", "ci"], "control character"),
+    ("actor-escape-sequence", ["deploy", "v2", "--actor", "\x1b[2J"], "control character"),
+    ("actor-trailing-space", ["deploy", "v2", "--actor", "ci "], "field 'actor'"),
+    ("event-with-escape", ["append", "--json", GOOD.replace("deployment.started", "\\u001b[31m")],
+     "control character"),
+    ("nested-300", ["append", "--json", GOOD[:-1] + ',"x":' + "[" * 300 + "]" * 300 + "}"],
+     "nested more than 32"),
+    ("nested-2000", ["append", "--json", GOOD[:-1] + ',"x":' + "[" * 2000 + "]" * 2000 + "}"],
+     "not valid JSON"),
+    ("deep-float", ["append", "--json", GOOD[:-1] + ',"x":{"y":[1e3]}}'], "floats are not allowed"),
+    ("deep-negative-huge-int", ["append", "--json", GOOD[:-1] + ',"x":[{"y":-9007199254740993}]}'],
+     "outside"),
+    ("non-ascii-top-key", ["append", "--json", GOOD[:-1] + ',"\u00e9":"x"}'], "not printable ASCII"),
+    ("worker-id-path", ["worker", "start", "../../x", "--version", "v1", "--actor", "ci"],
+     "field 'worker_id'"),
 ]
 
 
@@ -61,6 +83,7 @@ def test_bad_input_is_refused_and_nothing_is_written(
     assert code == 2
     assert message in err
     assert err.count("\n") == 1, err
+    assert not CONTROL_RE.search(err.rstrip("\n")), err
     assert head(env) == before
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import stat
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ def test_init_creates_a_private_key_of_mode_0600_and_prints_only_the_public_key(
     assert body not in result.out + result.err
     public = key.with_name("l.key.pub").read_text().strip()
     assert f"public key {public}" in result.out
-    again = run_cli(capsys, "init", "--db", str(db), "--key", str(key))
+    again = run_cli(capsys, "init", "--db", str(db), "--key", str(key), "--reuse-key")
     assert again.code == 2 and "already a ledger" in again.err
 
 
@@ -74,7 +75,7 @@ def test_a_record_signed_by_a_retired_key_after_retirement_is_a_fault(env: Env,
     # an insider with the old key appends after the rotation, straight into the table
     body = build.complete("v2", "mallory")
     _, data = seal(body, fleet="prod", seq=head.seq + 1, prev=head.hash, timestamp=head.timestamp,
-                   signer=old)
+                   signer=old, ledger_id=lg.ledger_id)
     env.tamper.insert(head.seq + 1, "deployment.completed", data)
     with env.open(writable=False) as lg, pytest.raises(VerificationError) as caught:
         lg.verify()
@@ -94,10 +95,14 @@ def test_a_ledger_rewritten_under_another_key_fails(env: Env, tmp_path: Path,
     assert "@keys seq 1" in result.err and "unknown key" in result.err
 
 
-def test_verify_without_any_trusted_key_is_an_input_error(env: Env, tmp_path: Path,
+def test_verify_without_any_trusted_key_is_an_input_error(env: Env, user_config: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    result = run_cli(capsys, "verify", "--db", str(env.db), "--key", str(tmp_path / "none.key"))
-    assert result.code == 2 and "no trusted public key" in result.err
+    shutil.rmtree(user_config / "deploy-ledger")  # no pin; the .pub beside the key is not an anchor
+    assert env.pub.exists()
+    result = run_cli(capsys, "verify", *env.args())
+    assert result.code == 2 and result.err.count("\n") == 1
+    assert "no trust anchor for ledger" in result.err and "--public-key" in result.err
+    assert "LEDGER_TRUST" in result.err
 
 
 def test_a_writer_holding_the_old_key_reseals_after_a_rotation_elsewhere(env: Env) -> None:

@@ -69,6 +69,7 @@ def test_a_server_that_refuses_us_is_one_clear_line(pg_url: str, capsys: pytest.
            else "postgresql://ledger:ledger@127.0.0.1:1/ledger_test")
     for argv in (["verify"], ["deploy", "v1", "--actor", "ci"], ["init"]):
         result = run_cli(capsys, *argv, "--db", url)
-        assert result.code == 2
+        assert result.code == 4  # a storage fault: nothing was read or written
+        assert result.err.startswith("ledger: storage fault: cannot connect to ")
         assert message in result.err and result.err.count("\n") == 1
         assert "wrong" not in result.err  # the password is never printed

@@ -23,6 +23,11 @@ from ledger.keys import Signer
 from tests.conftest import Env, run_cli, seed
 
 
+def ledger_id(env: Env) -> str:
+    with env.open(writable=False) as lg:
+        return lg.ledger_id
+
+
 def record_at(env: Env, seq: int) -> dict[str, object]:
     return dict(orjson.loads(dict(env.tamper.rows())[seq]))
 
@@ -58,7 +63,7 @@ def _forged(env: Env, seq: int, prev: str) -> bytes:
             "result": "success", "version": "evil"}
     last = record_at(env, max(dict(env.tamper.rows())))
     _, data = seal(body, fleet="prod", seq=seq, prev=prev, timestamp=str(last["timestamp"]),
-                   signer=Signer.generate())
+                   signer=Signer.generate(), ledger_id=ledger_id(env))
     return data
 
 
@@ -82,7 +87,7 @@ def replace_resigned_kid_kept(env: Env) -> None:
     from ledger.chain import signed_message
 
     record["hash"] = digest
-    record["sig"] = Signer.generate().sign(signed_message(digest))
+    record["sig"] = Signer.generate().sign(signed_message(digest, ledger_id(env)))
     env.tamper.set_state(3, canonical(record))
 
 
@@ -159,7 +164,7 @@ def _rewrite_with_real_key(env: Env) -> None:
         if seq == 1:
             body["version"] = "v1-rewritten"
         new, new_data = seal(body, fleet="prod", seq=seq, prev=prev, timestamp=record["timestamp"],
-                             signer=signer)
+                             signer=signer, ledger_id=ledger_id(env))
         prev = new["hash"]
         env.tamper.set_state(seq, new_data)
 
