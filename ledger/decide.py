@@ -25,6 +25,7 @@ from typing import Any
 from ledger.errors import InputError
 from ledger.events import Check
 from ledger.model import Move, MoveKind
+from ledger.names import check_actor, check_version
 from ledger.rollback import DEFAULT_DRAIN_TIMEOUT_S, Refusal, RollbackPlan, RollbackRequest, plan_rollback
 from ledger.rules import FleetHistory
 
@@ -183,11 +184,24 @@ Decision = Accepted | Refused
 
 
 def check_well_formed(command: Command) -> None:
-    """Refuse malformed commands (exit 2, nothing written) before any state is read."""
+    """Refuse malformed commands (exit 2, nothing written) before any state is read.
+
+    Identifiers are checked here, before they become lookup keys of the state
+    read: a version no record could hold is bad input, never a storage fault.
+    """
     command.meta.check()
+    check_actor(command.meta.actor)
     if isinstance(command, Rollback):
         command.request.check_well_formed()
+        for what, value in (("--to", command.request.to_version),
+                            ("--from-version", command.request.from_version)):
+            if value is not None:
+                check_version(value, what)
         return
+    check_version(command.version)
+    from_version = getattr(command, "from_version", None)
+    if from_version is not None:
+        check_version(from_version, "--from-version")
     if isinstance(command, Fail) and not command.meta.reason:
         raise InputError("a failure needs --reason (why the move failed; it is recorded)")
     if isinstance(command, Judge) and command.verdict is not Verdict.VERIFIED and not command.meta.reason:

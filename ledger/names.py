@@ -81,6 +81,24 @@ def check_fleet_name(fleet: str) -> str:
     return fleet
 
 
+def check_version(version: object, what: str = "version") -> str:
+    """Versions become lookup keys of the read models and parts of worker ids: keep them plain."""
+    if not is_version(version):
+        raise RecordError(f"{what} {shown(version)} is invalid: use letters, digits, '.', '_', '+' or '-', "
+                          "starting with a letter or digit, at most 128 characters")
+    assert isinstance(version, str)
+    return version
+
+
+def check_actor(actor: object) -> str:
+    """Actors are recorded as who did it: printable text, no control characters, no edge spaces."""
+    if not is_actor(actor):
+        raise RecordError(f"actor {shown(actor)} is invalid: printable text of at most 256 characters, "
+                          "no control characters, not starting or ending with a space")
+    assert isinstance(actor, str)
+    return actor
+
+
 def check_worker_id(worker_id: str) -> str:
     """Worker ids become file names of the local driver: keep them plain."""
     if not is_worker_id(worker_id):
