@@ -145,6 +145,34 @@ def test_a_malformed_signature_line_is_refused(mangle: object, message: str) -> 
     assert "\n" not in str(caught.value)
 
 
+def _mangle_body(body: str, line: int, text: str) -> str:
+    lines = body.split("\n")
+    lines[line] = text
+    return "\n".join(lines)
+
+
+MALFORMED_BODIES = [
+    pytest.param(lambda body, line: f"{body}\n{line}\n", "no signature block", id="no-blank-line"),
+    pytest.param(lambda body, line: f"{_mangle_body(body, 2, '*' + body.split(chr(10))[2][1:])}\n\n{line}\n",
+                 "size or root is malformed", id="root-not-base64"),
+    pytest.param(lambda body, line: f"{_mangle_body(body, 2, body.split(chr(10))[2][:-4])}\n\n{line}\n",
+                 "size or root is malformed", id="root-too-short"),
+    pytest.param(lambda body, line: f"{_mangle_body(body, 1, '-1')}\n\n{line}\n",
+                 "size or root is malformed", id="size-negative"),
+    pytest.param(lambda body, line: f"{_mangle_body(body, 1, '02')}\n\n{line}\n",
+                 "not in canonical form", id="size-not-canonical"),
+]
+
+
+@pytest.mark.parametrize(("mangle", "message"), MALFORMED_BODIES)
+def test_a_malformed_checkpoint_body_is_refused(mangle: object, message: str) -> None:
+    """The note's body must be exactly the four lines the ledger signs, else a one-line error."""
+    body, line = _signed_note()
+    assert callable(mangle)
+    with pytest.raises(InputError, match=message):
+        parse_checkpoint(mangle(body, line))
+
+
 @pytest.mark.parametrize("blob", [pytest.param(b"", id="empty"),
                                   pytest.param(b"\x00" * 4, id="key-hash-only"),
                                   pytest.param(b"\x00" * 67, id="one-byte-short")])

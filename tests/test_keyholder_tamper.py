@@ -229,6 +229,30 @@ def kid_names_another_key(x: Insider) -> None:
     x.rows().insert(7, "worker.sessions", seal_bytes(record))
 
 
+def schema_invalid(x: Insider) -> None:
+    """Seq 3 re-signed without its required `active_sessions`: only the schema check sees it."""
+    record = x.record(3)
+    del record["active_sessions"]
+    _, data = reseal(record, x.current)
+    relink_from(x, 3, orjson.loads(data), x.current)
+
+
+def key_event_in_a_fleet(x: Insider) -> None:
+    """A correctly signed `key.rotated` appended to prod: key events belong to @keys only."""
+    head = x.record(6)
+    _, data = seal(_rotation_body(Signer.generate()), fleet="prod", seq=7, prev=head["hash"],
+                   timestamp=utc_now(), signer=x.current)
+    x.rows().insert(7, "key.rotated", data)
+
+
+def fleet_event_in_the_key_chain(x: Insider) -> None:
+    """A correctly signed fleet fact appended to @keys: it introduces no key and is refused."""
+    head = x.record(1, KEY_CHAIN)
+    _, data = seal(body_of(x.record(5)), fleet=KEY_CHAIN, seq=2, prev=head["hash"],
+                   timestamp=utc_now(), signer=x.current)
+    x.rows(KEY_CHAIN).insert(2, "worker.sessions", data)
+
+
 def _rotation_body(new: Signer, kid: str | None = None) -> dict[str, Any]:
     return {"event": "key.rotated", "actor": "mallory", "target": "ledger", "result": "success",
             "public_key": new.public_text, "new_kid": kid or new.kid}
@@ -310,6 +334,9 @@ KEYHOLDER_TAMPERS: list[Any] = [
     pytest.param(genesis_introduces_other_key, (KEY_CHAIN, 1, "anchor"), id="genesis-other-key"),
     pytest.param(genesis_replaced_by_rotation, (KEY_CHAIN, 1, "anchor"), id="genesis-as-rotation"),
     pytest.param(moved_raw_into_other_fleet, ("prod", 5, "seq"), id="raw-moved-missing-from-prod"),
+    pytest.param(schema_invalid, ("prod", 3, "schema"), id="schema-invalid-resigned"),
+    pytest.param(key_event_in_a_fleet, ("prod", 7, "event"), id="key-event-in-a-fleet"),
+    pytest.param(fleet_event_in_the_key_chain, (KEY_CHAIN, 2, "event"), id="fleet-event-in-key-chain"),
 ]
 
 
@@ -329,6 +356,17 @@ def test_a_raw_moved_record_is_foreign_in_the_fleet_it_lands_in(insider: Insider
     fault = caught.value.fault
     assert (fault.chain, fault.seq, fault.check, fault.expected, fault.found) == (
         "staging", 5, "fleet", "staging", "prod")
+
+
+def test_a_gap_says_how_many_records_are_missing(insider: Insider) -> None:
+    """The fault of a gap names the first missing seq and how many are gone before the next one."""
+    insider.rows().delete(3)
+    insider.rows().delete(4)
+    with insider.env.open(writable=False) as lg, pytest.raises(VerificationError) as caught:
+        lg.verify()
+    fault = caught.value.fault
+    assert (fault.seq, fault.check, fault.expected, fault.found, fault.detail) == (
+        3, "seq", "3", "5", "2 record(s) missing")
 
 
 def test_a_record_resealed_into_another_fleet_shows_only_against_a_checkpoint(insider: Insider) -> None:

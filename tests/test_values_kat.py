@@ -17,7 +17,7 @@ import orjson
 import pytest
 import rfc8785
 
-from ledger.encoding import MAX_SAFE_INTEGER, canonical, check_values
+from ledger.encoding import MAX_SAFE_INTEGER, canonical, check_values, parse_record
 from ledger.errors import RecordError
 from tests.conftest import Env, run_cli
 
@@ -68,6 +68,18 @@ def test_values_inside_the_set_have_known_canonical_bytes(value: dict[str, Any],
     """Known answers: the bytes that are hashed, equal to RFC 8785's."""
     check_values(value)
     assert canonical(value) == expected == rfc8785.dumps(value)
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    pytest.param(b'{"a": "\xff"}', "record is not valid UTF-8 (byte 0xff at offset 7)", id="invalid-byte"),
+    pytest.param(b'{"a": "\xc3"}', "record is not valid UTF-8 (byte 0xc3 at offset 7)",
+                 id="truncated-sequence"),
+])
+def test_invalid_utf8_names_the_byte_and_its_offset(raw: bytes, message: str) -> None:
+    """Known answer: the first bad byte and where it is, before any JSON parsing."""
+    with pytest.raises(RecordError) as caught:
+        parse_record(raw)
+    assert str(caught.value) == message
 
 
 JSON_REFUSED: list[Any] = [
