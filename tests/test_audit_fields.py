@@ -364,3 +364,53 @@ def test_exited_workers_keep_their_exit_codes(env: Env, capsys: Cap) -> None:
                                      exited(10, "w0", "v1", 2, 1, exit_code=0)]
     assert (fleet["workers"], fleet["summary"]["live_workers"], fleet["summary"]["dropped_sessions"]) == (
         [], 0, 3)
+
+
+# -- what a decision's record keeps of the request and of the plan -----------------------------------
+
+
+def test_a_completion_naming_the_wrong_source_is_refused_with_both_versions(env: Env, capsys: Cap) -> None:
+    """`from_version` on a completion must be what the move in flight leaves; the refusal keeps both."""
+    with env.open() as lg:
+        seed(lg)
+    cli(capsys, env, "deploy", "v2", "--actor", "ci")  # 7
+    raw = {"event": "deployment.completed", "actor": "ci", "target": "fleet", "result": "success",
+           "version": "v2", "from_version": "v9"}
+    result = cli(capsys, env, "append", "--json", orjson.dumps(raw).decode(), code=1)
+    detail = "the deploy in flight leaves v1, not v9"
+    assert result.err == f"ledger: deployment.completed refused (from_version_mismatch): {detail}\n"
+    assert body(record(env, 8)) == {
+        "event": "command.rejected", "actor": "ci", "target": "fleet", "result": "rejected",
+        "command": "deployment.completed", "check": "from_version_mismatch", "detail": detail,
+        "version": "v2", "from_version": "v9"}
+
+
+def test_a_replayed_rollback_states_the_plan_decided_at_its_head(env: Env, capsys: Cap) -> None:
+    """The plan printed by a rollback and by its replay (same idempotency key) is the recorded one."""
+    two_versions(env)
+    first = cli(capsys, env, *ROLLBACK, "--idempotency-key", "K1")  # 10
+    plan = ["rollback plan for fleet prod at seq 9:", "  leave v2, return to v1 (good since seq 6)",
+            "  start workers: v1-rb10-1", "  drain workers: w2", "  drain timeout: 120s"]
+    assert first.out.splitlines()[1:] == [plan[0], plan[1], "  skipped v2: is the version being left",
+                                         *plan[2:]]
+    again = cli(capsys, env, *ROLLBACK, "--idempotency-key", "K1")
+    assert again.out.splitlines() == [
+        "idempotency key 'K1' was used at seq 10: returning its result, writing nothing", *plan]
+    assert last_seq(env) == 10
+
+
+def test_a_driven_deploy_records_its_plan_at_the_smallest_bounds(env: Env) -> None:
+    """One worker and a one-second drain are the smallest plan allowed; the record keeps it exactly."""
+    from ledger.decide import Deploy, Meta, WorkerPlan
+    from ledger.gate import FleetService
+    from projections.runner import Projections
+
+    with env.open() as lg:
+        seed(lg)
+        with Projections(lg.store, notice=lambda _m: None) as views:
+            outcome = FleetService(lg, views).submit("prod", Deploy("v2", Meta("ci"), plan=WorkerPlan(1, 1)))
+    assert outcome.accepted
+    assert body(record(env, 7)) == {
+        "event": "deployment.started", "actor": "ci", "target": "fleet", "result": "success",
+        "version": "v2", "from_version": "v1", "operation_id": "op7", "start_workers": ["v2-op7-1"],
+        "drain_workers": ["w0", "w1"], "drain_timeout_s": 1}
