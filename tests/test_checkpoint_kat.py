@@ -155,6 +155,9 @@ MALFORMED_BODIES = [
     pytest.param(lambda body, line: f"{body}\n{line}\n", "no signature block", id="no-blank-line"),
     pytest.param(lambda body, line: f"{_mangle_body(body, 2, '*' + body.split(chr(10))[2][1:])}\n\n{line}\n",
                  "size or root is malformed", id="root-not-base64"),
+    # A lenient decoder would skip the stray '*' and still find 32 bytes: it must be refused as such.
+    pytest.param(lambda body, line: f"{_mangle_body(body, 2, '*' + body.split(chr(10))[2])}\n\n{line}\n",
+                 "size or root is malformed", id="root-with-stray-character"),
     pytest.param(lambda body, line: f"{_mangle_body(body, 2, body.split(chr(10))[2][:-4])}\n\n{line}\n",
                  "size or root is malformed", id="root-too-short"),
     pytest.param(lambda body, line: f"{_mangle_body(body, 1, '-1')}\n\n{line}\n",
