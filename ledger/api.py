@@ -38,6 +38,7 @@ from ledger.chain import (
     sign_checkpoint,
     signed_message,
 )
+from ledger.config import DEFAULT_KEY
 from ledger.encoding import canonical, check_values
 from ledger.errors import (
     ConflictError,
@@ -96,7 +97,8 @@ def utc_now() -> str:
 
 
 def default_key() -> Path:
-    return Path(os.environ.get("LEDGER_KEY", "ledger.key"))
+    """The key file a library caller means when it names none (the CLI reads LEDGER_KEY)."""
+    return Path(DEFAULT_KEY)
 
 
 @dataclass(frozen=True)

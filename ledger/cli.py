@@ -10,7 +10,6 @@ Every error is one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
@@ -19,6 +18,7 @@ from typing import Any, NoReturn
 
 from ledger import cli_decide, cli_fleet, cli_ops, commands
 from ledger.api import Ledger
+from ledger.config import Config
 from ledger.encoding import MAX_RECORD_BYTES, parse_record
 from ledger.errors import InputError, LedgerError, RecordError, UnknownFleetError
 from ledger.feed import FeedFilter, feed, parse_time
@@ -63,13 +63,15 @@ def _common(parser: argparse.ArgumentParser, *, fleet: bool = True) -> None:
                             help="fleet (chain) name (env LEDGER_FLEET, default 'default')")
 
 
-def _fill_defaults(args: argparse.Namespace) -> None:
-    """Defaults of the global options not given anywhere on the command line."""
-    for name in ("db", "key"):
-        if not hasattr(args, name):
-            setattr(args, name, None)
-    if not hasattr(args, "fleet"):
-        args.fleet = None if args.every_fleet_by_default else os.environ.get("LEDGER_FLEET", "default")
+def _fill_defaults(args: argparse.Namespace) -> Config:
+    """The command's one configuration, from its flags and the environment; the handlers read
+    its values from `args` (db, key, fleet, projections, driver, driver_config)."""
+    config = Config.load(vars(args), every_fleet=args.every_fleet_by_default)
+    args.db, args.key, args.fleet = config.db, config.key, config.fleet
+    args.projections, args.driver = config.projections, config.driver
+    args.driver_config = config.driver_config
+    args.config = config
+    return config
 
 
 def package_version() -> str:
@@ -99,7 +101,7 @@ def _write(args: argparse.Namespace, bodies: list[dict[str, Any]]) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    with Ledger.init(args.db or default_db(), args.key, actor=args.actor,
+    with Ledger.init(args.db or default_db(), args.key, actor=args.actor or args.config.user,
                      reuse_key=args.reuse_key) as ledger:
         kid, public, _ = ledger.current_key()
         print(f"initialised ledger {ledger.store.label}")
@@ -269,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("init", help="create the ledger and its signing key")
     _common(p, fleet=False)
-    p.add_argument("--actor", default=os.environ.get("USER", "ledger-init"))
+    p.add_argument("--actor", default=None, help="who creates the ledger (default: your login name)")
     p.add_argument("--reuse-key", action="store_true",
                    help="sign the new ledger with the existing key file (refused otherwise)")
     p.set_defaults(handler=cmd_init)

@@ -18,8 +18,8 @@ from ledger.app import open_app
 from ledger.cli_decide import add_decision_options, deploy_command, notice, report
 from ledger.decide import Accepted, Meta, Refused, Rollback, check_well_formed
 from ledger.drive import Ending, Executor
+from ledger.drivers import DriverKind, DriverSettings, open_driver
 from ledger.errors import InputError
-from ledger.fleet import LocalProcessDriver, WorkerSettings, default_rundir
 from ledger.rollback import RollbackRequest
 from ledger.tracking import Tracker
 
@@ -30,56 +30,38 @@ def _say(line: str) -> None:
     print(f"  .. {line}", flush=True)
 
 
-def _fail_rates(values: list[str]) -> dict[str, float]:
-    rates = {}
-    for value in values:
-        version, sep, rate = value.partition("=")
-        try:
-            parsed = float(rate)
-        except ValueError:
-            parsed = -1.0
-        if not sep or not version or not 0.0 <= parsed <= 1.0:
-            raise InputError(f"--fail-rate takes VERSION=RATE with RATE in 0..1, not {value!r}")
-        rates[version] = parsed
-    return rates
-
-
-def _call_seconds(value: str) -> tuple[float, float]:
-    low, _, high = value.partition(":")
-    try:
-        pair = float(low), float(high or low)
-    except ValueError:
-        raise InputError(f"--call-seconds takes MIN:MAX seconds, not {value!r}") from None
-    if not 0 < pair[0] <= pair[1]:
-        raise InputError(f"--call-seconds takes 0 < MIN <= MAX, not {value!r}")
-    return pair
-
-
 class FleetSession:
-    """The application (ledger, views, gate), a local driver and the executor, opened together."""
+    """The application (ledger, views, gate), the configured driver and the executor, opened together."""
 
     def __init__(self, args: argparse.Namespace):
+        self.settings = DriverSettings.load(args.driver, args.driver_config)
         self.app = open_app(args.db, args.key, projections=getattr(args, "projections", None),
                             notice=notice)
         try:
             self.ledger, self.views, self.service = self.app.ledger, self.app.views, self.app.service
-            call_min, call_max = _call_seconds(args.call_seconds)
-            settings = WorkerSettings(arrival_rate=args.arrival_rate, call_min=call_min,
-                                      call_max=call_max, fail_rate=_fail_rates(args.fail_rate))
             assert self.ledger.signer is not None and self.ledger.signer.path is not None
-            db = self.ledger.store.db
-            rundir = Path(args.rundir) if args.rundir else default_rundir(db, str(self.ledger.signer.path))
-            self.driver = LocalProcessDriver(db, str(self.ledger.signer.path), args.fleet, rundir, settings)
-            self.tracker = Tracker(db, "fleet-driver")
+            rundir = args.rundir or self.settings.options.get("rundir")
+            self.driver = open_driver(self.settings, db=self.ledger.store.db,
+                                      key=str(self.ledger.signer.path), fleet=args.fleet,
+                                      rundir=Path(rundir) if rundir else None)
+            self.tracker = Tracker(self.ledger.store.db, "fleet-driver")
         except BaseException:
             self.app.close()
             raise
-        self.executor = Executor(self.service, self.driver, self.tracker, args.fleet,
+        self.executor = Executor(self.service, self.driver or WatchOnly(), self.tracker, args.fleet,
                                  step_delay_s=args.step_delay, say=_say)
+
+    @property
+    def external(self) -> bool:
+        """No driver: the platform moves the workers; the ledger records and watches."""
+        return self.driver is None
 
     def close(self) -> None:
         try:
             self.tracker.close()
+            close = getattr(self.driver, "close", None)
+            if close is not None:
+                close()
         finally:
             self.app.close()
 
@@ -97,6 +79,19 @@ class FleetSession:
         return 0 if outcome is Ending.COMPLETED else 1
 
 
+class WatchOnly:
+    """The executor's driver under `--driver none`: it may watch, never start or drain."""
+
+    def start_worker(self, worker_id: str, version: str) -> None:
+        raise InputError("no fleet driver is configured (--driver none): the platform starts workers")
+
+    def drain(self, worker_id: str) -> None:
+        raise InputError("no fleet driver is configured (--driver none): the platform drains workers")
+
+    def is_alive(self, worker_id: str) -> bool:
+        return True
+
+
 def rollback_request(args: argparse.Namespace) -> RollbackRequest:
     return RollbackRequest(
         fleet=args.fleet, actor=args.actor, reason=args.reason, to_version=args.to,
@@ -108,9 +103,11 @@ def rollback_request(args: argparse.Namespace) -> RollbackRequest:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     request = rollback_request(args)
-    command = Rollback(request, Meta(args.actor, args.reason, args.idempotency_key))
-    check_well_formed(command)
     with FleetSession(args) as session:
+        # With no driver the platform moves the workers: the ledger records and watches.
+        command = Rollback(request, Meta(args.actor, args.reason, args.idempotency_key),
+                          external=session.external)
+        check_well_formed(command)
         if args.dry_run:
             decision = session.service.preview(args.fleet, command)
             if isinstance(decision, Refused):
@@ -146,6 +143,9 @@ def cmd_deploy_drive(args: argparse.Namespace) -> int:
     """`ledger deploy VERSION --drive`: the deploy passes the gate with its plan, then is carried out."""
     command = deploy_command(args)
     check_well_formed(command)
+    if args.driver == DriverKind.NONE.value:
+        raise InputError("--drive needs a fleet driver (--driver local or openrtc); with --driver none "
+                         "record the deploy without --drive and let the platform move the workers")
     with FleetSession(args) as session:
         outcome = session.service.submit(args.fleet, command)
         code = report(outcome, "deploy", command.meta.idempotency_key)
@@ -160,12 +160,14 @@ def add_driver_options(p: argparse.ArgumentParser) -> None:
                    help="workers of the new version to start (default: as many as run now)")
     p.add_argument("--drain-timeout", type=int, default=120, metavar="SECONDS",
                    help="record a drain as stuck after this long (the worker is left running)")
+    p.add_argument("--driver", default=argparse.SUPPRESS, choices=[k.value for k in DriverKind],
+                   help="what carries moves out: local (simulated worker processes), openrtc (pools "
+                        "from your factory), none (the platform; the ledger watches) "
+                        "(env LEDGER_DRIVER, default local)")
+    p.add_argument("--driver-config", default=argparse.SUPPRESS, metavar="FILE",
+                   help="the driver's settings as JSON (env LEDGER_DRIVER_CONFIG)")
     p.add_argument("--rundir", default=None, help="local worker lock files and logs "
                    "(default <db>.run)")
-    p.add_argument("--arrival-rate", type=float, default=2.0, help="new calls per second per worker")
-    p.add_argument("--call-seconds", default="1:4", metavar="MIN:MAX", help="call length range")
-    p.add_argument("--fail-rate", action="append", default=[], metavar="VERSION=RATE",
-                   help="share of a version's calls that error out (repeatable)")
     p.add_argument("--step-delay", type=float, default=0.0, help=argparse.SUPPRESS)
 
 

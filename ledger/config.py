@@ -1,16 +1,80 @@
-"""Settings that come from the user's environment, read in one place.
+"""The configuration: every setting the ledger honours, read from flags and environment in one place.
 
-Library code asks these functions instead of reading `os.environ` itself, so
-every setting the ledger honours is listed here, with its default, and tests
-can isolate all of them by setting the environment of one process.
+`Config.load` builds one frozen `Config` from what the command line gave and
+the environment (a flag wins over its variable, a variable over the default);
+the CLI builds it once per command. No other module reads `os.environ`:
+library code takes its settings as arguments, and the few facts of the user's
+environment it needs (where their configuration lives, libpq's standard
+variables) come from the functions here.
+
+| setting | flag | variable | default |
+|---|---|---|---|
+| db | `--db` | `LEDGER_DB` | `ledger.db` |
+| key | `--key` | `LEDGER_KEY` | `ledger.key` |
+| fleet | `--fleet` | `LEDGER_FLEET` | `default` |
+| projections | `--projections` | `LEDGER_PROJECTIONS` | beside the ledger |
+| driver | `--driver` | `LEDGER_DRIVER` | `local` |
+| driver_config | `--driver-config` | `LEDGER_DRIVER_CONFIG` | none |
+| trust | `--public-key` | `LEDGER_TRUST` | the key pinned at init |
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 APP_DIR = "deploy-ledger"
+DEFAULT_DB = "ledger.db"
+DEFAULT_KEY = "ledger.key"
+DEFAULT_FLEET = "default"
+DEFAULT_DRIVER = "local"
+
+
+@dataclass(frozen=True)
+class Config:
+    """One command's settings, from its flags and the environment."""
+
+    db: str = DEFAULT_DB
+    key: str = DEFAULT_KEY
+    #: None for a command that covers every fleet unless one is named (`verify`).
+    fleet: str | None = DEFAULT_FLEET
+    projections: str | None = None
+    driver: str = DEFAULT_DRIVER
+    driver_config: str | None = None
+    #: Who runs this command, by the login name: the default actor of `ledger init`.
+    user: str = "ledger-init"
+
+    @classmethod
+    def load(cls, given: Mapping[str, Any], environ: Mapping[str, str] | None = None, *,
+             every_fleet: bool = False) -> Config:
+        """Flags in `given` (None or absent = not given), then `environ`, then the defaults."""
+        env = os.environ if environ is None else environ
+
+        def pick(name: str, variable: str, default: str | None) -> str | None:
+            value = given.get(name)
+            if value is not None:
+                return str(value)
+            return env.get(variable) or default
+
+        return cls(
+            db=pick("db", "LEDGER_DB", DEFAULT_DB) or DEFAULT_DB,
+            key=pick("key", "LEDGER_KEY", DEFAULT_KEY) or DEFAULT_KEY,
+            fleet=given.get("fleet") or (None if every_fleet else env.get("LEDGER_FLEET") or DEFAULT_FLEET),
+            projections=pick("projections", "LEDGER_PROJECTIONS", None),
+            driver=pick("driver", "LEDGER_DRIVER", DEFAULT_DRIVER) or DEFAULT_DRIVER,
+            driver_config=pick("driver_config", "LEDGER_DRIVER_CONFIG", None),
+            user=env.get("USER") or "ledger-init",
+        )
+
+
+def libpq_defaults() -> dict[str, str]:
+    """libpq's standard variables (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`), for the
+    parts a `postgresql://` URL leaves out, as psql would use them."""
+    return {name: os.environ[name] for name in ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE")
+            if os.environ.get(name)}
 
 
 def config_home() -> Path:

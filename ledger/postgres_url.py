@@ -8,10 +8,10 @@ PGPASSFILE). Passwords are never printed: `redact` is for messages.
 
 from __future__ import annotations
 
-import os
 import re
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from ledger.config import libpq_defaults
 from ledger.errors import InputError, StorageError
 
 
@@ -22,16 +22,17 @@ def postgres_env(url: str) -> dict[str, str]:
         port = parts.port
     except ValueError:
         raise InputError(f"invalid port in database URL {redact(url)}") from None
-    dbname = unquote(parts.path.lstrip("/")) or os.environ.get("PGDATABASE", "")
+    libpq = libpq_defaults()
+    dbname = unquote(parts.path.lstrip("/")) or libpq.get("PGDATABASE", "")
     if not dbname:
         raise InputError(f"database URL {redact(url)} names no database")
     env = {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
         "POSTGRES_DBNAME": dbname,
-        "POSTGRES_HOST": parts.hostname or os.environ.get("PGHOST", "localhost"),
-        "POSTGRES_PORT": str(port or os.environ.get("PGPORT", "5432")),
-        "POSTGRES_USER": unquote(parts.username or os.environ.get("PGUSER", "postgres")),
-        "POSTGRES_PASSWORD": unquote(parts.password or os.environ.get("PGPASSWORD", "")),
+        "POSTGRES_HOST": parts.hostname or libpq.get("PGHOST", "localhost"),
+        "POSTGRES_PORT": str(port or libpq.get("PGPORT", "5432")),
+        "POSTGRES_USER": unquote(parts.username or libpq.get("PGUSER", "postgres")),
+        "POSTGRES_PASSWORD": unquote(parts.password or libpq.get("PGPASSWORD", "")),
         "POSTGRES_CONNECT_TIMEOUT": "10",
         "POSTGRES_PRE_PING": "y",  # a pooled connection broken by a server restart is replaced
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",

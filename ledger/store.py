@@ -35,6 +35,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
+from ledger.config import DEFAULT_DB
 from ledger.errors import NotInitializedError, StorageError, TransientStorageError
 from ledger.postgres_url import check_connection, postgres_env, redact, redact_text
 
@@ -439,4 +440,5 @@ class Store:
 
 
 def default_db() -> str:
-    return os.environ.get("LEDGER_DB", "ledger.db")
+    """The ledger a library caller means when it names none (the CLI reads LEDGER_DB)."""
+    return DEFAULT_DB

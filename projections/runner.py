@@ -80,10 +80,7 @@ _log = logging.getLogger("projections")
 
 
 def default_path(db: str) -> Path:
-    """The views file of a SQLite ledger unless told: beside it (or LEDGER_PROJECTIONS)."""
-    configured = os.environ.get("LEDGER_PROJECTIONS")
-    if configured:
-        return Path(configured)
+    """The views file of a SQLite ledger unless told: beside it."""
     if is_postgres(db):
         raise StorageError("a PostgreSQL ledger keeps its views in its own database, not in a file "
                            "(see `views_location`)")
@@ -92,13 +89,10 @@ def default_path(db: str) -> Path:
 
 def views_location(db: str, configured: str | os.PathLike[str] | None = None) -> str:
     """Where the views of the ledger at `db` live: `configured` (a SQLite path or a
-    `postgresql://` URL), else LEDGER_PROJECTIONS, else the PostgreSQL ledger's own
-    database and schema, else a file beside the SQLite ledger."""
+    `postgresql://` URL; the CLI passes LEDGER_PROJECTIONS), else the PostgreSQL ledger's
+    own database and schema, else a file beside the SQLite ledger."""
     if configured is not None:
         return str(configured)
-    from_env = os.environ.get("LEDGER_PROJECTIONS")
-    if from_env:
-        return from_env
     if is_postgres(db):
         return db
     return f"{db}.projections.db"

@@ -24,9 +24,9 @@ from ledger import Ledger, Receipt
 from ledger import commands as build
 from ledger.cli import main as cli_main
 from ledger.events import GATED_EVENTS
-from ledger.fleet import default_rundir
 from ledger.gate import FleetService
 from ledger.postgres_url import postgres_env
+from ledger.sim.local_driver import default_rundir
 from projections.runner import Projections
 from tests.backends import Tamper, tamper_for
 

@@ -1,11 +1,12 @@
 """Rollbacks that drive real worker processes, recorded step by step.
 
 Every test here runs the real `ledger` command in child processes and real
-`ledger.worker` processes that hold calls and drain on SIGTERM.
+`ledger.sim.worker` processes that hold calls and drain on SIGTERM.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,10 +20,18 @@ from typing import Any
 import orjson
 import pytest
 
-from ledger.fleet import LocalProcessDriver
+from ledger.sim.local_driver import LocalProcessDriver
 from tests.conftest import Env
 
-FAST = ["--call-seconds", "0.2:0.6", "--arrival-rate", "6"]
+#: Short calls arriving often: the simulated fleet drains within a second or two.
+FAST = {"call_seconds": [0.2, 0.6], "arrival_rate": 6}
+
+
+def sim(env: Env, **changes: Any) -> list[str]:
+    """The local driver with simulated workers set to FAST (and `changes`), as CLI options."""
+    path = env.dir / f"sim-{len(list(env.dir.glob('sim-*.json')))}.json"
+    path.write_text(json.dumps({**FAST, **changes}))
+    return ["--driver", "local", "--driver-config", str(path)]
 
 
 def ledger_cmd(env: Env, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -60,8 +69,9 @@ def fleet_env(env: Env) -> Iterator[Env]:
     stop_workers(env.rundir)
 
 
-def deploy(env: Env, version: str, *extra: str) -> None:
-    done = ledger_cmd(env, "deploy", version, "--actor", "ci", "--drive", "--workers", "2", *FAST, *extra)
+def deploy(env: Env, version: str, **settings: Any) -> None:
+    done = ledger_cmd(env, "deploy", version, "--actor", "ci", "--drive", "--workers", "2",
+                      *sim(env, **settings))
     assert done.returncode == 0, done.stderr
     assert "fleet clean" in done.stdout
 
@@ -75,8 +85,8 @@ def record_deploy(env: Env, version: str) -> None:
 def test_rollback_returns_to_last_good_and_confirms_the_fleet_clean(fleet_env: Env) -> None:
     env = fleet_env
     deploy(env, "v1")
-    deploy(env, "v2", "--fail-rate", "v2=0.7")
-    done = ledger_cmd(env, "rollback", "--actor", "on-call", "--reason", "elevated session errors", *FAST)
+    deploy(env, "v2", fail_rate={"v2": 0.7})
+    done = ledger_cmd(env, "rollback", "--actor", "on-call", "--reason", "elevated session errors", *sim(env))
     assert done.returncode == 0, done.stderr
     history = records(env)
     rolled = [r for r in history if r["event"] == "deployment.rolled_back"]
@@ -169,10 +179,10 @@ def test_a_drain_past_its_timeout_is_recorded_stuck_and_the_worker_left_running(
     env = fleet_env
     deploy(env, "v1")
     # v2's calls last long; the rollback allows 1 s to drain
-    deploy(env, "v2", "--call-seconds", "30:40", "--arrival-rate", "20")
+    deploy(env, "v2", call_seconds=[30, 40], arrival_rate=20)
     time.sleep(1.0)
     done = ledger_cmd(env, "rollback", "--actor", "on-call", "--reason", "errors",
-                      "--drain-timeout", "1", *FAST)
+                      "--drain-timeout", "1", *sim(env))
     assert done.returncode == 1
     counted = events(env)
     assert counted["deployment.drain_stuck"] == 2
@@ -185,14 +195,14 @@ def test_a_drain_past_its_timeout_is_recorded_stuck_and_the_worker_left_running(
 def test_a_worker_that_dies_holding_calls_is_recorded_as_dropped_calls(fleet_env: Env) -> None:
     env = fleet_env
     deploy(env, "v1")
-    deploy(env, "v2", "--call-seconds", "20:30", "--arrival-rate", "20")
+    deploy(env, "v2", call_seconds=[20, 30], arrival_rate=20)
     time.sleep(1.5)
     driver = LocalProcessDriver("", "", "prod", env.rundir)
     victims = [r["worker_id"] for r in records(env) if r["event"] == "worker.started"
                and r["version"] == "v2"]
     rollback = subprocess.Popen(
         [sys.executable, "-m", "ledger.cli", "rollback", "--actor", "on-call", "--reason", "errors",
-         "--drain-timeout", "60", *FAST, *env.args(), "--fleet", "prod"],
+         "--drain-timeout", "60", *sim(env), *env.args(), "--fleet", "prod"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and events(env)["deployment.drain_started"] < 4:
@@ -233,7 +243,7 @@ def test_the_executor_killed_at_any_step_resumes_and_repeats_nothing(fleet_env: 
     seq_before = max(r["seq"] for r in records(env))
     rollback = subprocess.Popen(
         [sys.executable, "-m", "ledger.cli", "rollback", "--actor", "on-call", "--reason", "errors",
-         "--step-delay", "0.7", *FAST, *env.args(), "--fleet", "prod"],
+         "--step-delay", "0.7", *sim(env), *env.args(), "--fleet", "prod"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -242,7 +252,7 @@ def test_the_executor_killed_at_any_step_resumes_and_repeats_nothing(fleet_env: 
         time.sleep(0.05)
     rollback.send_signal(signal.SIGKILL)
     rollback.wait(timeout=10)
-    resumed = ledger_cmd(env, "drive", *FAST)
+    resumed = ledger_cmd(env, "drive", *sim(env))
     assert resumed.returncode == 0, resumed.stderr
     after = [r for r in records(env) if r["seq"] > seq_before]
     counted = Counter(r["event"] for r in after)
@@ -266,13 +276,14 @@ def test_a_rollback_of_a_deploy_in_flight_stops_the_deploys_executor(fleet_env: 
     """The deploy's executor sees a newer move in flight and stops without another step:
     it never drains the rollback's workers, never records its deploy as completed."""
     env = fleet_env
-    deploy(env, "v1", "--call-seconds", "6:8", "--arrival-rate", "20")  # v1 calls take a while to end
+    deploy(env, "v1", call_seconds=[6, 8], arrival_rate=20)  # v1 calls take a while to end
     time.sleep(1.0)
     deploying = subprocess.Popen(
         [sys.executable, "-m", "ledger.cli", "deploy", "v2", "--actor", "ci", "--drive", "--workers", "2",
-         *FAST, *env.args(), "--fleet", "prod"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         *sim(env), *env.args(), "--fleet", "prod"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
     wait_for(env, "deployment.drain_started")  # v2 is up, v1 is draining
-    rollback = ledger_cmd(env, "rollback", "--actor", "on-call", "--reason", "v2 is bad", *FAST)
+    rollback = ledger_cmd(env, "rollback", "--actor", "on-call", "--reason", "v2 is bad", *sim(env))
     assert rollback.returncode == 0, rollback.stderr
     out, _err = deploying.communicate(timeout=120)
     assert deploying.returncode == 1 and "no longer in flight" in out

@@ -15,7 +15,7 @@ import pytest
 from ledger import commands as build
 from ledger.api import Ledger
 from ledger.errors import RecordError
-from ledger.fleet import LocalProcessDriver, worker_file
+from ledger.sim.local_driver import LocalProcessDriver, worker_file
 
 BAD_IDS = ["../../x", "../x", "..", ".", ".hidden", "a/b", "/etc/passwd", "", "x\n", "x\x00y",
            "a" * 65, "-rf", "x y", "w\u00e9", "C:\\x"]

@@ -11,6 +11,7 @@ it shows is exactly what a user would type.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import subprocess
 import sys
@@ -19,9 +20,11 @@ import time
 from pathlib import Path
 
 from ledger.api import Ledger
-from ledger.fleet import LocalProcessDriver
+from ledger.sim.local_driver import LocalProcessDriver
 
-CALLS = ["--call-seconds", "1:3", "--arrival-rate", "3"]
+#: The simulated fleet: calls of 1-3 s arriving 3/s per worker; v2 fails 60% of its calls.
+SIMULATION = {"call_seconds": [1, 3], "arrival_rate": 3, "fail_rate": {"v2": 0.6}}
+DRIVER = ["--driver", "local", "--driver-config", "sim.json"]
 
 
 def run(workdir: Path, *argv: str, expect: int = 0) -> str:
@@ -75,16 +78,18 @@ def main(argv: list[str] | None = None) -> int:
     fleet = ["--fleet", "prod"]
     started = time.monotonic()
     try:
+        (workdir / "sim.json").write_text(json.dumps(SIMULATION) + "\n")
+        print(f"# the local driver's simulated workers (sim.json): {json.dumps(SIMULATION)}")
         run(workdir, "init", "--actor", "demo")
         run(workdir, "deploy", "v1", "--actor", "ci", "--reason", "release 1", "--drive",
-            "--workers", "2", *CALLS, *fleet)
+            "--workers", "2", *DRIVER, *fleet)
         run(workdir, "deploy", "v2", "--actor", "ci", "--reason", "release 2", "--drive",
-            "--fail-rate", "v2=0.6", *CALLS, *fleet)
+            *DRIVER, *fleet)
         watch_errors(workdir, "v2", 6)
         run(workdir, "rollback", "--actor", "on-call", "--reason", "elevated session errors",
             "--dry-run", *fleet)
         run(workdir, "rollback", "--actor", "on-call", "--reason", "elevated session errors",
-            *CALLS, *fleet)
+            *DRIVER, *fleet)
         run(workdir, "fleet", *fleet)
         run(workdir, "history", *fleet)
         run(workdir, "last-good", *fleet)

@@ -24,7 +24,7 @@ from types import FrameType
 from ledger import commands
 from ledger.api import Ledger
 from ledger.errors import LedgerError
-from ledger.fleet import worker_file
+from ledger.sim.local_driver import worker_file
 
 ALREADY_RUNNING = 3
 TICK = 0.05
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ledger.worker", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m ledger.sim.worker", description=__doc__)
     p.add_argument("--db", required=True)
     p.add_argument("--key", required=True)
     p.add_argument("--fleet", required=True)
