@@ -63,12 +63,13 @@ class Server:
     process: subprocess.Popen[bytes] | None = None
     url: str = ""
     log: Path | None = None
+    listen: str = "127.0.0.1:0"
 
     def start(self) -> Server:
         self.log = self.env.dir / f"server-{time.monotonic_ns()}.log"
         with open(self.log, "wb") as err:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "ledger.cli", "serve", *self.env.args(), "--listen", "127.0.0.1:0",
+                [sys.executable, "-m", "ledger.cli", "serve", *self.env.args(), "--listen", self.listen,
                  "--tokens", str(self.tokens.path), "--keepalive", "1", "--shutdown-timeout", "1",
                  *self.extra],
                 stdout=subprocess.PIPE, stderr=err, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -76,6 +77,7 @@ class Server:
         line = self.process.stdout.readline().decode()
         assert line.startswith("listening on "), (line, self.log.read_text())
         self.url = line.split()[-1]
+        self.listen = self.url.removeprefix("http://")  # a restart comes back on the same port
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
