@@ -318,7 +318,8 @@ def handlers(svc: Service) -> dict[str, Handler]:
     async def report_html(request: Request) -> Response:
         fleet = _fleet(request)
         data = await backend.run(lambda app: report.gather(app.ledger, app.views, fleet))
-        return Response(report.render_html(data), media_type="text/html; charset=utf-8")
+        page = report.render_html(data, csv_href=f"{fleet}.csv")  # relative: works behind a path prefix
+        return Response(page, media_type="text/html; charset=utf-8")
 
     async def report_csv(request: Request) -> Response:
         fleet = _fleet(request)
@@ -366,8 +367,9 @@ async def _events(svc: Service, request: Request, token: Token, fleet: str, afte
                 if not plain and not where.matches(orjson.loads(data)):
                     continue
                 payload = to_cloudevent(data, backend.ledger_id) if ce else data
-                out.append(b"id: %d\nevent: %s\ndata: %s\n\n" % (
-                    seq, orjson.loads(data)["event"].encode(), payload))
+                # no `event:` line: every record is a plain "message", so EventSource's
+                # onmessage sees them all; the type is in the data
+                out.append(b"id: %d\ndata: %s\n\n" % (seq, payload))
             if out:
                 yield b"".join(out)
     finally:

@@ -32,6 +32,8 @@ COLUMNS = ("seq", "timestamp", "event", "version", "from_version", "actor", "rea
            "check", "hash")
 MOVES = {"deployment.started": "deploy", "deployment.rolled_back": "rollback"}
 WIDTH, LEFT, RIGHT = 1000, 90, 20
+LANES = {"deploy": "deploys", "rollback": "rollbacks", "refusal": "refusals", "drain": "drains",
+         "dropped": "dropped calls"}
 PALETTE = ("#4e79a7", "#59a14f", "#9c755f", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#bab0ac")
 
 
@@ -196,7 +198,7 @@ def _svg(data: ReportData) -> str:
                      f'<text x="{x0 + 4:.1f}" y="46" class="bandlabel">{name}</text></g>')
     for i, row in enumerate(rows):
         y = 90 + 26 * i
-        parts.append(f'<text x="4" y="{y + 4}" class="lane">{row}s</text>'
+        parts.append(f'<text x="4" y="{y + 4}" class="lane">{LANES[row]}</text>'
                      f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y}" y2="{y}" class="rule"/>')
     n_rollback = 0
     for mark in data.marks:
@@ -217,7 +219,9 @@ def _svg(data: ReportData) -> str:
         if mark.kind == "rollback":
             ly = label_y + 18 * n_rollback
             n_rollback += 1
-            parts.append(f'<text x="{mx:.1f}" y="{ly}" class="rollback-label" data-seq="{mark.seq}">'
+            anchor = "end" if mx > WIDTH / 2 else "start"  # keep the label inside the picture
+            parts.append(f'<text x="{mx:.1f}" y="{ly}" class="rollback-label" data-seq="{mark.seq}" '
+                         f'text-anchor="{anchor}">'
                          f'seq {mark.seq}: {html.escape(mark.label)}</text>')
     parts.append(f'<text x="{LEFT}" y="{height - 4}" class="axis">{html.escape(_short(t0))}</text>'
                  f'<text x="{WIDTH - RIGHT}" y="{height - 4}" class="axis" text-anchor="end">'
@@ -242,6 +246,13 @@ svg .axis{font-size:11px;fill:#555}svg .band.rollback rect{stroke:#e15759;stroke
 """
 
 
+def _cell(column: str, value: Any) -> str:
+    text = html.escape(str(value))
+    if column == "hash" and len(text) > 12:  # the CSV has it whole
+        return f'<td title="{text}"><code>{text[:12]}\u2026</code></td>'
+    return f"<td>{text}</td>"
+
+
 def render_html(data: ReportData, *, csv_href: str | None = None) -> str:
     """The page. `csv_href` adds a link to the served CSV beside the embedded one."""
     e = html.escape
@@ -255,8 +266,7 @@ def render_html(data: ReportData, *, csv_href: str | None = None) -> str:
     versions = "".join(
         f"<tr><td>{e(str(x.get('version')))}</td><td>{e(str(x.get('status')))}</td>"
         f"<td>{'yes' if x.get('good') else 'no'}</td></tr>" for x in data.versions)
-    rows = "".join("<tr>" + "".join(f"<td>{e(str(row[c]))}</td>" for c in COLUMNS) + "</tr>"
-                   for row in data.changes)
+    rows = "".join("<tr>" + "".join(_cell(c, row[c]) for c in COLUMNS) + "</tr>" for row in data.changes)
     served = f' or <a href="{e(csv_href)}">from the server</a>' if csv_href else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
