@@ -18,6 +18,7 @@ from ledger.decide import Command, Complete, Deploy, Fail, Judge, Meta, Rollback
 from ledger.errors import InputError
 from ledger.rollback import DEFAULT_DRAIN_TIMEOUT_S, RollbackRequest
 
+_JSON_TYPE = {str: "string", bool: "boolean (true or false)", int: "integer"}
 VERDICTS = {"verified": Verdict.VERIFIED, "bad": Verdict.BAD, "cleared": Verdict.CLEARED}
 
 _COMMON = {"command": str, "actor": str, "reason": str, "idempotency_key": str}
@@ -58,7 +59,7 @@ def _typed(body: Mapping[str, Any], name: str) -> dict[str, Any]:
         if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
             raise InputError(f"field {field!r} must be an integer")
         if kind is not int and not isinstance(value, kind):
-            raise InputError(f"field {field!r} must be a {kind.__name__}")
+            raise InputError(f"field {field!r} must be a {_JSON_TYPE[kind]}")
         values[field] = value
     for field in REQUIRED[name]:
         if field not in values:

@@ -34,6 +34,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ledger.service.tokens import read_tokens
 
     read_tokens(args.tokens)  # a bad file is refused now, not at the first request
+    from ledger.api import Ledger
+
+    Ledger.open(args.db or default_db(), args.key).close()  # no ledger, no key: one line, exit 2
     config = ServiceConfig(
         db=str(args.db or default_db()), key=str(args.key) if args.key else None,
         projections=args.projections, tokens=str(Path(args.tokens).resolve()),

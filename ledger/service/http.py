@@ -377,15 +377,24 @@ async def _events(svc: Service, request: Request, token: Token, fleet: str, afte
         svc.streams[token.name] -= 1
 
 
+@dataclass
+class _State:
+    """What the lifespan opens, for the routes of one process."""
+
+    svc: Service | None = None
+    table: dict[str, Handler] | None = None
+
+
 def build_app(config: ServiceConfig) -> Any:
     """The ASGI app for one server process (the middleware around Starlette)."""
-    state: dict[str, Any] = {}
+    state = _State()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         backend = await asyncio.get_running_loop().run_in_executor(
             None, lambda: Backend(config, lambda message: _log.info("%s", message)))
-        svc = state["svc"] = Service(config, backend, TokenStore(config.tokens) if config.tokens else None)
+        svc = state.svc = Service(config, backend, TokenStore(config.tokens) if config.tokens else None)
+        state.table = handlers(svc)
         svc.tails = Tails(backend.reader, asyncio.get_running_loop())
         svc.streams = Counter()
         _log.info("%s: serving ledger %s", config.name, backend.reader.store.label)
@@ -398,13 +407,11 @@ def build_app(config: ServiceConfig) -> Any:
 
     def guarded(spec: RouteSpec) -> Handler:
         async def endpoint(request: Request) -> Response:
-            svc = state["svc"]
+            svc, table = state.svc, state.table
+            assert svc is not None and table is not None, "the lifespan has not run"
             try:
                 if spec.name != "stream":  # the stream checks its token itself, to count it
                     svc.authorize(request, spec.role)
-                table = state.get("table")
-                if table is None:
-                    table = state["table"] = handlers(svc)
                 return await table[spec.name](request)
             except Problem as exc:
                 return problem_response(exc)
