@@ -21,7 +21,6 @@ from ledger.encoding import MAX_RECORD_BYTES, parse_record
 from ledger.errors import InputError, LedgerError, RecordError, UnknownFleetError
 from ledger.feed import FeedFilter, feed, parse_time
 from ledger.openrtc import cli as openrtc_cli
-from ledger.service import cli as service_cli
 from ledger.store import default_db
 from projections import cli as projections_cli
 
@@ -326,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     projections_cli.register(sub, _common)
     cli_fleet.register(sub, _common)
     openrtc_cli.register(sub, _common)
+    from ledger.service import cli as service_cli  # light: the web stack loads only for `serve`
+
     service_cli.register(sub, _common)
     cli_ops.register(sub, _common, parser)
     return parser
