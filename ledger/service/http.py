@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -291,9 +292,10 @@ def handlers(svc: Service) -> dict[str, Handler]:
         if svc.streams[token.name] >= svc.config.max_streams_per_token:
             raise Problem(429, f"token {token.name!r} already holds "
                           f"{svc.config.max_streams_per_token} streams", headers={"Retry-After": "5"})
-        svc.streams[token.name] += 1
-        tail = svc.tails.tail(fleet)
-        return StreamingResponse(_events(svc, request, token, fleet, after, where, ce, tail),
+        slot = StreamSlot(svc.streams, token.name)
+        body = _events(svc, request, slot, fleet, after, where, ce, svc.tails.tail(fleet))
+        weakref.finalize(body, slot.release)  # a stream dropped before its first byte frees its slot too
+        return StreamingResponse(body,
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -333,7 +335,20 @@ def handlers(svc: Service) -> dict[str, Handler]:
             "report": report_html, "report_csv": report_csv}
 
 
-async def _events(svc: Service, request: Request, token: Token, fleet: str, after: int, where: FeedFilter,
+class StreamSlot:
+    """One of a token's live streams, counted until released (exactly once)."""
+
+    def __init__(self, counter: Counter[str], name: str):
+        self.counter, self.name, self.held = counter, name, True
+        counter[name] += 1
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.counter[self.name] -= 1
+
+
+async def _events(svc: Service, request: Request, slot: StreamSlot, fleet: str, after: int, where: FeedFilter,
                   ce: bool, tail: Any) -> AsyncIterator[bytes]:
     """The SSE body: records after `after`, exactly once each, in order, live."""
     backend = svc.backend
@@ -373,8 +388,7 @@ async def _events(svc: Service, request: Request, token: Token, fleet: str, afte
             if out:
                 yield b"".join(out)
     finally:
-        assert svc.streams is not None
-        svc.streams[token.name] -= 1
+        slot.release()
 
 
 @dataclass
