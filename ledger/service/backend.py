@@ -14,6 +14,7 @@ pool of threads, so a long feed never delays a deploy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -59,11 +60,16 @@ class Backend:
         self.ledger_id = str(self.reader.key_history()[0]["new_kid"])
         self._report_lock = threading.Lock()
 
-    def close(self) -> None:
-        self._readers.shutdown(wait=True, cancel_futures=True)
-        self._owner.submit(self.app.close).result()
-        self._owner.shutdown(wait=True)
-        self.reader.close()
+    def close(self, timeout: float = 5.0) -> None:
+        """Close the app on its own thread; a thread stuck on unreachable storage (retrying
+        for up to a minute) is left behind rather than holding the shutdown."""
+        self._readers.shutdown(wait=False, cancel_futures=True)
+        closing = self._owner.submit(self.app.close)
+        with contextlib.suppress(Exception):
+            closing.result(timeout)
+        self._owner.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(Exception):
+            self.reader.close()
 
     async def run(self, action: Callable[[App], T]) -> T:
         """Run `action(app)` on the app's own thread."""

@@ -57,6 +57,8 @@ from ledger.service.tail import Tails
 from ledger.service.tokens import Role, Token, TokenStore
 
 _log = logging.getLogger("ledger.service")
+#: /readyz answers 503 when the ledger and views do not answer within this many seconds.
+READY_S = 3.0
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -221,7 +223,7 @@ def handlers(svc: Service) -> dict[str, Handler]:
 
     async def readyz(request: Request) -> Response:
         try:
-            fleets = await asyncio.wait_for(backend.run(lambda app: app.views.fleets()), 10)
+            fleets = await asyncio.wait_for(backend.run(lambda app: app.views.fleets()), READY_S)
         except (LedgerError, TimeoutError, OSError) as exc:
             return JSON({"status": "unavailable", "error": str(exc).splitlines()[0] if str(exc) else
                          type(exc).__name__}, 503)
@@ -417,7 +419,7 @@ def build_app(config: ServiceConfig) -> Any:
         finally:
             svc.tails.close()
             with contextlib.suppress(Exception):
-                await asyncio.get_running_loop().run_in_executor(None, backend.close)
+                await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, backend.close), 10)
 
     def guarded(spec: RouteSpec) -> Handler:
         async def endpoint(request: Request) -> Response:
