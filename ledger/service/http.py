@@ -294,8 +294,10 @@ def handlers(svc: Service) -> dict[str, Handler]:
         if svc.streams[token.name] >= svc.config.max_streams_per_token:
             raise Problem(429, f"token {token.name!r} already holds "
                           f"{svc.config.max_streams_per_token} streams", headers={"Retry-After": "5"})
+        tails = svc.tails
+        tail = await backend.read(lambda _ledger: tails.tail(fleet))  # its first head read is I/O
         slot = StreamSlot(svc.streams, token.name)
-        body = _events(svc, request, slot, fleet, after, where, ce, svc.tails.tail(fleet))
+        body = _events(svc, request, slot, fleet, after, where, ce, tail)
         weakref.finalize(body, slot.release)  # a stream dropped before its first byte frees its slot too
         return StreamingResponse(body,
                                  media_type="text/event-stream",
