@@ -53,7 +53,7 @@ from ledger.service.cloudevents import to_cloudevent
 from ledger.service.config import ServiceConfig
 from ledger.service.middleware import REQUEST_ID, BodyTooLargeError, RequestMiddleware
 from ledger.service.openapi import ROUTES, RouteSpec, document
-from ledger.service.tail import Tails
+from ledger.service.tail import FleetTail, Tails
 from ledger.service.tokens import Role, Token, TokenStore
 
 _log = logging.getLogger("ledger.service")
@@ -353,7 +353,7 @@ class StreamSlot:
 
 
 async def _events(svc: Service, request: Request, slot: StreamSlot, fleet: str, after: int, where: FeedFilter,
-                  ce: bool, tail: Any) -> AsyncIterator[bytes]:
+                  ce: bool, tail: FleetTail) -> AsyncIterator[bytes]:
     """The SSE body: records after `after`, exactly once each, in order, live."""
     backend = svc.backend
     plain = where == FeedFilter()
