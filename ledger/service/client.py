@@ -111,8 +111,11 @@ class StreamEvent:
     record: dict[str, Any]
 
 
-def read_events(response: http.client.HTTPResponse) -> Iterator[tuple[str | None, bytes]]:
-    """(id, data) of each Server-Sent Event until the connection ends."""
+def read_events(response: http.client.HTTPResponse, *,
+                comments: bool = False) -> Iterator[tuple[str | None, bytes]]:
+    """(id, data) of each Server-Sent Event until the connection ends; with `comments`,
+    also `(None, b"")` for each comment line (the server's keep-alives), so a caller
+    gets a chance to stop while the stream is idle."""
     event_id: str | None = None
     data: list[bytes] = []
     while True:
@@ -124,6 +127,9 @@ def read_events(response: http.client.HTTPResponse) -> Iterator[tuple[str | None
             if data:
                 yield event_id, b"\n".join(data)
             event_id, data = None, []
+        elif line.startswith(b":"):
+            if comments:
+                yield None, b""
         elif line.startswith(b"id:"):
             event_id = line[3:].strip().decode()
         elif line.startswith(b"data:"):
@@ -150,8 +156,10 @@ def follow_stream(url: str, token: str, fleet: str, *, after: int = 0, query: st
                 _log.warning("stream %s: HTTP %s", fleet, response.status)
                 response.read()
             else:
-                for event_id, data in read_events(response):
+                for event_id, data in read_events(response, comments=True):
                     if event_id is None:
+                        if stop is not None and stop.is_set():
+                            return
                         continue
                     seq = int(event_id)
                     if seq <= last:
