@@ -348,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     projections_cli.register(sub, _common)
     cli_fleet.register(sub, _common)
     openrtc_cli.register(sub, _common)
+    from ledger.service import cli as service_cli  # light: the web stack loads only for `serve`
+
+    service_cli.register(sub, _common)
     cli_ops.register(sub, _common, parser)
     return parser
 

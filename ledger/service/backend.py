@@ -1,0 +1,152 @@
+"""The ledger, its views and the gate, owned by one thread of the server process.
+
+`Projections` is for one thread, and the gate reads the views, so every
+query and every decision runs on the single thread of `Backend.run`; an
+async handler awaits it without blocking the event loop. Decisions are
+serialised within a process anyway (the gate appends at the head it
+decided on), and across processes the gate's head check does the rest.
+
+Feed pages and live streams only read stored records by position, which the
+store allows from any thread; they use a second, read-only ledger on a small
+pool of threads, so a long feed never delays a deploy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import orjson
+
+from ledger.api import Ledger, Receipt
+from ledger.app import App, open_app
+from ledger.errors import RecordError, UnknownFleetError
+from ledger.events import GATED_EVENTS
+from ledger.feed import FeedFilter
+from ledger.gate import Outcome
+from ledger.openrtc.mapping import identity
+from ledger.service.bodies import CommandRequest
+from ledger.service.config import ServiceConfig
+
+T = TypeVar("T")
+#: Threads reading feed pages and stream catch-ups.
+READ_THREADS = 4
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What a batch of worker facts did: where each landed, and what was already there."""
+
+    receipts: tuple[Receipt, ...]
+    duplicates: int
+
+
+class Backend:
+    """Blocking ledger work for the async handlers, each kind on its own threads."""
+
+    def __init__(self, config: ServiceConfig, notice: Callable[[str], None]):
+        self.config = config
+        self._owner = ThreadPoolExecutor(1, thread_name_prefix="ledger-app")
+        self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="ledger-read")
+        self.app: App = self._owner.submit(
+            lambda: open_app(config.db, config.key, projections=config.projections, notice=notice)
+        ).result()
+        self.reader = Ledger.open(config.db, config.key, writable=False)
+        self.ledger_id = str(self.reader.key_history()[0]["new_kid"])
+        self._report_lock = threading.Lock()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Close the app on its own thread; a thread stuck on unreachable storage (retrying
+        for up to a minute) is left behind rather than holding the shutdown."""
+        self._readers.shutdown(wait=False, cancel_futures=True)
+        closing = self._owner.submit(self.app.close)
+        with contextlib.suppress(Exception):
+            closing.result(timeout)
+        self._owner.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(Exception):
+            self.reader.close()
+
+    async def run(self, action: Callable[[App], T]) -> T:
+        """Run `action(app)` on the app's own thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._owner, action, self.app)
+
+    async def read(self, action: Callable[[Ledger], T]) -> T:
+        """Run `action(reader)` on a reader thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._readers, action, self.reader)
+
+    # -- the app's thread ------------------------------------------------------------------
+
+    async def submit(self, fleet: str, request: CommandRequest) -> Outcome:
+        return await self.run(lambda app: app.service.submit(fleet, request.command))
+
+    async def report(self, fleet: str, bodies: Sequence[dict[str, Any]], dedup_after: int) -> ReportResult:
+        """Append worker facts in order, skipping those the fleet already holds.
+
+        A body carrying `source_instance` and `source_digest` (an OpenRTC
+        event, mapped) is written at most once: a sink that retries a post
+        whose answer it never saw adds nothing. `dedup_after` is where the
+        caller knows its records can start (its spool's scan position).
+        """
+        for number, body in enumerate(bodies, 1):
+            if body.get("event") in GATED_EVENTS:
+                where = f"record {number}" if len(bodies) > 1 else "record"
+                raise RecordError(f"{where}: '{body.get('event')}' is a decision; "
+                                  f"POST it to /fleets/{fleet}/commands")
+        return await self.run(lambda app: self._report(app, fleet, bodies, dedup_after))
+
+    def _report(self, app: App, fleet: str, bodies: Sequence[dict[str, Any]],
+                dedup_after: int) -> ReportResult:
+        keyed = {key for key in (identity(b) for b in bodies) if key is not None}
+        present: set[tuple[str, str]] = set()
+        if keyed:
+            from ledger.openrtc.ledger_io import recorded_identities
+
+            try:
+                present = recorded_identities(app.ledger, fleet, max(0, dedup_after), keyed)
+            except UnknownFleetError:
+                present = set()
+        fresh: list[dict[str, Any]] = []
+        duplicates = 0
+        for body in bodies:
+            key = identity(body)
+            if key is not None and key in present:
+                duplicates += 1
+                continue
+            if key is not None:
+                present.add(key)
+            fresh.append(body)
+        receipts = app.ledger.append_many(fleet, fresh) if fresh else []
+        return ReportResult(tuple(receipts), duplicates)
+
+    # -- reader threads --------------------------------------------------------------------
+
+    async def feed_page(self, fleet: str, after: int, limit: int, where: FeedFilter) -> list[bytes]:
+        """Up to `limit` matching records after `after`."""
+        plain = where == FeedFilter()
+
+        def page(ledger: Ledger) -> list[bytes]:
+            if fleet not in ledger.fleets():
+                raise UnknownFleetError(f"fleet {fleet!r} has no records")
+            out: list[bytes] = []
+            for data in ledger.raw_records(fleet, after):
+                if plain or where.matches(orjson.loads(data)):
+                    out.append(data)
+                    if len(out) >= limit:
+                        break
+            return out
+
+        return await self.read(page)
+
+    async def records_after(self, fleet: str, after: int, limit: int) -> list[tuple[int, bytes]]:
+        """Stored records after `after` (at most `limit`), with their seq."""
+
+        def page(ledger: Ledger) -> list[tuple[int, bytes]]:
+            rows = ledger.store.page(fleet, after, limit)
+            return [(int(row.originator_version), bytes(row.state)) for row in rows]
+
+        return await self.read(page)
