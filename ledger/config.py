@@ -70,6 +70,25 @@ class Config:
         )
 
 
+def tokens_file() -> str | None:
+    """`LEDGER_TOKENS`: the service's token file, unless `--tokens` names one."""
+    return os.environ.get("LEDGER_TOKENS") or None
+
+
+def hand_over(name: str, value: str) -> None:
+    """Leave `value` in this process's environment for the processes it starts.
+
+    `ledger serve` hands its settings to uvicorn's worker processes this way:
+    they import the application by name and can receive nothing else.
+    """
+    os.environ[name] = value
+
+
+def handed_over(name: str) -> str | None:
+    """What a parent process left with `hand_over`, if anything."""
+    return os.environ.get(name) or None
+
+
 def libpq_defaults() -> dict[str, str]:
     """libpq's standard variables (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`), for the
     parts a `postgresql://` URL leaves out, as psql would use them."""

@@ -131,6 +131,14 @@ def sqlite_env(tmp_path: Path) -> Iterator[Env]:
 
 
 @pytest.fixture
+def pg_env(pg_schema: str, tmp_path: Path) -> Iterator[Env]:
+    """For what only a database server has (several processes on one ledger, its restarts)."""
+    e = Env(tmp_path, pg_schema, tmp_path / "ledger.key", "postgres")
+    Ledger.init(e.db, e.key, actor="test").close()
+    yield e
+
+
+@pytest.fixture
 def ledger(env: Env) -> Iterator[Ledger]:
     with env.open() as lg:
         yield lg

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright import sync_api
 
 from ledger import commands as build
 from tests.conftest import Env, run_process, submit
@@ -22,13 +23,11 @@ from tests.service_support import Server, make_tokens
 FLEET = "prod"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-sync_api = pytest.importorskip("playwright.sync_api")
 
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("no chromium (scripts/setup installs it as root)")
+    assert Path(CHROMIUM).exists(), "no chromium: scripts/setup installs Debian's package (as root)"
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:

@@ -91,9 +91,8 @@ def test_a_cloudevents_consumer_de_duplicates_by_id(server: Server, env: Env) ->
     connection.close()
 
 
-def test_several_server_processes_on_one_postgresql(env: Env) -> None:
-    if env.backend != "postgres":
-        pytest.skip("several processes share one PostgreSQL")
+def test_several_server_processes_on_one_postgresql(pg_env: Env) -> None:
+    env = pg_env
     with env.open() as lg:
         submit(lg, FLEET, build.deploy("v1", "ci"), build.complete("v1", "ci"))
     servers = [Server(env, make_tokens(env.dir)).start()]

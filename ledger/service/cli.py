@@ -8,12 +8,12 @@ and `token add` need only the standard library.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ledger.config import tokens_file
 from ledger.errors import InputError
 
 Common = Callable[..., None]
@@ -89,7 +89,7 @@ def register(sub: argparse._SubParsersAction[Any], common: Common) -> None:
     p = sub.add_parser("serve", help="serve the ledger over HTTP (reads, commands, live feed, report)")
     common(p, fleet=False)
     p.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (port 0: any free port)")
-    p.add_argument("--tokens", default=os.environ.get("LEDGER_TOKENS"),
+    p.add_argument("--tokens", default=tokens_file(),
                    help="file of name:roles:sha256hex lines (env LEDGER_TOKENS)")
     p.add_argument("--projections", default=None, help=argparse.SUPPRESS)
     p.add_argument("--workers", type=int, default=1, help="server processes (PostgreSQL: any number)")

@@ -7,10 +7,11 @@ processes import the app by name and can take no arguments).
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 
 import orjson
+
+from ledger.config import handed_over
 
 ENV = "LEDGER_SERVICE_CONFIG"
 
@@ -39,7 +40,7 @@ class ServiceConfig:
 
     @classmethod
     def from_env(cls) -> ServiceConfig:
-        text = os.environ.get(ENV)
+        text = handed_over(ENV)
         if not text:
             raise RuntimeError(f"{ENV} is not set: start the service with `ledger serve`")
         return cls(**orjson.loads(text))

@@ -11,13 +11,13 @@ then closed; their clients resume with Last-Event-ID), and closes the ledger.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import sys
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
+from ledger.config import hand_over
 from ledger.errors import InputError
 from ledger.service.config import ENV, ServiceConfig
 
@@ -59,7 +59,7 @@ def serve(config: ServiceConfig, listen: str, *, workers: int = 1, shutdown_time
     host, port = parse_listen(listen)
     sock = bind(host, port)
     actual = sock.getsockname()[1]
-    os.environ[ENV] = config.to_env()
+    hand_over(ENV, config.to_env())
     print(f"listening on http://{host}:{actual}", flush=True)
     uv = uvicorn.Config(
         "ledger.service.http:app_from_env", factory=True, workers=workers, access_log=False,
