@@ -147,8 +147,9 @@ class Ledger:
                 raise NotInitializedError(f"{store.label} holds no ledger (run `ledger init`)")
             ledger_id = claimed_ledger_id(store)
             if ledger_id is None and writable:
-                raise InputError(f"{store.label} was made by an older ledger format (its genesis "
-                                 "record has no ledger id); this version writes format 2 only")
+                raise InputError(f"{store.label} has no valid ledger id in its genesis record (made by "
+                                 "an older format, or damaged: run `ledger verify`); this version "
+                                 "writes format 2 only")
             key_path = Path(key) if key is not None else default_key()
             signer = load_signer(key_path) if writable else None
         except BaseException:

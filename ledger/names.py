@@ -58,6 +58,14 @@ def escape_controls(line: str) -> str:
     return CONTROL_RE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), line)
 
 
+_LEDGER_ID_RE = re.compile(r"(?!0{32}$)[0-9a-f]{32}")
+
+
+def is_ledger_id(value: object) -> bool:
+    """A ledger's identity: 128 random bits as 32 lowercase hex digits, never all zero."""
+    return isinstance(value, str) and _LEDGER_ID_RE.fullmatch(value) is not None
+
+
 def is_fleet_name(value: object) -> bool:
     return isinstance(value, str) and _FLEET_RE.fullmatch(value) is not None
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from ledger.config import pinned_anchor_path, trust_dir, trust_from_env
 from ledger.errors import InputError, StorageError
 from ledger.keys import key_id, public_text, read_public_key
+from ledger.names import is_ledger_id
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def resolve_anchor(ledger_id: str | None, public_key: str | None = None) -> Anch
     from_env = trust_from_env()
     if from_env:
         return Anchor(read_public_key(from_env, "LEDGER_TRUST"), "LEDGER_TRUST")
-    if ledger_id:
+    if ledger_id and is_ledger_id(ledger_id):  # the path is built only from a well-formed id
         pinned = pinned_anchor_path(ledger_id)
         if pinned.exists():
             raw = read_public_key(str(pinned), "the pinned anchor")

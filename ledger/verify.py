@@ -39,7 +39,7 @@ from ledger.encoding import canonical
 from ledger.errors import Fault, InputError, VerificationError
 from ledger.events import INTERNAL_EVENTS, stored_schema_error
 from ledger.keys import key_id, parse_public_key, verify_signature
-from ledger.names import shown
+from ledger.names import is_ledger_id, shown
 from ledger.store import KEY_CHAIN, Store
 
 BATCH = 1024
@@ -147,8 +147,14 @@ def _check_in_worker(
     return check_batch(chain, rows, _worker_keys, _worker_ledger[0])
 
 
+
 def claimed_ledger_id(store: Store) -> str | None:
-    """The identity the ledger's genesis record states (unverified: for finding its anchor)."""
+    """The identity the ledger's genesis record states, if it is a well-formed one.
+
+    Unverified (it serves to find the ledger's pinned anchor and to sign new
+    records), so it is taken only in the one form an identity has: 32 lowercase
+    hex digits, not all zero. Anything else, a path part included, is no identity.
+    """
     first = store.page(KEY_CHAIN, 0, 1)
     if not first:
         return None
@@ -156,7 +162,8 @@ def claimed_ledger_id(store: Store) -> str | None:
         value = orjson.loads(first[0].state).get("ledger_id")
     except (orjson.JSONDecodeError, AttributeError):
         return None
-    return value if isinstance(value, str) else None
+    return value if is_ledger_id(value) else None
+
 
 
 class _Linker:

@@ -2,10 +2,13 @@
 
 The known answers pin what another implementation must reproduce to verify
 this ledger: RFC 6962's Merkle tree heads (the certificate-transparency
-reference vectors), RFC 8032's Ed25519 test key, the key id and a record's
-canonical bytes and hash. Signatures of records are checked through
-`signed_message`, so a change to what a signature covers changes no answer
-here except through that helper.
+reference vectors), RFC 8032's Ed25519 test key, the key id, a record's
+canonical bytes and hash, its format-2 signature (Ed25519 over
+`"deploy-ledger/record/v2" 0x00 || ledger id (16 bytes) || hash (32 bytes)`),
+its stored bytes, and a checkpoint of it under the origin
+`deploy-ledger/<ledger id>/<fleet>`. Those answers were computed from the
+documented layout with `cryptography` and `hashlib` alone, not by the ledger's
+code, so a change to what a signature covers shows up here as a changed answer.
 
 A checkpoint is a file a user keeps and hands back: any malformed signature
 line must be an `InputError` (exit 2, one line), never a crash.
@@ -24,6 +27,8 @@ from ledger.chain import (
     EM_DASH,
     GENESIS_PREV,
     Checkpoint,
+    checkpoint_origin,
+    checkpoint_signed_by,
     link,
     merkle_root,
     parse_checkpoint,
@@ -93,23 +98,77 @@ def test_a_record_hash_is_a_known_answer(rfc_signer: Signer) -> None:
     assert hashlib.sha256(RECORD_BYTES).hexdigest() == RECORD_HASH == record["hash"]
 
 
-def test_a_record_signature_is_ed25519_over_the_signed_message(rfc_signer: Signer) -> None:
-    """Deterministic Ed25519: the seal's signature is the signature of `signed_message(hash)`."""
+# A fixed ledger identity (32 hex digits) for the known answers below.
+LEDGER_ID = "0123456789abcdeffedcba9876543210"
+# The documented format-2 signed message, written out byte by byte.
+SIGNED_MESSAGE = b"deploy-ledger/record/v2\x00" + bytes.fromhex(LEDGER_ID) + bytes.fromhex(RECORD_HASH)
+# Ed25519 (RFC 8032 TEST 1 key) over SIGNED_MESSAGE, computed with `cryptography` directly.
+RECORD_SIG = "cYihBoHzgZdHBItWBrQBpooHTuv/vXem5cFeixzG2XzQkbUM8cb+gAlJMWFUCQEqS9yTwJjxCI9+tFen0U9xBg=="
+STORED_BYTES = (b'{"actor":"ci","event":"deployment.started","fleet":"prod",'
+                b'"hash":"b1e39b9b1e21b78f9e265323f4b67225ea123fa64fe72121ea490d15414c30a2",'
+                b'"kid":"21fe31dfa154a261",'
+                b'"prev":"0000000000000000000000000000000000000000000000000000000000000000",'
+                b'"result":"success","seq":1,'
+                b'"sig":"cYihBoHzgZdHBItWBrQBpooHTuv/vXem5cFeixzG2XzQkbUM8cb+gAlJMWFUCQEqS9yTwJjxCI9+tFen0U9xBg==",'
+                b'"target":"fleet","timestamp":"2026-01-01T00:00:00.000000Z","version":"v1"}')
+# A checkpoint of the one-record chain: root = SHA-256(0x00 || STORED_BYTES), signed note per C2SP.
+CHECKPOINT_ORIGIN = "deploy-ledger/0123456789abcdeffedcba9876543210/prod"
+CHECKPOINT_ROOT = "3eacb07146a5af51a04300cb2b6989ae6923e6900af805ac7ce16c05dae01183"
+CHECKPOINT_NOTE = (
+    "deploy-ledger/0123456789abcdeffedcba9876543210/prod\n1\nPqywcUalr1GgQwDLK2mJrmkj5pAK+AWsfOFsBdrgEYM=\n"
+    "head b1e39b9b1e21b78f9e265323f4b67225ea123fa64fe72121ea490d15414c30a2\n\n"
+    "\u2014 deploy-ledger/0123456789abcdeffedcba9876543210/prod "
+    "o2NBkLIAXAThRAx92boqNeX9UTBm/miafTHKdh3uwADQO6OQ2KMZLLMkVlehZT7NlTNoeTp2H8RojjI0afFPO4MBDAk=\n")
+
+
+def test_the_signed_message_is_the_documented_layout() -> None:
+    """Context (24 bytes, v2) || ledger id (16 raw bytes) || record hash (32 raw bytes)."""
+    message = signed_message(RECORD_HASH, LEDGER_ID)
+    assert message == SIGNED_MESSAGE
+    assert len(message) == 24 + 16 + 32
+    assert message[:24] == b"deploy-ledger/record/v2\x00"
+
+
+def test_a_record_signature_is_a_known_answer(rfc_signer: Signer) -> None:
+    """Deterministic Ed25519: the seal's signature and stored bytes are the ones computed from the spec."""
     record, data = seal(RECORD_BODY, fleet="prod", seq=1, prev=GENESIS_PREV,
-                        timestamp="2026-01-01T00:00:00.000000Z", signer=rfc_signer)
+                        timestamp="2026-01-01T00:00:00.000000Z", signer=rfc_signer, ledger_id=LEDGER_ID)
     assert record["hash"] == RECORD_HASH
-    message = signed_message(RECORD_HASH)
-    assert record["sig"] == base64.b64encode(rfc_signer.sign_raw(message)).decode()
-    assert verify_signature(rfc_signer.public_raw, record["sig"], message)
-    assert not verify_signature(rfc_signer.public_raw, record["sig"], bytes.fromhex(RECORD_HASH))
-    assert data == canonical(record)  # stored as hashed: the same canonical encoding, hash and sig in it
+    assert record["sig"] == RECORD_SIG
+    assert verify_signature(rfc_signer.public_raw, RECORD_SIG, SIGNED_MESSAGE)
+    assert data == STORED_BYTES == canonical(record)  # stored as hashed: canonical, hash and sig in it
+
+
+@pytest.mark.parametrize("message", [
+    pytest.param(bytes.fromhex(RECORD_HASH), id="bare-hash"),
+    pytest.param(b"deploy-ledger/record/v1\x00" + bytes.fromhex(RECORD_HASH), id="format-1-message"),
+    pytest.param(b"deploy-ledger/record/v2\x00" + bytes(16) + bytes.fromhex(RECORD_HASH), id="no-ledger"),
+    pytest.param(b"deploy-ledger/record/v2\x00" + bytes.fromhex("fedcba98765432100123456789abcdef")
+                 + bytes.fromhex(RECORD_HASH), id="another-ledger"),
+])
+def test_the_signature_covers_nothing_but_its_message(message: bytes) -> None:
+    """The known signature does not verify over the hash alone, format 1's message, or another ledger's."""
+    public = bytes.fromhex(RFC8032_PUBLIC)
+    assert not verify_signature(public, RECORD_SIG, message)
+
+
+def test_a_checkpoint_is_a_known_answer(rfc_signer: Signer) -> None:
+    """Origin with the ledger id, the RFC 6962 root of the stored bytes, and the C2SP note signature."""
+    assert checkpoint_origin(LEDGER_ID, "prod") == CHECKPOINT_ORIGIN
+    root = merkle_root([STORED_BYTES])
+    assert root.hex() == CHECKPOINT_ROOT
+    note = sign_checkpoint(Checkpoint(CHECKPOINT_ORIGIN, 1, root, RECORD_HASH), rfc_signer)
+    assert note == CHECKPOINT_NOTE
+    parsed, signatures = parse_checkpoint(CHECKPOINT_NOTE)
+    assert parsed == Checkpoint(CHECKPOINT_ORIGIN, 1, root, RECORD_HASH)
+    assert checkpoint_signed_by(parsed, signatures, [bytes.fromhex(RFC8032_PUBLIC)])
 
 
 # -- checkpoints with malformed signature lines ----------------------------------------------------
 
 
 def _signed_note() -> tuple[str, str]:
-    checkpoint = Checkpoint("deploy-ledger/0011223344556677/prod", 2, merkle_root([b"a", b"b"]), "ab" * 32)
+    checkpoint = Checkpoint(checkpoint_origin(LEDGER_ID, "prod"), 2, merkle_root([b"a", b"b"]), "ab" * 32)
     text = sign_checkpoint(checkpoint, Signer.generate())
     body, _, line = text.partition("\n\n")
     return body, line.rstrip("\n")
@@ -200,4 +259,4 @@ def test_verify_refuses_a_malformed_checkpoint_with_exit_2(env: Env, capsys: pyt
     result = run_cli(capsys, "verify", *env.args(), "--checkpoint", str(path))
     assert result.code == 2
     assert result.err.count("\n") == 1
-    assert "signature line is malformed" in result.err
+    assert "checkpoint signature line 1 is malformed" in result.err

@@ -12,15 +12,20 @@ kept elsewhere) can catch it. Each case asserts the exact check and seq
 
 Forgeries are built through the public helpers (`seal`, `link`,
 `signed_message`), never from hard-coded signature context bytes, so they
-follow any change to what a signature covers.
+follow any change to what a signature covers. Each is signed for the ledger
+under test (its `ledger_id`, which every signature binds), except the cases
+that sign for another ledger on purpose: those are caught by the signature
+check, even though the key is this ledger's own.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -31,6 +36,7 @@ from ledger import commands as build
 from ledger.api import utc_now
 from ledger.chain import (
     GENESIS_PREV,
+    NO_LEDGER,
     Checkpoint,
     link,
     parse_checkpoint,
@@ -39,11 +45,11 @@ from ledger.chain import (
     signed_message,
 )
 from ledger.encoding import canonical
-from ledger.keys import Signer, key_id, load_signer, parse_public_key
+from ledger.keys import Signer, key_id, load_signer, parse_public_key, verify_signature
 from ledger.store import KEY_CHAIN, Store
 from ledger.verify import verify_ledger
 from tests.backends import Tamper, tamper_for
-from tests.conftest import Env, seed
+from tests.conftest import Env, run_cli, seed
 
 CHAIN_FIELDS = frozenset({"seq", "prev", "hash", "kid", "sig", "fleet", "timestamp"})
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -51,9 +57,10 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 @dataclass
 class Insider:
-    """A seeded ledger, its raw rows, and every signing key it ever had (oldest first)."""
+    """A seeded ledger, its identity, its raw rows, and every signing key it ever had (oldest first)."""
 
     env: Env
+    ledger_id: str
     keys: list[Signer] = field(default_factory=list)
 
     def rows(self, chain: str = "prod") -> Tamper:
@@ -80,13 +87,22 @@ def body_of(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k not in CHAIN_FIELDS}
 
 
-def reseal(record: dict[str, Any], signer: Signer, **changes: Any) -> tuple[dict[str, Any], bytes]:
-    """Seal a record again with `signer`, keeping its chain fields unless changed."""
+def reseal(record: dict[str, Any], signer: Signer, ledger_id: str,
+           **changes: Any) -> tuple[dict[str, Any], bytes]:
+    """Seal a record again with `signer` for ledger `ledger_id`, keeping its chain fields unless changed."""
     fields = {k: record[k] for k in ("fleet", "seq", "prev", "timestamp")}
     body = body_of(record)
     body.update({k: v for k, v in changes.items() if k not in fields})
     fields.update({k: v for k, v in changes.items() if k in fields})
-    return seal(body, signer=signer, **fields)
+    return seal(body, signer=signer, ledger_id=ledger_id, **fields)
+
+
+def another_ledger_id(ledger_id: str) -> str:
+    """A random ledger id that is neither `ledger_id` nor the id no ledger has."""
+    other = secrets.token_hex(16)
+    while other in (ledger_id, NO_LEDGER):  # pragma: no cover - one chance in 2**127
+        other = secrets.token_hex(16)
+    return other
 
 
 def relink_from(insider: Insider, seq: int, first: dict[str, Any], signer: Signer,
@@ -102,7 +118,7 @@ def relink_from(insider: Insider, seq: int, first: dict[str, Any], signer: Signe
     for later, data in rows.rows():
         if later <= seq:
             continue
-        record, new = reseal(dict(orjson.loads(data)), signer, prev=prev)
+        record, new = reseal(dict(orjson.loads(data)), signer, insider.ledger_id, prev=prev)
         rows.set_state(later, new)
         prev = record["hash"]
 
@@ -128,9 +144,11 @@ def insider(env: Env) -> Iterator[Insider]:
     """The seeded ledger (prod: 6 records) as its key holder sees it; verify passes."""
     with env.open() as lg:
         seed(lg)
+        ledger_id = lg.ledger_id
+    assert ledger_id != NO_LEDGER
     with env.open(writable=False) as lg:
         lg.verify()
-    yield Insider(env, [load_signer(env.key)])
+    yield Insider(env, ledger_id, [load_signer(env.key)])
 
 
 # -- the cases: each forges with a key of this ledger -----------------------------------------
@@ -138,7 +156,7 @@ def insider(env: Env) -> Iterator[Insider]:
 
 def fork_in_the_middle(x: Insider) -> None:
     """Seq 4 replaced by a correctly signed record that forks from seq 2."""
-    _, data = reseal(x.record(4), x.current, prev=x.record(2)["hash"])
+    _, data = reseal(x.record(4), x.current, x.ledger_id, prev=x.record(2)["hash"])
     x.rows().set_state(4, data)
 
 
@@ -148,13 +166,13 @@ def fork_at_the_tail(x: Insider) -> None:
     _, data = seal({"event": "worker.sessions", "actor": "mallory", "target": "w0", "result": "success",
                     "worker_id": "w0", "version": "v1", "active_sessions": 0},
                    fleet="prod", seq=7, prev=x.record(5)["hash"], timestamp=last["timestamp"],
-                   signer=x.current)
+                   signer=x.current, ledger_id=x.ledger_id)
     x.rows().insert(7, "worker.sessions", data)
 
 
 def fork_relinked_after(x: Insider) -> None:
     """A forked seq 3 whose successors are re-sealed onto it: the fork itself is the fault."""
-    forked, _ = reseal(x.record(3), x.current, prev=x.record(1)["hash"])
+    forked, _ = reseal(x.record(3), x.current, x.ledger_id, prev=x.record(1)["hash"])
     relink_from(x, 3, forked, x.current)
 
 
@@ -162,7 +180,7 @@ def time_goes_back(x: Insider) -> None:
     """Seq 4 re-stamped 1 µs before seq 3, re-signed, and the rest re-linked onto it."""
     earlier = shifted(x.record(3)["timestamp"], -1)
     assert earlier >= x.record(1, KEY_CHAIN)["timestamp"]  # still inside the key's time in force
-    record, _ = reseal(x.record(4), x.current, timestamp=earlier, prev=x.record(3)["hash"])
+    record, _ = reseal(x.record(4), x.current, x.ledger_id, timestamp=earlier, prev=x.record(3)["hash"])
     relink_from(x, 4, record, x.current)
 
 
@@ -170,14 +188,14 @@ def time_goes_back_at_tail(x: Insider) -> None:
     """A correctly linked seq 7 stamped before seq 6."""
     head = x.record(6)
     _, data = seal(body_of(x.record(5)), fleet="prod", seq=7, prev=head["hash"],
-                   timestamp=shifted(head["timestamp"], -1), signer=x.current)
+                   timestamp=shifted(head["timestamp"], -1), signer=x.current, ledger_id=x.ledger_id)
     x.rows().insert(7, "worker.sessions", data)
 
 
 def _append_signed_by(x: Insider, signer: Signer, timestamp: str | None = None) -> None:
     head = x.record(6)
     _, data = seal(body_of(x.record(5)), fleet="prod", seq=7, prev=head["hash"],
-                   timestamp=timestamp or utc_now(), signer=signer)
+                   timestamp=timestamp or utc_now(), signer=signer, ledger_id=x.ledger_id)
     x.rows().insert(7, "worker.sessions", data)
 
 
@@ -215,7 +233,7 @@ def non_canonical_whitespace(x: Insider) -> None:
 
 def resealed_for_other_fleet(x: Insider) -> None:
     """Seq 5 re-sealed (hash and signature valid) as a record of fleet staging, left in prod."""
-    _, data = reseal(x.record(5), x.current, fleet="staging")
+    _, data = reseal(x.record(5), x.current, x.ledger_id, fleet="staging")
     x.rows().set_state(5, data)
 
 
@@ -225,7 +243,9 @@ def kid_names_another_key(x: Insider) -> None:
     head = x.record(6)
     record = link(body_of(x.record(5)), fleet="prod", seq=7, prev=head["hash"],
                   timestamp=utc_now(), kid=x.keys[0].kid)
-    record["sig"] = x.current.sign(signed_message(record["hash"]))
+    record["sig"] = x.current.sign(signed_message(record["hash"], x.ledger_id))
+    # Correctly signed by a key of this ledger, for this ledger: only the `kid` is wrong.
+    assert verify_signature(x.current.public_raw, record["sig"], signed_message(record["hash"], x.ledger_id))
     x.rows().insert(7, "worker.sessions", seal_bytes(record))
 
 
@@ -233,7 +253,7 @@ def schema_invalid(x: Insider) -> None:
     """Seq 3 re-signed without its required `active_sessions`: only the schema check sees it."""
     record = x.record(3)
     del record["active_sessions"]
-    _, data = reseal(record, x.current)
+    _, data = reseal(record, x.current, x.ledger_id)
     relink_from(x, 3, orjson.loads(data), x.current)
 
 
@@ -241,7 +261,7 @@ def key_event_in_a_fleet(x: Insider) -> None:
     """A correctly signed `key.rotated` appended to prod: key events belong to @keys only."""
     head = x.record(6)
     _, data = seal(_rotation_body(Signer.generate()), fleet="prod", seq=7, prev=head["hash"],
-                   timestamp=utc_now(), signer=x.current)
+                   timestamp=utc_now(), signer=x.current, ledger_id=x.ledger_id)
     x.rows().insert(7, "key.rotated", data)
 
 
@@ -249,7 +269,7 @@ def fleet_event_in_the_key_chain(x: Insider) -> None:
     """A correctly signed fleet fact appended to @keys: it introduces no key and is refused."""
     head = x.record(1, KEY_CHAIN)
     _, data = seal(body_of(x.record(5)), fleet=KEY_CHAIN, seq=2, prev=head["hash"],
-                   timestamp=utc_now(), signer=x.current)
+                   timestamp=utc_now(), signer=x.current, ledger_id=x.ledger_id)
     x.rows(KEY_CHAIN).insert(2, "worker.sessions", data)
 
 
@@ -263,7 +283,7 @@ def rotation_kid_not_its_key(x: Insider) -> None:
     head = x.record(1, KEY_CHAIN)
     new, decoy = Signer.generate(), Signer.generate()
     _, data = seal(_rotation_body(new, decoy.kid), fleet=KEY_CHAIN, seq=2, prev=head["hash"],
-                   timestamp=utc_now(), signer=x.current)
+                   timestamp=utc_now(), signer=x.current, ledger_id=x.ledger_id)
     x.rows(KEY_CHAIN).insert(2, "key.rotated", data)
 
 
@@ -272,14 +292,14 @@ def rotation_by_retired_key_at_its_end(x: Insider) -> None:
     x.rotate()
     head = x.record(2, KEY_CHAIN)
     _, data = seal(_rotation_body(Signer.generate()), fleet=KEY_CHAIN, seq=3, prev=head["hash"],
-                   timestamp=head["timestamp"], signer=x.keys[0])
+                   timestamp=head["timestamp"], signer=x.keys[0], ledger_id=x.ledger_id)
     x.rows(KEY_CHAIN).insert(3, "key.rotated", data)
 
 
 def genesis_introduces_other_key(x: Insider) -> None:
     """@keys seq 1 re-signed by the anchor key but introducing a different key."""
     other = Signer.generate()
-    _, data = reseal(x.record(1, KEY_CHAIN), x.current, public_key=other.public_text,
+    _, data = reseal(x.record(1, KEY_CHAIN), x.current, x.ledger_id, public_key=other.public_text,
                      new_kid=other.kid)
     x.rows(KEY_CHAIN).set_state(1, data)
 
@@ -287,7 +307,7 @@ def genesis_introduces_other_key(x: Insider) -> None:
 def genesis_replaced_by_rotation(x: Insider) -> None:
     """@keys seq 1 re-signed by the anchor key as a key.rotated instead of ledger.initialized."""
     record = x.record(1, KEY_CHAIN)
-    _, data = reseal(record, x.current, event="key.rotated")
+    _, data = reseal(record, x.current, x.ledger_id, event="key.rotated")
     x.rows(KEY_CHAIN).set_state(1, data)
 
 
@@ -310,9 +330,20 @@ def moved_resealed_into_other_fleet(x: Insider) -> None:
         seed(lg, "staging", n_workers=1)  # 4 records
     head = x.record(4, "staging")
     _, data = seal(body_of(x.record(6)), fleet="staging", seq=5, prev=head["hash"],
-                   timestamp=utc_now(), signer=x.current)
+                   timestamp=utc_now(), signer=x.current, ledger_id=x.ledger_id)
     x.rows("staging").insert(5, "deployment.completed", data)
     x.rows().truncate_after(5)
+
+
+def signed_for_another_ledger(x: Insider) -> None:
+    """Seq 4 re-signed by the current key, content and hash unchanged, for another ledger's id."""
+    original = x.record(4)
+    other = another_ledger_id(x.ledger_id)
+    record, data = reseal(original, x.current, other)
+    assert record["hash"] == original["hash"] and record["sig"] != original["sig"]
+    # A valid signature by this ledger's own key: only the ledger it binds is wrong.
+    assert verify_signature(x.current.public_raw, record["sig"], signed_message(record["hash"], other))
+    x.rows().set_state(4, data)
 
 
 KEYHOLDER_TAMPERS: list[Any] = [
@@ -328,6 +359,7 @@ KEYHOLDER_TAMPERS: list[Any] = [
     pytest.param(non_canonical_whitespace, ("prod", 3, "encoding"), id="non-canonical-whitespace"),
     pytest.param(resealed_for_other_fleet, ("prod", 5, "fleet"), id="resealed-for-other-fleet"),
     pytest.param(kid_names_another_key, ("prod", 7, "signature"), id="kid-names-another-key"),
+    pytest.param(signed_for_another_ledger, ("prod", 4, "signature"), id="signed-for-another-ledger"),
     pytest.param(rotation_kid_not_its_key, (KEY_CHAIN, 2, "key"), id="rotation-kid-not-its-key"),
     pytest.param(rotation_by_retired_key_at_its_end, (KEY_CHAIN, 3, "key"),
                  id="rotation-by-retired-key-at-its-end"),
@@ -356,6 +388,67 @@ def test_a_raw_moved_record_is_foreign_in_the_fleet_it_lands_in(insider: Insider
     fault = caught.value.fault
     assert (fault.chain, fault.seq, fault.check, fault.expected, fault.found) == (
         "staging", 5, "fleet", "staging", "prod")
+
+
+def test_a_record_signed_for_another_ledger_names_this_ledger(insider: Insider) -> None:
+    """The signature fault states the ledger the signature had to be made for, and why it is not."""
+    signed_for_another_ledger(insider)
+    with insider.env.open(writable=False) as lg, pytest.raises(VerificationError) as caught:
+        lg.verify()
+    fault = caught.value.fault
+    assert (fault.chain, fault.seq, fault.check, fault.found) == ("prod", 4, "signature", "bad signature")
+    assert fault.expected == f"valid signature by {insider.current.kid} for ledger {insider.ledger_id}"
+    assert "signed for another ledger" in fault.detail
+
+
+def test_a_chain_copied_from_a_ledger_sharing_the_key_fails_at_its_first_record(
+        insider: Insider, tmp_path: Path) -> None:
+    """A sibling ledger made with the same key (`reuse_key`) writes the same history; its prod
+    chain copied byte for byte over this one is signed by the right key for the wrong ledger."""
+    sibling_db = tmp_path / "sibling.db"
+    with Ledger.init(sibling_db, insider.env.key, actor="test", reuse_key=True) as sibling:
+        assert sibling.ledger_id not in (insider.ledger_id, NO_LEDGER)
+        assert sibling.signer is not None and sibling.signer.kid == insider.current.kid
+        seed(sibling)
+    copied = tamper_for(str(sibling_db)).rows()
+    assert [seq for seq, _ in copied] == [1, 2, 3, 4, 5, 6]
+    for seq, data in copied:
+        insider.rows().set_state(seq, data)
+    with Ledger.open(sibling_db, writable=False) as sibling:
+        assert [c.count for c in sibling.verify(insider.current.public_text).chains] == [6]
+    assert fault_of(insider.env) == ("prod", 1, "signature")
+
+
+# -- a genesis whose `ledger_id` is not a ledger id (raw edit, no key needed) ------------------------
+
+
+def _set_genesis_ledger_id(x: Insider, value: str) -> None:
+    genesis = x.record(1, KEY_CHAIN)
+    genesis["ledger_id"] = value
+    x.rows(KEY_CHAIN).set_state(1, canonical(genesis))
+
+
+def test_a_writer_refuses_a_genesis_whose_ledger_id_is_not_hex(
+        insider: Insider, capsys: pytest.CaptureFixture[str]) -> None:
+    """A damaged identity is a one-line refusal (bad input or storage fault), never an internal error."""
+    _set_genesis_ledger_id(insider, "zz")
+    fact = orjson.dumps(build.worker_start("w9", "v1", "platform")).decode()
+    result = run_cli(capsys, "append", *insider.env.args(), "--fleet", "prod", "--json", fact)
+    assert (result.code, result.err.count("\n")) in ((2, 1), (4, 1)), result
+    assert insider.last_seq() == 6
+
+
+def test_the_pinned_anchor_is_never_looked_up_outside_the_trust_directory(
+        insider: Insider, capsys: pytest.CaptureFixture[str], user_config: Path) -> None:
+    """Whoever edits the database must not choose the anchor: a claimed id with path parts
+    finds no pinned anchor (exit 2), even when the file it points at exists."""
+    planted = user_config / "planted.pub"
+    planted.write_text(Signer.generate().public_text + "\n")
+    _set_genesis_ledger_id(insider, "../../planted")
+    assert (user_config / "deploy-ledger" / "trust" / "../../planted.pub").resolve() == planted.resolve()
+    result = run_cli(capsys, "verify", *insider.env.args())
+    assert "pinned at init" not in result.out
+    assert result.code == 2, result
 
 
 def test_a_gap_says_how_many_records_are_missing(insider: Insider) -> None:
@@ -428,13 +521,14 @@ def _checkpoint(env: Env) -> str:
 
 def rewrite_middle(x: Insider) -> None:
     """Seq 3 edited, re-hashed and re-signed, and seq 4-6 re-sealed onto it."""
-    record, _ = reseal(x.record(3), x.current, active_sessions=99)
+    record, _ = reseal(x.record(3), x.current, x.ledger_id, active_sessions=99)
     relink_from(x, 3, record, x.current)
 
 
 def rewrite_all(x: Insider) -> None:
     """Every record re-sealed from genesis with seq 1 edited."""
-    record, _ = reseal(x.record(1), x.current, version="v1", reason="rewritten", prev=GENESIS_PREV)
+    record, _ = reseal(x.record(1), x.current, x.ledger_id, version="v1", reason="rewritten",
+                       prev=GENESIS_PREV)
     relink_from(x, 1, record, x.current)
 
 
@@ -490,10 +584,12 @@ def test_a_key_holder_cannot_rewrite_a_chain_behind_a_ledger_it_did_not_make(env
     """A whole ledger re-made under another key fails at the anchor, whatever it signs."""
     with env.open() as lg:
         seed(lg)
+        ledger_id = lg.ledger_id
     other = Signer.generate()
     keys = tamper_for(env.db, KEY_CHAIN)
     genesis = dict(orjson.loads(dict(keys.rows())[1]))
-    _, data = reseal(genesis, other, public_key=other.public_text, new_kid=other.kid)
+    assert genesis["ledger_id"] == ledger_id
+    _, data = reseal(genesis, other, ledger_id, public_key=other.public_text, new_kid=other.kid)
     keys.set_state(1, data)
     with Ledger.open(env.db, env.key, writable=False) as lg, pytest.raises(VerificationError) as caught:
         lg.verify()
