@@ -69,6 +69,7 @@ from ledger.store import (
     default_db,
     storage_errors,
     storage_fault,
+    stored_bytes,
     stream_id,
 )
 from ledger.trust import Anchor, pin_anchor, resolve_anchor
@@ -218,7 +219,7 @@ class Ledger:
     # -- keys -----------------------------------------------------------------
 
     def key_history(self) -> list[dict[str, Any]]:
-        return [orjson.loads(row.state) for row in self.store.scan(KEY_CHAIN)]
+        return [orjson.loads(stored_bytes(row.state)) for row in self.store.scan(KEY_CHAIN)]
 
     def current_key(self) -> tuple[str, str, str]:
         """(kid, public key, in force since) of the key that signs now."""
@@ -230,7 +231,7 @@ class Ledger:
         if row is None:
             raise NotInitializedError(f"{self.store.label} holds no ledger (run `ledger init`)")
         try:
-            record = orjson.loads(row.state)
+            record = orjson.loads(stored_bytes(row.state))
             return KeyState(row.originator_version, str(record["new_kid"]),
                             str(record["public_key"]), str(record["timestamp"]))
         except (orjson.JSONDecodeError, KeyError, TypeError):
@@ -502,7 +503,7 @@ class Ledger:
             rows = self.store.page(chain, receipt.seq - 1, 1)
             if not rows or rows[0].originator_version != receipt.seq:
                 return False
-            if orjson.loads(rows[0].state).get("hash") != receipt.hash:
+            if orjson.loads(stored_bytes(rows[0].state)).get("hash") != receipt.hash:
                 return False
         return True
 
@@ -545,7 +546,7 @@ class Ledger:
     def raw_records(self, fleet: str, after: int = 0) -> Iterator[bytes]:
         """Stored bytes of a fleet's records after position `after`, in order."""
         for row in self.store.scan(fleet, after):
-            yield bytes(row.state)
+            yield stored_bytes(row.state)
 
     def records(self, fleet: str, after: int = 0) -> Iterator[dict[str, Any]]:
         for data in self.raw_records(fleet, after):

@@ -13,15 +13,20 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from ledger.api import Ledger
+from ledger.chain import GENESIS_PREV
 from ledger.cli_output import add_output_option, print_json, wants_json
-from ledger.errors import InputError, StorageError
+from ledger.errors import InputError, NotFoundError, StorageError
 from ledger.model import Move, MoveKind
 from ledger.rules import FleetHistory
 from ledger.store import default_db, is_postgres
+from ledger.verify import Verifier, check_batch
 from projections.runner import Projections
 
 Common = Callable[..., None]
@@ -89,6 +94,75 @@ def _say_wait(args: argparse.Namespace, move: Move | None, ending: str, current:
     else:
         print(f"{move.describe()} {ending}; the fleet runs {current or '-'}")
     return code
+
+
+# -- show -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordCheck:
+    """What `ledger show` established about one record, checked alone."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+def check_one(ledger: Ledger, fleet: str, seq: int, data: bytes, anchor_raw: bytes) -> list[RecordCheck]:
+    """Check one record as a feed consumer would: its bytes, hash and signature under a key of the
+    verified key chain in force at its time, and its links to the records on either side."""
+    verifier = Verifier(ledger.store, anchor_raw)
+    try:
+        epochs = {e.kid: e for e in verifier.verify_keys()}
+        keys = {kid: e.public_raw for kid, e in epochs.items()}
+        infos, fault = check_batch(fleet, [(seq, data)], keys, verifier.ledger_id)
+    finally:
+        verifier.close()
+    if fault is not None:
+        _seq, check, expected, found, detail = fault
+        return [RecordCheck(check, False, f"expected {expected}, found {found}" + (f" ({detail})" if detail
+                                                                                  else ""))]
+    _pos, prev, digest, kid, timestamp, _leaf, _event, _new = infos[0]
+    epoch = epochs[kid]
+    in_force = epoch.start <= timestamp and (epoch.end is None or timestamp <= epoch.end)
+    checks = [RecordCheck("bytes and hash", True, f"canonical, hash {digest}"),
+              RecordCheck("signature", True, f"by key {kid} of ledger {verifier.ledger_id}"),
+              RecordCheck("key in force", in_force, f"{epoch.start}..{epoch.end or 'now'}")]
+    before = next(ledger.records(fleet, after=seq - 2), None) if seq > 1 else None
+    expected_prev = before["hash"] if before is not None else GENESIS_PREV
+    checks.append(RecordCheck("link to the record before", prev == expected_prev,
+                              f"prev {prev}" + ("" if prev == expected_prev else f", seq {seq - 1} is "
+                                                                                 f"{expected_prev}")))
+    after = next(ledger.records(fleet, after=seq), None)
+    if after is not None:
+        checks.append(RecordCheck("link from the record after", after.get("prev") == digest,
+                                  f"seq {seq + 1} names prev {after.get('prev')}"))
+    return checks
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """One record, decoded, with what checking it alone establishes; exit 1 if a check fails."""
+    if args.seq < 1:
+        raise InputError(f"SEQ is a position from 1, not {args.seq}")
+    with Ledger.open(args.db, writable=False) as ledger:
+        rows = list(ledger.raw_records(args.fleet_name, args.seq - 1))[:1] if args.fleet_name in \
+            ledger.fleets() else []
+        if not rows or orjson.loads(rows[0]).get("seq") != args.seq:
+            raise NotFoundError(f"fleet {args.fleet_name!r} has no record at seq {args.seq}")
+        data = rows[0]
+        anchor = ledger.trust_anchor(args.public_key)
+        checks = check_one(ledger, args.fleet_name, args.seq, data, anchor.public_raw)
+    record = orjson.loads(data)
+    ok = all(check.ok for check in checks)
+    if wants_json(args):
+        print_json({"record": record, "verified": ok, "anchor": anchor.source,
+                    "checks": [{"check": c.name, "ok": c.ok, "detail": c.detail} for c in checks]})
+    else:
+        print(orjson.dumps(record, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
+        for check in checks:
+            print(f"{'ok' if check.ok else 'FAILED'}  {check.name}: {check.detail}")
+        print(f"anchor: {anchor.source}, key {anchor.kid}")
+    return 0 if ok else 1
 
 
 # -- backup -------------------------------------------------------------------------------------
@@ -186,6 +260,14 @@ def register(sub: argparse._SubParsersAction[Any], common: Common, root: argpars
     p.add_argument("--projections", default=None, help=argparse.SUPPRESS)
     add_output_option(p)
     p.set_defaults(handler=cmd_wait)
+
+    p = sub.add_parser("show", help="one record, decoded, with its verification status (checked alone)")
+    common(p, fleet=False)
+    p.add_argument("fleet_name", metavar="FLEET")
+    p.add_argument("seq", type=int, metavar="SEQ")
+    p.add_argument("--public-key", default=None, help="trusted public key or its file (default: as verify)")
+    add_output_option(p)
+    p.set_defaults(handler=cmd_show)
 
     p = sub.add_parser("backup", help="a consistent copy of a live SQLite ledger (SQLite's backup API)")
     common(p, fleet=False)

@@ -370,7 +370,7 @@ class Store:
 
     def last(self, chain: str) -> bytes | None:
         row = self.last_row(chain)
-        return bytes(row.state) if row else None
+        return stored_bytes(row.state) if row else None
 
     def last_row(self, chain: str) -> StoredEvent | None:
         with self.reading():
@@ -407,7 +407,7 @@ class Store:
                 rows = self.page(chain, after)
                 for row in rows:
                     after = row.originator_version
-                    yield bytes(row.state)
+                    yield stored_bytes(row.state)
                 if not rows:
                     time.sleep(poll_s)
         with self.recorder.datastore.get_connection() as connection:
@@ -417,7 +417,7 @@ class Store:
                 while True:
                     for row in self.scan(chain, after):
                         after = row.originator_version
-                        yield bytes(row.state)
+                        yield stored_bytes(row.state)
                     for _ in connection.notifies(timeout=1.0, stop_after=1):
                         pass
             finally:  # the connection goes back to the pool: leave it as it came
@@ -437,6 +437,24 @@ class Store:
     def max_notification_id(self) -> int:
         with self.reading():
             return int(self.recorder.max_notification_id() or 0)
+
+
+def stored_bytes(state: object) -> bytes:
+    """A stored record's bytes, whatever type the database hands back.
+
+    SQLite keeps any value in any column: a row edited by hand may come back as
+    text, or as a number. Text is taken as its UTF-8 bytes (so an edit that kept
+    the content still verifies, and one that changed it fails its hash); any
+    other type is bytes no record could have, and verify reports the record as
+    undecodable rather than crashing.
+    """
+    if isinstance(state, bytes):
+        return state
+    if isinstance(state, bytearray | memoryview):
+        return bytes(state)
+    if isinstance(state, str):
+        return state.encode("utf-8", "surrogatepass")
+    return repr(state).encode("utf-8", "backslashreplace")
 
 
 def default_db() -> str:

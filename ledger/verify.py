@@ -40,7 +40,7 @@ from ledger.errors import Fault, InputError, VerificationError
 from ledger.events import INTERNAL_EVENTS, stored_schema_error
 from ledger.keys import key_id, parse_public_key, verify_signature
 from ledger.names import is_ledger_id, shown
-from ledger.store import KEY_CHAIN, Store
+from ledger.store import KEY_CHAIN, Store, stored_bytes
 
 BATCH = 1024
 PARALLEL_THRESHOLD = 4096
@@ -159,7 +159,7 @@ def claimed_ledger_id(store: Store) -> str | None:
     if not first:
         return None
     try:
-        value = orjson.loads(first[0].state).get("ledger_id")
+        value = orjson.loads(stored_bytes(first[0].state)).get("ledger_id")
     except (orjson.JSONDecodeError, AttributeError):
         return None
     return value if is_ledger_id(value) else None
@@ -232,7 +232,7 @@ class _Linker:
 def _batches(rows: Iterator[StoredEvent]) -> Iterator[list[tuple[int, bytes]]]:
     batch: list[tuple[int, bytes]] = []
     for row in rows:
-        batch.append((row.originator_version, bytes(row.state)))
+        batch.append((row.originator_version, stored_bytes(row.state)))
         if len(batch) == BATCH:
             yield batch
             batch = []

@@ -52,6 +52,7 @@ from ledger.store import (
     is_postgres,
     storage_errors,
     storage_fault,
+    stored_bytes,
 )
 from projections.follow import LedgerWaiter, ledger_waiter
 from projections.integrity import LinkFaultError
@@ -123,7 +124,7 @@ def ledger_identity(store: Store) -> str:
     first = store.page(KEY_CHAIN, 0, 1)
     if not first:
         raise NotInitializedError(f"{store.label} holds no ledger (run `ledger init`)")
-    return str(orjson.loads(first[0].state)["hash"])
+    return str(orjson.loads(stored_bytes(first[0].state))["hash"])
 
 
 def _delete_file(path: Path) -> None:
@@ -501,7 +502,7 @@ class Projections:
             rows = self._ledger(lambda: self.store.page(fleet, head_seq - 1, 1))
             if not rows or rows[0].originator_version != head_seq:
                 return False
-            if unsigned_hash(orjson.loads(rows[0].state)) != exc.head_hash:
+            if unsigned_hash(orjson.loads(stored_bytes(rows[0].state))) != exc.head_hash:
                 return False
         if exc.fault.check == "seq":
             following = self._ledger(lambda: self.store.page(fleet, head_seq, 1))

@@ -153,3 +153,61 @@ def test_bash_completion_completes_from_the_parser(words: list[str], expected: s
              'printf "%s\\n" "${COMPREPLY[@]}"')
     done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=30)
     assert set(done.stdout.split()) == expected, done.stderr
+
+
+# -- show ---------------------------------------------------------------------------------------------
+
+
+def test_show_prints_one_record_and_what_checking_it_alone_establishes(
+        env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    with env.open() as lg:
+        seed(lg)
+    result = run_cli(capsys, "show", "prod", "3", *env.args())
+    assert result.code == 0, result.err
+    assert '"seq": 3' in result.out and '"event": "worker.sessions"' in result.out
+    for check in ("bytes and hash", "signature", "key in force", "link to the record before",
+                  "link from the record after"):
+        assert f"ok  {check}:" in result.out
+    assert "anchor: pinned at init" in result.out
+    parsed = json.loads(run_cli(capsys, "show", "prod", "3", *env.args(), "-o", "json").out)
+    assert parsed["verified"] is True and parsed["record"]["seq"] == 3
+
+
+def test_show_of_a_missing_record_is_exit_3(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    with env.open() as lg:
+        seed(lg)
+    result = run_cli(capsys, "show", "prod", "99", *env.args())
+    assert result.code == 3 and "no record at seq 99" in result.err
+
+
+def test_show_of_a_tampered_record_says_which_check_failed_with_exit_1(
+        env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    with env.open() as lg:
+        seed(lg)
+    rows = dict(env.tamper.rows())
+    record = json.loads(rows[2])
+    record["actor"] = "mallory"
+    env.tamper.set_state(2, json.dumps(record, separators=(",", ":"), sort_keys=True).encode())
+    result = run_cli(capsys, "show", "prod", "2", *env.args())
+    assert result.code == 1
+    assert "FAILED  hash: expected" in result.out
+
+
+def test_a_row_stored_back_as_text_is_checked_not_crashed_on(sqlite_env: Env,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """SQLite keeps any type in any column: a hand edit that leaves the bytes as text must give a
+    verdict (same content verifies, changed content is a hash fault), never an internal error."""
+    import sqlite3
+
+    env = sqlite_env
+    with env.open() as lg:
+        seed(lg)
+    with sqlite3.connect(env.db) as c:
+        c.execute("UPDATE stored_events SET state = CAST(state AS TEXT) WHERE originator_version = 2 "
+                  "AND originator_id = 'fleet:prod'")
+    assert run_cli(capsys, "verify", *env.args()).code == 0
+    with sqlite3.connect(env.db) as c:
+        c.execute("UPDATE stored_events SET state = replace(state, '\"ci\"', '\"cx\"') "
+                  "WHERE originator_version = 1 AND originator_id = 'fleet:prod'")
+    result = run_cli(capsys, "verify", *env.args())
+    assert result.code == 1 and "hash at prod seq 1" in result.err

@@ -32,6 +32,7 @@ from ledger.gate import Outcome
 from ledger.openrtc.mapping import identity
 from ledger.service.bodies import CommandRequest
 from ledger.service.config import ServiceConfig
+from ledger.store import stored_bytes
 
 T = TypeVar("T")
 #: Threads reading feed pages and stream catch-ups.
@@ -147,6 +148,6 @@ class Backend:
 
         def page(ledger: Ledger) -> list[tuple[int, bytes]]:
             rows = ledger.store.page(fleet, after, limit)
-            return [(int(row.originator_version), bytes(row.state)) for row in rows]
+            return [(int(row.originator_version), stored_bytes(row.state)) for row in rows]
 
         return await self.read(page)

@@ -20,6 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from ledger.api import Ledger
+from ledger.store import stored_bytes
 from projections.follow import ledger_waiter
 
 #: Recent records kept per followed fleet.
@@ -104,7 +105,7 @@ class Tails:
             rows = self.ledger.store.page(tail.fleet, tail.read_to, PAGE)
             if not rows:
                 return
-            batch = [(int(r.originator_version), bytes(r.state)) for r in rows]
+            batch = [(int(r.originator_version), stored_bytes(r.state)) for r in rows]
             tail.read_to = batch[-1][0]
             with contextlib.suppress(RuntimeError):  # the loop is closing
                 self.loop.call_soon_threadsafe(tail.publish, batch)
