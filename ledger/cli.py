@@ -25,7 +25,7 @@ from ledger.feed import FeedFilter, feed, parse_time
 from ledger.names import escape_controls, shown
 from ledger.openrtc import cli as openrtc_cli
 from ledger.postgres_url import redact, redact_text
-from ledger.store import default_db, is_postgres, storage_errors, storage_fault
+from ledger.store import KEY_CHAIN, default_db, is_postgres, storage_errors, storage_fault
 from projections import cli as projections_cli
 
 Handler = Callable[[argparse.Namespace], int]
@@ -104,6 +104,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     with Ledger.init(args.db or default_db(), args.key, actor=args.actor or args.config.user,
                      reuse_key=args.reuse_key) as ledger:
         kid, public, _ = ledger.current_key()
+        genesis = ledger.head(KEY_CHAIN)
+        print(f"appended {KEY_CHAIN} seq {genesis.seq} hash {genesis.hash}")
         print(f"initialised ledger {ledger.store.label}")
         print(f"ledger id {ledger.ledger_id}")
         print(f"public key {public}")
@@ -125,7 +127,8 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     with _open(args, writable=True) as ledger:
         receipt = ledger.rotate_key(args.actor, args.reason)
         kid, public, _ = ledger.current_key()
-        print(f"rotated: key {kid} signs from now on ({public}); recorded at @keys seq {receipt.seq}")
+        print(f"appended {receipt}")
+        print(f"rotated: key {kid} signs from now on ({public})")
     return 0
 
 

@@ -319,7 +319,9 @@ class Projections:
             if meta is None:
                 if existed:
                     self.notice(f"{home.label} {home.is_} empty; building {home.it} from the ledger")
-                elif self._scratch is None:  # a temporary file was announced already
+                elif self._scratch is None and self._ledger(self.store.chains):
+                    # (a temporary file was announced already; a ledger with no fleet records
+                    # yet has nothing to build, so its first views are no news)
                     self.notice(f"no {home.label}; building {home.it} from the ledger")
                 self.views.reset(self._ledger_id, APPLICATION)
             elif meta.format != FORMAT:

@@ -10,10 +10,10 @@ the system's and a home of its own (so nothing of the developer's leaks in).
   lines after it, up to the next `$ `, are the output it must print (stdout and
   stderr together). `…` in an expected line matches any text; a line that is
   only `…` matches any number of lines. A command must exit 0, unless its line
-  ends with a comment naming the code (`# exit 1`).
+  ends with a comment that is only the code (`# exit 1`).
 - ```sh: each line (comments and blank lines aside) is a command; exit 0 unless
   it ends with `# exit N`.
-- ```python: the whole block runs as one program.
+- ```python: the whole block is saved as a file and run as one program.
 - Other blocks (json, text, plain) show formats and are not run.
 
 A block that cannot run in CI says why in the document itself: the paragraph
@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SKIP_MARK = "Not run by the docs test"
 RUNNABLE = ("console", "sh", "python")
-EXIT_COMMENT = re.compile(r"#\s*exit (\d+)\b")
+EXIT_COMMENT = re.compile(r"#\s*exit (\d+)\s*$")
 TIMEOUT_S = 180
 
 
@@ -60,12 +60,17 @@ def blocks(markdown: str) -> list[Block]:
     found: list[Block] = []
     lines = markdown.splitlines()
     index = 0
-    paragraph: list[str] = []
+    paragraph: list[str] = []  # the paragraph just before the next block (blank lines kept out)
+    fresh = True
     while index < len(lines):
         line = lines[index]
         fence = re.match(r"^(\s*)```(\w*)\s*$", line)
         if fence is None:
-            paragraph = [] if not line.strip() else [*paragraph, line]
+            if line.strip():
+                paragraph = [line] if fresh else [*paragraph, line]
+                fresh = False
+            else:
+                fresh = True
             index += 1
             continue
         indent, language = fence.group(1), fence.group(2)
@@ -77,7 +82,7 @@ def blocks(markdown: str) -> list[Block]:
             index += 1
         index += 1
         found.append(Block(language, "\n".join(body) + "\n", start, SKIP_MARK in " ".join(paragraph)))
-        paragraph = []
+        paragraph, fresh = [], True
     return found
 
 
@@ -116,15 +121,23 @@ def _pattern(expected: str) -> re.Pattern[str]:
 
 
 def output_matches(expected: list[str], actual: list[str]) -> bool:
-    """Whether `actual` lines are what `expected` shows (`…` wildcards, a lone `…` any lines)."""
+    """Whether `actual` lines are what `expected` shows (`…` wildcards, a lone `…` any lines).
+
+    A command shown with no output is not checked; one shown with output must
+    print exactly those lines.
+    """
+    return not expected or _lines_match(expected, actual)
+
+
+def _lines_match(expected: list[str], actual: list[str]) -> bool:
     if not expected:
-        return True
+        return not actual
     head, *rest = expected
     if head.strip() == "…":
-        return any(output_matches(rest, actual[skip:]) for skip in range(len(actual) + 1))
+        return any(_lines_match(rest, actual[skip:]) for skip in range(len(actual) + 1))
     if not actual or not _pattern(head).match(actual[0].rstrip()):
         return False
-    return output_matches(rest, actual[1:])
+    return _lines_match(rest, actual[1:])
 
 
 def environment(home: Path) -> dict[str, str]:
@@ -143,7 +156,9 @@ def run_command(command: str, cwd: Path, env: dict[str, str]) -> subprocess.Comp
 def run_block(block: Block, cwd: Path, env: dict[str, str], where: str) -> None:
     """Run one block; raise `ExampleFailed` naming the line when it does not do what is shown."""
     if block.language == "python":
-        done = subprocess.run([sys.executable, "-c", block.text], cwd=cwd, env=env, capture_output=True,
+        program = cwd / f"example_line_{block.line}.py"  # saved as a file, as a user would run it
+        program.write_text(block.text, encoding="utf-8")
+        done = subprocess.run([sys.executable, program.name], cwd=cwd, env=env, capture_output=True,
                               text=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
         if done.returncode != 0:
             raise ExampleFailed(f"{where} line {block.line}: the python block exited {done.returncode}:\n"

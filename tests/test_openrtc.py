@@ -667,3 +667,25 @@ def test_a_requested_rollback_naming_an_unknown_version_is_refused_with_its_sour
     assert refused[0]["source_seq"] == 1 and refused[1]["source_seq"] == 2
     with Projections.open(env.db) as views:
         assert views.state(FLEET).current == "v2" and views.state(FLEET).in_flight is None
+
+
+def test_closing_the_driver_records_each_running_pools_exit(env: Env) -> None:
+    """A pool still serving when its driver closes (shutdown) must not stay "serving" in the
+    ledger forever: the driver records its exit, with the calls it held."""
+    seed_versions(env)
+
+    def factory(worker_id: str, version: str, sink: LedgerAuditSink) -> AgentPool:
+        return AgentPool(agent=EchoAgent, deployment_version=version, audit_sink=sink, port=0,
+                         enable_introspection=False)
+
+    driver = OpenRTCPoolDriver(factory, sink_for=lambda worker_id: make_sink(env, worker_id), poll_s=0.05)
+    try:
+        driver.start_worker("w-serving", "v1")
+        assert driver.wait_started("w-serving", 60)
+    finally:
+        driver.close()
+    exits = [r for r in records(env) if r["event"] == "worker.exited"]
+    assert [(r["worker_id"], r["active_sessions"]) for r in exits] == [("w-serving", 0)]
+    assert "closed by the driver" in exits[0]["reason"]
+    with Projections.open(env.db) as views:
+        assert views.fleet(FLEET)["summary"]["live_workers"] == 0

@@ -31,6 +31,7 @@ inference helper re-imports the main module).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import importlib
 import logging
@@ -98,6 +99,7 @@ class OpenRTCPoolDriver:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="openrtc-driver", daemon=True)
         self._thread.start()
+        atexit.register(self.close)  # a process that forgets close() still records its pools' exits
 
     # -- FleetDriver -----------------------------------------------------------------------
 
@@ -139,7 +141,10 @@ class OpenRTCPoolDriver:
         return worker is None or worker.exited.wait(timeout)
 
     def close(self, timeout: float = 30.0) -> None:
-        """Close every pool still running (cuts their calls: for shutdown and tests), stop the loop."""
+        """Close every pool still running and record its exit (cuts their calls: for shutdown
+        and tests), stop the loop. Runs by itself when the process ends."""
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.close)
         if self._loop.is_closed():
             return
         with contextlib.suppress(Exception):
@@ -233,9 +238,18 @@ class OpenRTCPoolDriver:
             await asyncio.wait_for(worker.run_task, timeout=30)
 
     async def _close_all(self) -> None:
+        """Close every running pool and record its exit, with the calls it still held (cut)."""
         for worker in list(self._workers.values()):
             if not worker.exited.is_set():
+                held = 0
+                with contextlib.suppress(Exception):
+                    held = worker.pool.runtime_snapshot().active_sessions
                 await self._stop(worker)
+                if worker.started.is_set():  # before the watcher closes the pool's sink
+                    worker.pool.audit_log.emit(
+                        "worker.exited", actor=self.actor, target=worker.worker_id, version=worker.version,
+                        worker_id=worker.worker_id, active_sessions=held,
+                        reason="closed by the driver (its process is ending)")
                 if worker.watch_task is not None:
                     worker.watch_task.cancel()
                     with contextlib.suppress(BaseException):

@@ -1,0 +1,51 @@
+"""The README is a contract: every example in it runs as written, in order, in a fresh directory.
+
+`tests.docs` runs the blocks the way a new user types them; a block that cannot
+run in CI says why in the README itself. The second test breaks an example on
+purpose, to show this test would notice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.docs import ROOT, ExampleFailed, blocks, output_matches, run_document
+
+README = ROOT / "README.md"
+
+
+def test_every_readme_example_runs_as_written(tmp_path: Path) -> None:
+    ran = run_document(README, tmp_path)
+    skipped = [b for b in blocks(README.read_text(encoding="utf-8")) if b.skipped]
+    assert ran >= 8 and all(b.language in ("sh", "console", "python") for b in skipped)
+
+
+@pytest.mark.parametrize(("broken", "replacement"), [
+    pytest.param("$ ledger last-good --fleet prod\nv1\n", "$ ledger last-good --fleet prod\nv9\n",
+                 id="shown-output-wrong"),
+    pytest.param("$ ledger deploy v4 --actor ci --fleet prod          # exit 1",
+                 "$ ledger deploy v4 --actor ci --fleet prod", id="exit-code-wrong"),
+    pytest.param("from ledger.app import open_app\n", "from ledger.app import open_the_app\n",
+                 id="python-block-broken"),
+])
+def test_a_broken_example_fails_the_docs_test(tmp_path: Path, broken: str, replacement: str) -> None:
+    text = README.read_text(encoding="utf-8")
+    assert broken in text, "the example this test breaks is gone from the README"
+    copy = tmp_path / "README.md"
+    copy.write_text(text.replace(broken, replacement, 1), encoding="utf-8")
+    with pytest.raises(ExampleFailed):
+        run_document(copy, tmp_path / "run")
+
+
+@pytest.mark.parametrize(("expected", "actual", "matches"), [
+    pytest.param(["a …"], ["a b c"], True, id="wildcard-in-line"),
+    pytest.param(["a", "…"], ["a", "b", "c"], True, id="lone-wildcard-any-lines"),
+    pytest.param(["…", "c"], ["a", "b", "c"], True, id="lone-wildcard-then-line"),
+    pytest.param(["a"], ["a", "b"], False, id="extra-line"),
+    pytest.param(["a", "b"], ["a"], False, id="missing-line"),
+    pytest.param(["x …"], ["a b"], False, id="wrong-prefix"),
+])
+def test_output_matching(expected: list[str], actual: list[str], matches: bool) -> None:
+    assert output_matches(expected, actual) is matches
