@@ -49,3 +49,13 @@ def test_a_broken_example_fails_the_docs_test(tmp_path: Path, broken: str, repla
 ])
 def test_output_matching(expected: list[str], actual: list[str], matches: bool) -> None:
     assert output_matches(expected, actual) is matches
+
+
+def test_the_layout_section_names_every_module() -> None:
+    """The README's layout is the map a newcomer reads first: it must not miss a module."""
+    text = README.read_text(encoding="utf-8")
+    layout = text[text.index("## Layout"):]
+    modules = [p for package in ("ledger", "ledger/sim", "ledger/openrtc", "ledger/service", "projections")
+               for p in (ROOT / package).glob("*.py") if p.stem != "__init__"]
+    missing = sorted(str(p.relative_to(ROOT)) for p in modules if p.stem not in layout)
+    assert not missing, f"README's layout section does not name: {missing}"
