@@ -36,15 +36,16 @@ EXIT_INTERNAL = 70
 
 def one_line(message: object) -> str:
     """An error message as one terminal-safe line: control characters (newlines,
-    escape sequences) in quoted user text are shown escaped, never sent raw."""
-    return escape_controls(str(message))
+    escape sequences) in quoted user text are shown escaped, never sent raw, and
+    any database password in it is replaced."""
+    return escape_controls(redact_text(str(message)))
 
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line and exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"ledger: {one_line(redact_text(message))} (see `{self.prog} --help`)\n")
+        self.exit(2, f"ledger: {one_line(message)} (see `{self.prog} --help`)\n")
 
 
 def _common(parser: argparse.ArgumentParser, *, fleet: bool = True) -> None:
@@ -376,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ledger: {one_line(fault)}", file=sys.stderr)
         return fault.exit_code
     except Exception as exc:  # one line instead of a traceback, always
-        print(f"ledger: internal error ({type(exc).__name__}: {one_line(redact_text(str(exc)))[:300]}); "
+        print(f"ledger: internal error ({type(exc).__name__}: {one_line(exc)[:300]}); "
               "please report it", file=sys.stderr)
         return EXIT_INTERNAL
 
