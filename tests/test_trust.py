@@ -178,3 +178,20 @@ def test_a_large_copied_chain_fails_in_the_parallel_verifier_too(
         copy.verify(fleets=["prod"])
     assert (caught.value.fault.chain, caught.value.fault.seq, caught.value.fault.check) == (
         "prod", 1, "signature")
+
+
+@pytest.mark.parametrize("claimed", ["zz" * 16, "00" * 16, "ab", 7])
+def test_a_damaged_ledger_id_is_a_fault_for_verify_and_refused_to_writers(
+        env: Env, capsys: pytest.CaptureFixture[str], claimed: object) -> None:
+    with env.open() as lg:
+        seed(lg)
+    keys = tamper_for(env.db, "@keys")
+    genesis = orjson.loads(keys.rows()[0][1])
+    genesis["ledger_id"] = claimed
+    keys.set_state(1, orjson.dumps(genesis, option=orjson.OPT_SORT_KEYS))
+    pub = str(env.pub)
+    verified = run_cli(capsys, "verify", *env.args(), "--public-key", pub)
+    assert verified.code == 1 and verified.err.count("\n") == 1, verified
+    assert "at @keys seq 1:" in verified.err
+    written = run_cli(capsys, "deploy", "v2", "--actor", "ci", "--fleet", "prod", *env.args())
+    assert written.code == 2 and "no valid ledger id" in written.err, written
