@@ -116,6 +116,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_keys_show(args: argparse.Namespace) -> int:
     with _open(args, writable=False) as ledger:
         kid, public, since = ledger.current_key()
+        print(f"ledger id {ledger.ledger_id}")
         print(f"current key {public} (id {kid}, since {since})")
         for record in ledger.key_history():
             print(f"  {record['timestamp']} {record['event']} {record['new_kid']} by {record['actor']}")
