@@ -36,15 +36,16 @@ EXIT_INTERNAL = 70
 
 def one_line(message: object) -> str:
     """An error message as one terminal-safe line: control characters (newlines,
-    escape sequences) in quoted user text are shown escaped, never sent raw."""
-    return escape_controls(str(message))
+    escape sequences) in quoted user text are shown escaped, never sent raw, and
+    any database password in it is replaced."""
+    return escape_controls(redact_text(str(message)))
 
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line and exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"ledger: {one_line(redact_text(message))} (see `{self.prog} --help`)\n")
+        self.exit(2, f"ledger: {one_line(message)} (see `{self.prog} --help`)\n")
 
 
 def _common(parser: argparse.ArgumentParser, *, fleet: bool = True) -> None:
@@ -117,6 +118,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_keys_show(args: argparse.Namespace) -> int:
     with _open(args, writable=False) as ledger:
         kid, public, since = ledger.current_key()
+        print(f"ledger id {ledger.ledger_id}")
         print(f"current key {public} (id {kid}, since {since})")
         for record in ledger.key_history():
             print(f"  {record['timestamp']} {record['event']} {record['new_kid']} by {record['actor']}")
@@ -379,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ledger: {one_line(fault)}", file=sys.stderr)
         return fault.exit_code
     except Exception as exc:  # one line instead of a traceback, always
-        print(f"ledger: internal error ({type(exc).__name__}: {one_line(redact_text(str(exc)))[:300]}); "
+        print(f"ledger: internal error ({type(exc).__name__}: {one_line(exc)[:300]}); "
               "please report it", file=sys.stderr)
         return EXIT_INTERNAL
 

@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from ledger import Ledger
+from ledger import commands as build
 from ledger.chain import seal
 from ledger.keys import Signer, load_signer, write_private_key
 from tests.backends import tamper_for
@@ -152,3 +153,45 @@ def test_init_that_cannot_pin_its_anchor_leaves_no_key_and_no_pin(
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     assert run_cli(capsys, "init", "--db", db, "--key", str(key)).code == 0  # no --reuse-key needed
     assert run_cli(capsys, "verify", "--db", db).code == 0
+
+
+def test_a_large_copied_chain_fails_in_the_parallel_verifier_too(
+        sqlite_env: Env, tmp_path: Path) -> None:
+    """Above the parallel threshold each verification worker checks signatures: it too must
+    bind them to the ledger being verified."""
+    import sqlite3
+
+    from ledger import VerificationError
+    from ledger.verify import PARALLEL_THRESHOLD
+
+    with sqlite_env.open() as lg:
+        lg.append_many("prod", [build.worker_sessions("w", "v1", i, "w")
+                                for i in range(PARALLEL_THRESHOLD + 10)])
+        assert lg.verify(fleets=["prod"]).chains[0].count == PARALLEL_THRESHOLD + 10
+    other = tmp_path / "other.db"
+    Ledger.init(other, sqlite_env.key, reuse_key=True).close()
+    with sqlite3.connect(sqlite_env.db) as source, sqlite3.connect(other) as target:
+        rows = source.execute("SELECT originator_id, originator_version, topic, state FROM stored_events "
+                              "WHERE originator_id = 'fleet:prod'").fetchall()
+        target.executemany("INSERT INTO stored_events VALUES (?, ?, ?, ?)", rows)
+    with Ledger.open(other, writable=False) as copy, pytest.raises(VerificationError) as caught:
+        copy.verify(fleets=["prod"])
+    assert (caught.value.fault.chain, caught.value.fault.seq, caught.value.fault.check) == (
+        "prod", 1, "signature")
+
+
+@pytest.mark.parametrize("claimed", ["zz" * 16, "00" * 16, "ab", 7])
+def test_a_damaged_ledger_id_is_a_fault_for_verify_and_refused_to_writers(
+        env: Env, capsys: pytest.CaptureFixture[str], claimed: object) -> None:
+    with env.open() as lg:
+        seed(lg)
+    keys = tamper_for(env.db, "@keys")
+    genesis = orjson.loads(keys.rows()[0][1])
+    genesis["ledger_id"] = claimed
+    keys.set_state(1, orjson.dumps(genesis, option=orjson.OPT_SORT_KEYS))
+    pub = str(env.pub)
+    verified = run_cli(capsys, "verify", *env.args(), "--public-key", pub)
+    assert verified.code == 1 and verified.err.count("\n") == 1, verified
+    assert "at @keys seq 1:" in verified.err
+    written = run_cli(capsys, "deploy", "v2", "--actor", "ci", "--fleet", "prod", *env.args())
+    assert written.code == 2 and "no valid ledger id" in written.err, written
