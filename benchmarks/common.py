@@ -14,6 +14,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -137,7 +138,18 @@ def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None, quick:
     `measure` returns the figures and any details for the JSON output."""
     args = parser.parse_args(argv)
     sizes = resolve_sizes(parser, args, quick, full)
-    figures, details = measure(args, progress(parser.prog.rsplit(".", 1)[-1]))
+    # The ledgers a benchmark makes pin their anchors in a configuration of their own,
+    # never in the user's (`ledger init` pins each new ledger's key).
+    with tempfile.TemporaryDirectory(prefix="ledger-bench-config-") as config:
+        previous = os.environ.get("XDG_CONFIG_HOME")
+        os.environ["XDG_CONFIG_HOME"] = config
+        try:
+            figures, details = measure(args, progress(parser.prog.rsplit(".", 1)[-1]))
+        finally:
+            if previous is None:
+                os.environ.pop("XDG_CONFIG_HOME", None)
+            else:
+                os.environ["XDG_CONFIG_HOME"] = previous
     report(figures, sizes, args.json, **details)
     return 0
 

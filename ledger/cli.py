@@ -16,11 +16,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ledger import cli_decide, cli_fleet, cli_ops, commands
+from ledger import cli_append, cli_decide, cli_fleet, cli_ops, commands
 from ledger.api import Ledger
 from ledger.config import Config
 from ledger.encoding import MAX_RECORD_BYTES, parse_record
-from ledger.errors import InputError, LedgerError, RecordError, UnknownFleetError
+from ledger.errors import InputError, LedgerError, UnknownFleetError
 from ledger.feed import FeedFilter, feed, parse_time
 from ledger.names import escape_controls, shown
 from ledger.openrtc import cli as openrtc_cli
@@ -137,28 +137,13 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 def _read_append_input(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.json is not None:
         return [parse_record(args.json)]
-    if args.file is not None:
-        return _read_jsonl(Path(args.file))
     data = sys.stdin.buffer.read(MAX_RECORD_BYTES + 1)
     return [parse_record(data, "record on stdin")]
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from None
-    bodies = []
-    with handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                bodies.append(parse_record(line.rstrip(b"\r\n"), f"{path} line {number}"))
-    if not bodies:
-        raise RecordError(f"{path} holds no records")
-    return bodies  # validated, every one before any is written, by append_many
-
-
 def cmd_append(args: argparse.Namespace) -> int:
+    if args.file is not None:
+        return cli_append.append_file(args, Path(args.file))
     return cli_decide.append_records(args, _read_append_input(args))
 
 

@@ -45,7 +45,7 @@ def test_read_models_yields_every_ratio_at_a_tiny_size(capsys: pytest.CaptureFix
     code = read_models.main(["--records", "400", "--small", "100", "--queries", "5", "--json"])
     assert code == 0
     figures = figures_of(capsys.readouterr().out)
-    assert set(figures) == {"rebuild", "last-good", "fleet", "state", "rollback-dry-run"}
+    assert set(figures) == {"rebuild", "last-good", "fleet", "state", "rollback-dry-run", "gated-command"}
     assert_ratios(figures)
 
 

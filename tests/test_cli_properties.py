@@ -138,7 +138,7 @@ def recorded_refusal(env: Env, before: dict[str, tuple[int, str]],
     return len(last) == 1 and str(last[0]["event"]).endswith(".rejected")
 
 
-@settings(max_examples=int(os.environ.get("LEDGER_TEST_CLI_EXAMPLES", "120")), deadline=None, database=None,
+@settings(max_examples=int(os.environ.get("LEDGER_TEST_CLI_EXAMPLES", "80")), deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(case=commands().filter(lambda case: _no_nul(case[0])))
 def test_any_cli_input_exits_documented_in_one_line_and_writes_only_on_success(

@@ -301,7 +301,7 @@ def check_sequence(db: str, key: Path, workdir: Path, sequence: list[Any]) -> No
             assert views_answers(fresh) == caught_up
 
 
-SETTINGS = settings(max_examples=150, deadline=None,
+SETTINGS = settings(max_examples=80, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
@@ -331,7 +331,7 @@ def new_schema(pg_url: str, made: list[str]) -> str:
     return f"{pg_url}{'&' if '?' in pg_url else '?'}schema={name}"
 
 
-@settings(max_examples=40, deadline=None,
+@settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(sequence=steps)
 def test_two_writers_never_make_a_bad_or_unfinished_version_last_good_postgres(
