@@ -143,6 +143,9 @@ _REQUESTED = {
     "source_result": _TEXT,
 }
 _CHECK: dict[str, Any] = {"enum": [c.value for c in Check]}
+#: Cumulative counts of a worker's ended sessions by outcome, since it started: a report
+#: restates its totals (never a delta), so a lost or repeated report corrupts nothing.
+_OUTCOMES = {"sessions_ok": _COUNT, "sessions_error": _COUNT, "sessions_dropped": _COUNT}
 _GATED = {"idempotency_key": _TEXT}
 
 _D = EventKind.DECISION
@@ -254,14 +257,16 @@ EVENT_TYPES: dict[str, EventType] = {
         ),
         _t(
             "worker.sessions",
-            "A worker reports how many calls it holds now.",
+            "A worker reports how many calls it holds now, and (optionally) how many of the "
+            "calls it ended since it started went well, errored or were dropped.",
             {**_WORKER, "active_sessions": _COUNT},
+            {**_OUTCOMES},
         ),
         _t(
             "worker.exited",
             "A worker exited; `active_sessions` > 0 at exit means dropped calls.",
             {**_WORKER, "active_sessions": _COUNT},
-            {"exit_code": {"type": "integer"}, "reason": _REASON, **_OPERATION},
+            {"exit_code": {"type": "integer"}, "reason": _REASON, **_OPERATION, **_OUTCOMES},
         ),
         _t(
             "worker.rejected",
