@@ -35,6 +35,9 @@ from typing import Any
 from ledger.errors import InputError
 from projections.sessions import Counts, SessionTotals
 
+#: The longest window: what `SessionTotals` keeps by default, so no window is silently cut short.
+WINDOW_LIMIT_S = 3600
+
 #: The rule's integer fields, as recorded in `analysis.rule_set`.
 RULE_FIELDS = ("window_s", "min_sessions", "confidence_bp", "min_increase_bp", "consecutive")
 METRICS = (("error_rate", "error"), ("drop_rate", "dropped"))
@@ -70,7 +73,7 @@ def validate_rule(window_s: int, min_sessions: int, confidence_bp: int, min_incr
                   consecutive: int) -> Rule:
     """A rule with every value in its sensible range, or InputError naming the bad one."""
     checks = (
-        ("--window", window_s, 1, 86_400, "seconds"),
+        ("--window", window_s, 1, WINDOW_LIMIT_S, "seconds"),
         ("--min-sessions", min_sessions, 10, 10_000_000, "sessions"),
         ("--confidence", confidence_bp, 5_000, 9_999, "basis points (50% to 99.99%)"),
         ("--min-increase", min_increase_bp, 0, 10_000, "basis points"),

@@ -68,7 +68,8 @@ def test_a_a_runs_stay_under_the_stated_false_positive_rate() -> None:
 
 def test_rule_values_are_validated() -> None:
     assert validate_rule(60, 30, 9900, 500, 2) == RULE
-    for bad in ((0, 30, 9900, 500, 2), (60, 3, 9900, 500, 2), (60, 30, 10_000, 500, 2),
+    for bad in ((0, 30, 9900, 500, 2), (3601, 30, 9900, 500, 2), (60, 3, 9900, 500, 2),
+                (60, 30, 10_000, 500, 2),
                 (60, 30, 9900, -1, 2), (60, 30, 9900, 500, 0)):
         with pytest.raises(InputError):
             validate_rule(*bad)
