@@ -295,6 +295,22 @@ EVENT_TYPES: dict[str, EventType] = {
             kind=_D,
         ),
         _t(
+            "analysis.rule_set",
+            "The fleet's rollback rule: when the watcher (`ledger watch`) may roll back on evidence. "
+            "Rates in basis points; it replaces the rule before it.",
+            {"window_s": _COUNT, "min_sessions": _COUNT, "confidence_bp": _COUNT,
+             "min_increase_bp": _COUNT, "consecutive": _COUNT},
+            {"reason": _REASON, **_GATED},
+            kind=_D,
+        ),
+        _t(
+            "analysis.passed",
+            "The move at `move_seq` completed and its version's session outcomes were no worse "
+            "than the last-good version's under the fleet's rule; `analysis` holds the evidence.",
+            {"version": _TEXT, "move_seq": _COUNT},
+            {"reason": _REASON, "analysis": {"type": "object"}},
+        ),
+        _t(
             "audit.gap",
             "An external audit source skipped sequence numbers: the events between were lost "
             "before they reached the ledger.",
@@ -344,6 +360,7 @@ GATE_COMMANDS = {
     "version.marked_bad": "`ledger mark bad` (Python: FleetService.submit(fleet, Judge(...)))",
     "version.cleared": "`ledger mark cleared` (Python: FleetService.submit(fleet, Judge(...)))",
     "move.superseded": "`ledger deploy --supersede`",
+    "analysis.rule_set": "`ledger rule set` (Python: FleetService.submit(fleet, SetRule(...)))",
     "rollback.rejected": "the gate when it refuses a rollback",
     "command.rejected": "the gate when it refuses a command",
 }
