@@ -47,7 +47,8 @@ class Action:
 class FleetAnalysis:
     """One fleet's chain folded for analysis: state, session totals, rule, verdicts so far."""
 
-    def __init__(self, fleet: str, default_rule: Rule | None = None):
+    def __init__(self, fleet: str, default_rule: Rule | None = None, *, actor: str = ACTOR):
+        self.actor = actor                     # only its own verdicts settle a move
         self.state = FleetHistory(fleet)
         self.totals = SessionTotals()
         self.rule = default_rule or Rule()
@@ -72,9 +73,10 @@ class FleetAnalysis:
         elif event == "deployment.rolled_back" and self.move is not None:
             if record.get("from_version") == self.move.version:
                 self.judged.setdefault(self.move.seq, "rolled_back")
-        elif event == "rollback.rejected" and record.get("actor") == ACTOR and self.move is not None:
+        elif event == "rollback.rejected" and record.get("actor") == self.actor and self.move is not None:
             self.judged.setdefault(self.move.seq, "refused")
-        elif event == "analysis.passed":
+        elif event == "analysis.passed" and record.get("actor") == self.actor:
+            # a fact anyone may append: only the watcher's own verdict stands it down
             self.judged.setdefault(int(record["move_seq"]), "passed")
         if added and record.get("version") in self.subjects():
             self.evaluate()
@@ -137,7 +139,7 @@ class Watcher:
                  external: bool = False, say: Callable[[str], None] = lambda _line: None):
         self.service, self.fleet, self.actor = service, fleet, actor
         self.dry_run, self.external, self.say = dry_run, external, say
-        self.analysis = FleetAnalysis(fleet)
+        self.analysis = FleetAnalysis(fleet, actor=actor)
         self.position = 0
         self.outcomes: list[Outcome] = []
 

@@ -127,6 +127,18 @@ def test_a_manual_rollback_makes_the_watcher_stand_down(env: Env) -> None:
         assert [r["actor"] for r in rollbacks(app)] == ["on-call"]
 
 
+def test_a_pass_claimed_by_someone_else_does_not_stand_the_watcher_down(env: Env) -> None:
+    with open_app(env.db, env.key) as app:
+        v1_live_then_v2(app)
+        app.ledger.append("prod", {"event": "analysis.passed", "actor": "someone", "target": "fleet",
+                                   "result": "success", "version": "v2", "move_seq": 7})
+        v2_reports(app, (20, 25, 1), (22, 30, 2))
+        watcher = Watcher(app.service, "prod")
+        action = watcher.poll()
+        assert action is not None and action.kind == "rollback" and action.move.seq == 7
+        assert len(rollbacks(app)) == 1
+
+
 def test_a_healthy_move_is_recorded_as_passed_once(env: Env) -> None:
     with open_app(env.db, env.key) as app:
         v1_live_then_v2(app, complete_v2=True)
