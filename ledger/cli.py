@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ledger import cli_append, cli_decide, cli_fleet, cli_ops, commands
+from ledger import cli_analysis, cli_append, cli_decide, cli_fleet, cli_ops, commands
 from ledger.api import Ledger
 from ledger.config import Config
 from ledger.encoding import MAX_RECORD_BYTES, parse_record
@@ -337,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     projections_cli.register(sub, _common)
     cli_fleet.register(sub, _common)
+    cli_analysis.register(sub, _common)
     openrtc_cli.register(sub, _common)
     from ledger.service import cli as service_cli  # light: the web stack loads only for `serve`
 

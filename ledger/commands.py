@@ -36,9 +36,13 @@ def worker_start(worker: str, version: str, actor: str, reason: str | None = Non
                  pid=pid)
 
 
-def worker_sessions(worker: str, version: str, active_sessions: int, actor: str) -> dict[str, Any]:
+def worker_sessions(worker: str, version: str, active_sessions: int, actor: str, *,
+                    ok: int | None = None, error: int | None = None,
+                    dropped: int | None = None) -> dict[str, Any]:
+    """A session report; `ok`, `error`, `dropped` are the worker's cumulative outcome counts."""
     return _body("worker.sessions", actor, worker, None, worker_id=worker, version=version,
-                 active_sessions=active_sessions)
+                 active_sessions=active_sessions, sessions_ok=ok, sessions_error=error,
+                 sessions_dropped=dropped)
 
 
 def worker_drain(worker: str, version: str, actor: str, reason: str | None = None) -> dict[str, Any]:
@@ -47,9 +51,12 @@ def worker_drain(worker: str, version: str, actor: str, reason: str | None = Non
 
 
 def worker_exit(worker: str, version: str, active_sessions: int, actor: str,
-                reason: str | None = None, exit_code: int | None = None) -> dict[str, Any]:
+                reason: str | None = None, exit_code: int | None = None, *,
+                ok: int | None = None, error: int | None = None,
+                dropped: int | None = None) -> dict[str, Any]:
     return _body("worker.exited", actor, worker, reason, worker_id=worker, version=version,
-                 active_sessions=active_sessions, exit_code=exit_code)
+                 active_sessions=active_sessions, exit_code=exit_code, sessions_ok=ok,
+                 sessions_error=error, sessions_dropped=dropped)
 
 
 def verdict(event: str, version: str, actor: str, reason: str | None = None) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from ledger.analysis import Rule, validate_rule
 from ledger.errors import InputError
 from ledger.events import Check
 from ledger.model import Move, MoveKind
@@ -160,7 +161,18 @@ class Rollback:
     source: Mapping[str, Any] = field(default_factory=dict)
 
 
-Command = Deploy | Complete | Fail | Judge | Rollback
+@dataclass(frozen=True)
+class SetRule:
+    """Record the fleet's rollback rule, so what the automation may do is itself on record.
+
+    Its values are validated (`ledger.analysis.validate_rule`) before any state is read.
+    """
+
+    rule: Rule
+    meta: Meta
+
+
+Command = Deploy | Complete | Fail | Judge | Rollback | SetRule
 
 
 @dataclass(frozen=True)
@@ -191,6 +203,9 @@ def check_well_formed(command: Command) -> None:
     """
     command.meta.check()
     check_actor(command.meta.actor)
+    if isinstance(command, SetRule):
+        validate_rule(**command.rule.to_fields())
+        return
     if isinstance(command, Rollback):
         command.request.check_well_formed()
         for what, value in (("--to", command.request.to_version),
@@ -219,6 +234,8 @@ def command_versions(command: Command) -> list[str]:
     """The versions whose entries a decision on `command` reads (beyond the fleet's core)."""
     if isinstance(command, Rollback):
         return [v for v in (command.request.to_version,) if v]
+    if isinstance(command, SetRule):
+        return []
     return [command.version]
 
 
@@ -232,6 +249,8 @@ def decide(state: FleetHistory, command: Command) -> Decision:
         return _fail(state, command)
     if isinstance(command, Judge):
         return _judge(state, command)
+    if isinstance(command, SetRule):
+        return Accepted((command.meta.body("analysis.rule_set", **command.rule.to_fields()),))
     return _rollback(state, command)
 
 
@@ -246,6 +265,7 @@ def refusal(command: Command, check: Check, detail: str) -> Refused:
         body["reason"] = meta.reason or request.reason
         body["result"] = "rejected"
         return Refused(check, detail, body)
+    assert not isinstance(command, SetRule), "a valid rule is never refused"
     body = meta.body("command.rejected", command=command_event(command), check=check.value,
                      detail=detail, version=command.version,
                      from_version=getattr(command, "from_version", None))
@@ -261,6 +281,8 @@ def command_event(command: Command) -> str:
         return command.verdict.value
     if isinstance(command, Rollback):
         return "deployment.rolled_back"
+    if isinstance(command, SetRule):
+        return "analysis.rule_set"
     kind = command.kind or MoveKind.DEPLOY
     done = isinstance(command, Complete)
     if kind is MoveKind.ROLLBACK:

@@ -143,6 +143,9 @@ _REQUESTED = {
     "source_result": _TEXT,
 }
 _CHECK: dict[str, Any] = {"enum": [c.value for c in Check]}
+#: Cumulative counts of a worker's ended sessions by outcome, since it started: a report
+#: restates its totals (never a delta), so a lost or repeated report corrupts nothing.
+_OUTCOMES = {"sessions_ok": _COUNT, "sessions_error": _COUNT, "sessions_dropped": _COUNT}
 _GATED = {"idempotency_key": _TEXT}
 
 _D = EventKind.DECISION
@@ -254,14 +257,16 @@ EVENT_TYPES: dict[str, EventType] = {
         ),
         _t(
             "worker.sessions",
-            "A worker reports how many calls it holds now.",
+            "A worker reports how many calls it holds now, and (optionally) how many of the "
+            "calls it ended since it started went well, errored or were dropped.",
             {**_WORKER, "active_sessions": _COUNT},
+            {**_OUTCOMES},
         ),
         _t(
             "worker.exited",
             "A worker exited; `active_sessions` > 0 at exit means dropped calls.",
             {**_WORKER, "active_sessions": _COUNT},
-            {"exit_code": {"type": "integer"}, "reason": _REASON, **_OPERATION},
+            {"exit_code": {"type": "integer"}, "reason": _REASON, **_OPERATION, **_OUTCOMES},
         ),
         _t(
             "worker.rejected",
@@ -288,6 +293,22 @@ EVENT_TYPES: dict[str, EventType] = {
             {"version": _TEXT, "reason": _REASON},
             {**_GATED},
             kind=_D,
+        ),
+        _t(
+            "analysis.rule_set",
+            "The fleet's rollback rule: when the watcher (`ledger watch`) may roll back on evidence. "
+            "Rates in basis points; it replaces the rule before it.",
+            {"window_s": _COUNT, "min_sessions": _COUNT, "confidence_bp": _COUNT,
+             "min_increase_bp": _COUNT, "consecutive": _COUNT},
+            {"reason": _REASON, **_GATED},
+            kind=_D,
+        ),
+        _t(
+            "analysis.passed",
+            "The move at `move_seq` completed and its version's session outcomes were no worse "
+            "than the last-good version's under the fleet's rule; `analysis` holds the evidence.",
+            {"version": _TEXT, "move_seq": _COUNT},
+            {"reason": _REASON, "analysis": {"type": "object"}},
         ),
         _t(
             "audit.gap",
@@ -339,6 +360,7 @@ GATE_COMMANDS = {
     "version.marked_bad": "`ledger mark bad` (Python: FleetService.submit(fleet, Judge(...)))",
     "version.cleared": "`ledger mark cleared` (Python: FleetService.submit(fleet, Judge(...)))",
     "move.superseded": "`ledger deploy --supersede`",
+    "analysis.rule_set": "`ledger rule set` (Python: FleetService.submit(fleet, SetRule(...)))",
     "rollback.rejected": "the gate when it refuses a rollback",
     "command.rejected": "the gate when it refuses a command",
 }

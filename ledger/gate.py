@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ledger.analysis import RULE_FIELDS, Rule
 from ledger.api import Ledger, Receipt
 from ledger.decide import (
     Accepted,
@@ -31,6 +32,7 @@ from ledger.decide import (
     Meta,
     Refused,
     Rollback,
+    SetRule,
     Verdict,
     WorkerPlan,
     check_well_formed,
@@ -240,6 +242,11 @@ def command_from_record(fleet: str, body: Mapping[str, Any]) -> Command:
                 ledger_validated.get("idempotency_key"), extra)
     version = str(ledger_validated.get("version", ""))
     from_version = ledger_validated.get("from_version")
+    if event == "analysis.rule_set":
+        fields = {name: ledger_validated[name] for name in RULE_FIELDS}
+        meta = Meta(meta.actor, meta.reason, meta.idempotency_key,
+                    {k: v for k, v in extra.items() if k not in RULE_FIELDS})
+        return SetRule(Rule(**fields), meta)
     if event == "deployment.started":
         return Deploy(version, meta, from_version=from_version)
     if event in ("deployment.completed", "rollback.completed"):
@@ -272,6 +279,7 @@ __all__ = [
     "Refused",
     "Rollback",
     "RollbackRequest",
+    "SetRule",
     "StateSource",
     "Verdict",
     "WorkerPlan",

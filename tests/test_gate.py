@@ -623,6 +623,8 @@ DECISION_BODIES = {
     "version.cleared": raw("version.cleared", version="v1", reason="x"),
     "version.verified": raw("version.verified", version="v1"),
     "move.superseded": raw("move.superseded", version="v1", move_seq=1, superseded_by="v2"),
+    "analysis.rule_set": raw("analysis.rule_set", window_s=60, min_sessions=30, confidence_bp=9900,
+                             min_increase_bp=500, consecutive=2),
 }
 
 

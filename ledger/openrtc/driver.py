@@ -63,6 +63,23 @@ def preload_plugins() -> None:
             importlib.import_module(name)
 
 
+def outcome_fields(snapshot: object) -> dict[str, Any]:
+    """The cumulative session outcome counters a pool's snapshot exposes, under the ledger's names.
+
+    OpenRTC's snapshot has no outcome counters of its own today; a pool (or an
+    app's subclass) that adds `sessions_ok`, `sessions_error` or
+    `sessions_dropped` gets them reported, and nothing is invented when it does not.
+    An app that knows its call outcomes can also emit them itself:
+    `pool.audit_log.emit("worker.sessions", ..., sessions_ok=n, sessions_error=m)`.
+    """
+    found: dict[str, Any] = {}
+    for name in ("sessions_ok", "sessions_error", "sessions_dropped"):
+        value = getattr(snapshot, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            found[name] = value
+    return found
+
+
 @dataclass
 class PoolWorker:
     """One pool the driver runs, and where it is in its life."""
@@ -217,7 +234,8 @@ class OpenRTCPoolDriver:
             if held is not None and snapshot.active_sessions != held:
                 pool.audit_log.emit("worker.sessions", actor=self.actor, target=worker.worker_id,
                                     version=snapshot.deployment_version, worker_id=worker.worker_id,
-                                    active_sessions=snapshot.active_sessions)
+                                    active_sessions=snapshot.active_sessions,
+                                    **outcome_fields(snapshot))
             held = snapshot.active_sessions
             if snapshot.draining and held == 0:
                 break

@@ -1,9 +1,11 @@
-"""The main demo (`scripts/demo`): a bad deploy rolled back on a real local fleet.
+"""The main demo (`scripts/demo`): a bad deploy rolled back on evidence, by itself, on a real local fleet.
 
-v1 is deployed to two real worker processes and completes; v2 replaces it and
-its calls start failing; `ledger rollback` goes back to v1 without being told
-the version, drives the fleet (start v1 workers, drain v2 workers to zero
-calls, confirm clean), and the ledger verifies. It runs the real `ledger`
+v1 is deployed to two real worker processes and completes; a rollback rule is
+recorded; `ledger watch` follows the fleet; v2 replaces v1 and its calls start
+failing; the watcher's analysis (v2's error rate against v1's, from the
+workers' own outcome reports) fails the rule and it records the rollback as
+`ledger-watch` with the evidence, then drives the fleet back to v1 (start v1
+workers, drain v2 workers to zero calls, confirm clean), and the ledger verifies. It runs the real `ledger`
 commands in a fresh directory and prints each one before its output, so what
 it shows is exactly what a user would type.
 """
@@ -25,27 +27,32 @@ from ledger.sim.local_driver import LocalProcessDriver
 #: The simulated fleet: calls of 1-3 s arriving 3/s per worker; v2 fails 60% of its calls.
 SIMULATION = {"call_seconds": [1, 3], "arrival_rate": 3, "fail_rate": {"v2": 0.6}}
 DRIVER = ["--driver", "local", "--driver-config", "sim.json"]
+#: The rollback rule the watcher applies: 30 s windows, 30 ended sessions a side at least,
+#: 99% one-sided confidence, at least 10 points worse, two failing evaluations in a row.
+RULE = ["--window", "30", "--min-sessions", "30", "--confidence", "99", "--min-increase", "10",
+        "--consecutive", "2"]
 
 
-def run(workdir: Path, *argv: str, expect: int = 0) -> str:
+def run(workdir: Path, *argv: str, expect: tuple[int, ...] = (0,)) -> str:
     print(f"\n$ ledger {shlex.join(argv)}", flush=True)
     done = subprocess.run([sys.executable, "-m", "ledger.cli", *argv], cwd=workdir, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     sys.stdout.write(done.stdout)
     sys.stdout.flush()
-    if done.returncode != expect:
+    if done.returncode not in expect:
         raise SystemExit(f"demo: `ledger {shlex.join(argv)}` exited {done.returncode}")
     return done.stdout
 
 
 def session_errors(workdir: Path, version: str) -> tuple[int, int]:
-    """(failed, total) sessions the version's workers last reported."""
+    """(errored, ended) sessions of the version, from its workers' latest cumulative reports."""
     latest: dict[str, tuple[int, int]] = {}
     with Ledger.open(workdir / "ledger.db", writable=False) as ledger:
         for record in ledger.records("prod"):
             if record["event"] in ("worker.sessions", "worker.exited") and record.get("version") == version:
-                latest[record["worker_id"]] = (record.get("failed_sessions", 0),
-                                               record.get("total_sessions", 0))
+                error = record.get("sessions_error", 0)
+                ended = error + record.get("sessions_ok", 0) + record.get("sessions_dropped", 0)
+                latest[record["worker_id"]] = (error, ended)
     return sum(f for f, _ in latest.values()), sum(t for _, t in latest.values())
 
 
@@ -56,7 +63,7 @@ def watch_errors(workdir: Path, version: str, seconds: float) -> None:
         time.sleep(2)
         failed, total = session_errors(workdir, version)
         share = failed * 100 // total if total else 0
-        print(f"  {version}: {failed} of {total} sessions failed ({share}%)", flush=True)
+        print(f"  {version}: {failed} of {total} ended sessions errored ({share}%)", flush=True)
 
 
 def stop_fleet(workdir: Path) -> None:
@@ -83,13 +90,24 @@ def main(argv: list[str] | None = None) -> int:
         run(workdir, "init", "--actor", "demo")
         run(workdir, "deploy", "v1", "--actor", "ci", "--reason", "release 1", "--drive",
             "--workers", "2", *DRIVER, *fleet)
+        run(workdir, "rule", "set", *RULE, "--actor", "sre", "--reason", "roll back on evidence",
+            *fleet)
+        watch_argv = ["watch", "--until-verdict", *DRIVER, *fleet]
+        print(f"\n$ ledger {shlex.join(watch_argv)} &    # its output is shown when it exits", flush=True)
+        watcher = subprocess.Popen([sys.executable, "-m", "ledger.cli", *watch_argv], cwd=workdir,
+                                   text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        watch_errors(workdir, "v1", 6)  # v1's baseline
+        # The watcher may roll back v2 while this deploy is still in flight: the drive then
+        # ends with the move replaced (exit 1), which is the point.
         run(workdir, "deploy", "v2", "--actor", "ci", "--reason", "release 2", "--drive",
-            *DRIVER, *fleet)
-        watch_errors(workdir, "v2", 6)
-        run(workdir, "rollback", "--actor", "on-call", "--reason", "elevated session errors",
-            "--dry-run", *fleet)
-        run(workdir, "rollback", "--actor", "on-call", "--reason", "elevated session errors",
-            *DRIVER, *fleet)
+            *DRIVER, *fleet, expect=(0, 1))
+        try:
+            output, _ = watcher.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            watcher.kill()
+            output, _ = watcher.communicate()
+            raise SystemExit(f"demo: the watcher did not act within 90 s:\n{output}") from None
+        print(f"\n# ledger watch (exited {watcher.returncode}):\n{output}", end="", flush=True)
         run(workdir, "fleet", *fleet)
         run(workdir, "history", *fleet)
         run(workdir, "last-good", *fleet)

@@ -31,26 +31,37 @@ TICK = 0.05
 
 
 class Calls:
-    """In-flight calls as a heap of hangup times; some end early in error."""
+    """In-flight calls as a heap of (hangup time, errors) entries; some end early in error.
+
+    Outcomes are counted when a call ends, not when it starts, so the counts a
+    worker reports are of finished calls only: what an analysis may judge.
+    """
 
     def __init__(self, rng: random.Random, min_s: float, max_s: float, fail_rate: float):
         self.rng = rng
         self.min_s, self.max_s, self.fail_rate = min_s, max_s, fail_rate
-        self.ends: list[float] = []
+        self.ends: list[tuple[float, bool]] = []
         self.total = 0
         self.failed = 0
+        self.ended_ok = 0
+        self.ended_error = 0
 
     def take(self, now: float) -> None:
         self.total += 1
         length = self.rng.uniform(self.min_s, self.max_s)
-        if self.rng.random() < self.fail_rate:
+        errors = self.rng.random() < self.fail_rate
+        if errors:
             self.failed += 1
             length = min(length, self.rng.uniform(0.1, 0.5))  # the call errors out early
-        heapq.heappush(self.ends, now + length)
+        heapq.heappush(self.ends, (now + length, errors))
 
     def hang_up(self, now: float) -> None:
-        while self.ends and self.ends[0] <= now:
-            heapq.heappop(self.ends)
+        while self.ends and self.ends[0][0] <= now:
+            _, errored = heapq.heappop(self.ends)
+            if errored:
+                self.ended_error += 1
+            else:
+                self.ended_ok += 1
 
     @property
     def active(self) -> int:
@@ -91,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         ledger.append(args.fleet, commands.worker_start(args.worker_id, args.version, actor,
                                                         pid=os.getpid()))
         started = time.monotonic()
-        reported, last_report = -1, 0.0
+        reported, last_report = (-1, -1), 0.0
         while True:
             now = time.monotonic()
             calls.hang_up(now)
@@ -101,15 +112,18 @@ def run(args: argparse.Namespace) -> int:
                 calls.take(now)
             if draining and calls.active == 0:
                 break
-            if calls.active != reported and now - last_report >= args.report_interval:
-                body = commands.worker_sessions(args.worker_id, args.version, calls.active, actor)
+            ended = calls.ended_ok + calls.ended_error
+            if (calls.active, ended) != reported and now - last_report >= args.report_interval:
+                body = commands.worker_sessions(args.worker_id, args.version, calls.active, actor,
+                                                ok=calls.ended_ok, error=calls.ended_error, dropped=0)
                 body.update(total_sessions=calls.total, failed_sessions=calls.failed,
                             draining=draining)
                 ledger.append(args.fleet, body)
-                reported, last_report = calls.active, now
+                reported, last_report = (calls.active, ended), now
             time.sleep(TICK)
         exit_body = commands.worker_exit(args.worker_id, args.version, 0, actor,
-                                         "drained", exit_code=0)
+                                         "drained", exit_code=0, ok=calls.ended_ok,
+                                         error=calls.ended_error, dropped=0)
         exit_body.update(total_sessions=calls.total, failed_sessions=calls.failed)
         ledger.append(args.fleet, exit_body)
     return 0
