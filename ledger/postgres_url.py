@@ -63,6 +63,28 @@ def redact_text(text: str) -> str:
     return _PASSWORD_RE.sub(lambda m: f"{m.group('head')}***", text)
 
 
+def ensure_schema(url: str) -> None:
+    """Create the URL's `?schema=NAME` if it is missing, for `ledger init` (a new ledger's home)."""
+    import psycopg
+    from psycopg import sql
+
+    env = postgres_env(url)
+    schema = env.get("POSTGRES_SCHEMA")
+    if not schema:
+        return
+    try:
+        with psycopg.connect(
+            dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
+            user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"] or None, connect_timeout=5,
+            autocommit=True,
+        ) as connection:
+            connection.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    except psycopg.Error as exc:
+        reason = redact_text(" ".join(str(exc).split())) or type(exc).__name__
+        raise StorageError(f"storage fault: cannot create schema {schema!r} in {redact(url)}: {reason} "
+                           f"(create it, or use a role allowed to: CREATE SCHEMA {schema})") from None
+
+
 def check_connection(url: str) -> None:
     """Connect once, briefly, so a bad password or an unreachable server is one clear line."""
     import psycopg

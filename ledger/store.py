@@ -37,7 +37,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
 from ledger.config import DEFAULT_DB
 from ledger.errors import NotInitializedError, StorageError, TransientStorageError
-from ledger.postgres_url import check_connection, postgres_env, redact, redact_text
+from ledger.postgres_url import check_connection, ensure_schema, postgres_env, redact, redact_text
 
 
 def storage_errors() -> tuple[type[BaseException], ...]:
@@ -290,6 +290,8 @@ class Store:
         path = None if is_postgres(db) else Path(db)
         if path is None:
             check_connection(db)
+            if create:
+                ensure_schema(db)  # `?schema=NAME` of a new ledger: made here, not by hand
         elif not create:
             with faults_as(self.label, "open ledger database", path=path):
                 empty = path.stat().st_size == 0

@@ -73,3 +73,24 @@ def test_a_server_that_refuses_us_is_one_clear_line(pg_url: str, capsys: pytest.
         assert result.err.startswith("ledger: storage fault: cannot connect to ")
         assert message in result.err and result.err.count("\n") == 1
         assert "wrong" not in result.err  # the password is never printed
+
+
+def test_init_creates_a_missing_schema(pg_url: str, capsys: pytest.CaptureFixture[str],
+                                       tmp_path: Path) -> None:
+    """`?schema=NAME` names a new ledger's home: `init` makes it, nobody has to by hand."""
+    import uuid
+
+    from tests.conftest import _connect
+
+    name = f"fresh_{uuid.uuid4().hex[:10]}"
+    url = f"{pg_url}{'&' if '?' in pg_url else '?'}schema={name}"
+    try:
+        result = run_cli(capsys, "init", "--db", url, "--key", str(tmp_path / "k.key"), "--actor", "t")
+        assert result.code == 0, result.err
+        done = run_cli(capsys, "deploy", "v1", "--actor", "ci", "--db", url, "--key", str(tmp_path / "k.key"))
+        assert done.code == 0 and "appended default seq 1" in done.out
+        missing = run_cli(capsys, "history", "--db", f"{pg_url}{'&' if '?' in pg_url else '?'}schema=nope_x")
+        assert missing.code == 2 and "holds no ledger (run `ledger init`)" in missing.err
+    finally:
+        with _connect(pg_url) as c:
+            c.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
