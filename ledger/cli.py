@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 from ledger import cli_analysis, cli_append, cli_decide, cli_fleet, cli_ops, commands
 from ledger.api import Ledger
+from ledger.cli_output import add_output_option, print_json, wants_json
 from ledger.config import Config
 from ledger.encoding import MAX_RECORD_BYTES, parse_record
 from ledger.errors import InputError, LedgerError, UnknownFleetError
@@ -118,6 +119,11 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_keys_show(args: argparse.Namespace) -> int:
     with _open(args, writable=False) as ledger:
         kid, public, since = ledger.current_key()
+        if wants_json(args):
+            print_json({"ledger_id": ledger.ledger_id, "current": {"kid": kid, "public_key": public,
+                                                                   "since": since},
+                        "history": ledger.key_history()})
+            return 0
         print(f"ledger id {ledger.ledger_id}")
         print(f"current key {public} (id {kid}, since {since})")
         for record in ledger.key_history():
@@ -225,12 +231,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if args.fleet and args.fleet not in ledger.fleets():
             raise UnknownFleetError(f"fleet {args.fleet!r} has no records in {ledger.store.label}")
         anchor = ledger.trust_anchor(args.public_key)
-        print(f"anchor: {anchor.describe()}")
+        if not wants_json(args):
+            print(f"anchor: {anchor.describe()}")
         try:
             report = ledger.verify(fleets=fleets, checkpoint=checkpoint, progress=progress,
                                    anchor=anchor)
         finally:
             progress.close()
+    if wants_json(args):
+        print_json({"anchor": anchor.describe(), "ledger_id": report.ledger_id, "keys": len(report.keys),
+                    "fleets": [{"fleet": c.chain, "records": c.count, "head": c.head,
+                                "extends_checkpoint_of": c.checkpoint_size} for c in report.chains]})
+        return 0
     for chain in report.chains:
         extra = ""
         if chain.checkpoint_size is not None:
@@ -270,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, parser_class=OneLineParser)
     p = keys_sub.add_parser("show", help="print the current public key and the key history")
     _common(p, fleet=False)
+    add_output_option(p)
     p.set_defaults(handler=cmd_keys_show)
     p = keys_sub.add_parser("rotate", help="introduce a new key, signed by the old one")
     _common(p, fleet=False)
@@ -328,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trusted public key or its file (default: env LEDGER_TRUST, else the key "
                    "pinned by `ledger init` in ~/.config/deploy-ledger/trust/)")
     p.add_argument("--checkpoint", default=None, help="also prove the ledger extends this checkpoint")
+    add_output_option(p)
     p.set_defaults(handler=cmd_verify)
 
     p = sub.add_parser("checkpoint", help="print a signed checkpoint of a fleet's chain")

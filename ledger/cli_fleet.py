@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ledger.app import open_app
 from ledger.cli_decide import add_decision_options, deploy_command, notice, report
+from ledger.cli_output import add_output_option, print_json, wants_json
 from ledger.decide import Accepted, Meta, Refused, Rollback, check_well_formed
 from ledger.drive import Ending, Executor
 from ledger.drivers import DriverKind, DriverSettings, open_driver
@@ -154,6 +156,51 @@ def cmd_deploy_drive(args: argparse.Namespace) -> int:
         return session.drive()
 
 
+def _local_driver(args: argparse.Namespace) -> Any:
+    """The local driver over the run directory a `--drive` used (its lock files say who runs)."""
+    from ledger.sim.local_driver import LocalProcessDriver, default_rundir
+
+    rundir = Path(args.rundir) if args.rundir else default_rundir(args.db, args.key)
+    if not rundir.is_dir():
+        raise InputError(f"no local workers: {rundir} does not exist (workers started by `--drive` "
+                         "with the local driver keep their lock files there)")
+    return LocalProcessDriver(args.db, args.key, args.fleet, rundir)
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    """List the local workers a `--drive` started (a restarted driver adopts them by their lock
+    files), or stop them: each drains (SIGTERM), lets its calls end and records its own exit."""
+    driver = _local_driver(args)
+    ids = sorted(p.stem for p in driver.rundir.glob("*.lock"))
+    if args.action == "list":
+        if wants_json(args):
+            print_json([{"worker_id": w, "pid": driver.pid(w), "alive": driver.is_alive(w)} for w in ids])
+            return 0
+        for worker_id in ids:
+            state = "running" if driver.is_alive(worker_id) else "gone"
+            print(f"{worker_id}  pid {driver.pid(worker_id) or '-'}  {state}")
+        if not ids:
+            print(f"no local workers in {driver.rundir}")
+        return 0
+    chosen = args.workers or [w for w in ids if driver.is_alive(w)]
+    unknown = [w for w in chosen if w not in ids]
+    if unknown:
+        raise InputError(f"no local worker {unknown[0]!r} in {driver.rundir}")
+    for worker_id in chosen:
+        driver.drain(worker_id)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline and any(driver.is_alive(w) for w in chosen):
+        time.sleep(0.2)
+    still = [w for w in chosen if driver.is_alive(w)]
+    for worker_id in chosen:
+        print(f"{worker_id}: {'still draining' if worker_id in still else 'stopped'}")
+    if still:
+        print(f"ledger: {len(still)} worker(s) still hold calls after {args.timeout:.0f}s; they exit when "
+              "their calls end", file=sys.stderr)
+        return 3
+    return 0
+
+
 def add_driver_options(p: argparse.ArgumentParser) -> None:
     """Options of the local fleet driver and of the workers it starts."""
     p.add_argument("--workers", type=int, default=None,
@@ -184,6 +231,17 @@ def register(sub: argparse._SubParsersAction[Any], common: Common) -> None:
     p.add_argument("--no-drive", action="store_true", help="record the rollback; do not drive it")
     add_driver_options(p)
     p.set_defaults(handler=cmd_rollback)
+
+    p = sub.add_parser("workers", help="list or stop the local workers a --drive started")
+    common(p)
+    p.add_argument("action", choices=["list", "stop"])
+    p.add_argument("workers", nargs="*", metavar="WORKER",
+                   help="stop only these (default: every one running)")
+    p.add_argument("--rundir", default=None, help="their lock files and logs (default <db>.run)")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="how long `stop` waits for the workers to finish their calls and exit")
+    add_output_option(p)
+    p.set_defaults(handler=cmd_workers)
 
     p = sub.add_parser("drive", help="carry out (or resume) the pending deploy or rollback")
     common(p)

@@ -45,15 +45,18 @@ def test_verify_still_covers_every_fleet_when_no_fleet_is_given(env: Env,
     assert "fleet a" in result.out and "fleet b" in result.out
 
 
-@pytest.mark.parametrize("command", ["history", "last-good", "fleet", "wait"])
-def test_every_read_takes_dash_o_json(env: Env, capsys: pytest.CaptureFixture[str], command: str) -> None:
+@pytest.mark.parametrize("command", [["history"], ["last-good"], ["fleet"], ["wait"], ["verify"],
+                                     ["keys", "show"]], ids=" ".join)
+def test_every_read_takes_dash_o_json(env: Env, capsys: pytest.CaptureFixture[str],
+                                      command: list[str]) -> None:
     with env.open() as lg:
         seed(lg)
-    result = run_cli(capsys, command, *env.args(), "--fleet", "prod", "-o", "json")
+    fleet = ["--fleet", "prod"] if command != ["keys", "show"] else []
+    result = run_cli(capsys, *command, *env.args(), *fleet, "-o", "json")
     assert result.code == 0, result.err
     assert isinstance(json.loads(result.out), dict)
-    again = run_cli(capsys, command, *env.args(), "--fleet", "prod", "--json")
-    assert json.loads(again.out) == json.loads(result.out) or command == "wait"
+    again = run_cli(capsys, *command, *env.args(), *fleet, "--json")
+    assert json.loads(again.out) == json.loads(result.out) or command == ["wait"]
 
 
 # -- wait ---------------------------------------------------------------------------------------------

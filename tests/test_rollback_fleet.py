@@ -297,3 +297,21 @@ def test_a_rollback_of_a_deploy_in_flight_stops_the_deploys_executor(fleet_env: 
     fleet = orjson.loads(ledger_cmd(env, "fleet", "--json").stdout)
     assert fleet["summary"]["clean"] and fleet["summary"]["current"] == "v1"
     assert set(fleet["summary"]["versions"]) == {"v1"}
+
+
+def test_the_local_workers_a_drive_started_can_be_listed_and_stopped(fleet_env: Env) -> None:
+    env = fleet_env
+    deploy(env, "v1")
+    listed = ledger_cmd(env, "workers", "list")
+    assert listed.returncode == 0, listed.stderr
+    running = [line.split()[0] for line in listed.stdout.splitlines() if line.endswith("running")]
+    assert len(running) == 2 and all(w.startswith("v1-op") for w in running)
+    stopped = ledger_cmd(env, "workers", "stop", "--timeout", "60")
+    assert stopped.returncode == 0, stopped.stderr
+    assert all(f"{w}: stopped" in stopped.stdout for w in running)
+    exits = [r["worker_id"] for r in records(env) if r["event"] == "worker.exited"]
+    assert sorted(exits) == sorted(running)  # each recorded its own exit
+    fleet = json.loads(ledger_cmd(env, "fleet", "-o", "json").stdout)
+    assert fleet["summary"]["live_workers"] == 0
+    again = ledger_cmd(env, "workers", "stop", "nope")
+    assert again.returncode == 2 and "no local worker 'nope'" in again.stderr
