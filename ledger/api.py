@@ -34,9 +34,11 @@ from ledger.chain import (
     Head,
     checkpoint_origin,
     link,
+    note_key_name,
     seal,
     sign_checkpoint,
     signed_message,
+    vkey,
 )
 from ledger.config import DEFAULT_KEY
 from ledger.encoding import canonical, check_values
@@ -56,6 +58,7 @@ from ledger.keys import (
     Signer,
     load_signer,
     next_key_path,
+    parse_public_key,
     public_key_path,
     write_private_key,
     write_public_key,
@@ -575,4 +578,12 @@ class Ledger:
         current_kid, _, _ = self.current_key()
         signer = self._signer_for(current_kid)
         origin = checkpoint_origin(report.ledger_id, fleet)
-        return sign_checkpoint(Checkpoint(origin, chain.count, chain.root, chain.head), signer)
+        return sign_checkpoint(Checkpoint(origin, chain.count, chain.root, chain.head), signer,
+                               note_key_name(report.ledger_id, signer.kid))
+
+    def vkeys(self) -> list[str]:
+        """A C2SP verifier key for each key of the key chain, oldest first (unverified:
+        check the chain with `verify` before publishing these)."""
+        return [vkey(note_key_name(self.ledger_id, str(record["new_kid"])),
+                     parse_public_key(str(record["public_key"])))
+                for record in self.key_history()]

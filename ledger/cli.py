@@ -25,7 +25,7 @@ from ledger.feed import FeedFilter, feed, parse_time
 from ledger.names import escape_controls, shown
 from ledger.openrtc import cli as openrtc_cli
 from ledger.postgres_url import redact, redact_text
-from ledger.store import default_db, is_postgres, storage_errors, storage_fault
+from ledger.store import KEY_CHAIN, default_db, is_postgres, storage_errors, storage_fault
 from projections import cli as projections_cli
 
 Handler = Callable[[argparse.Namespace], int]
@@ -114,10 +114,24 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_keys_show(args: argparse.Namespace) -> int:
     with _open(args, writable=False) as ledger:
+        if args.vkey:
+            for line in ledger.vkeys():
+                print(line)
+            return 0
         kid, public, since = ledger.current_key()
         print(f"current key {public} (id {kid}, since {since})")
         for record in ledger.key_history():
             print(f"  {record['timestamp']} {record['event']} {record['new_kid']} by {record['actor']}")
+    return 0
+
+
+def cmd_keys_export(args: argparse.Namespace) -> int:
+    """The key chain as feed lines: what a reviewer needs, with the anchor, to check any proof."""
+    with _open(args, writable=False) as ledger:
+        out = sys.stdout.buffer
+        for data in ledger.raw_records(KEY_CHAIN):
+            out.write(data + b"\n")
+        out.flush()
     return 0
 
 
@@ -185,7 +199,7 @@ def cmd_feed(args: argparse.Namespace) -> int:
         until=parse_time(args.until) if args.until else None,
     )
     with _open(args, writable=False) as ledger:
-        if not args.follow and args.fleet not in ledger.fleets():
+        if not args.follow and args.fleet != KEY_CHAIN and args.fleet not in ledger.fleets():
             raise UnknownFleetError(f"fleet {args.fleet!r} has no records in {ledger.store.label}")
         out = sys.stdout.buffer
         try:
@@ -280,7 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, parser_class=OneLineParser)
     p = keys_sub.add_parser("show", help="print the current public key and the key history")
     _common(p, fleet=False)
+    p.add_argument("--vkey", action="store_true",
+                   help="print a C2SP signed-note verifier key per key of the chain, for checkpoints")
     p.set_defaults(handler=cmd_keys_show)
+    p = keys_sub.add_parser("export", help="print the key chain (@keys) as JSON lines")
+    _common(p, fleet=False)
+    p.set_defaults(handler=cmd_keys_export)
     p = keys_sub.add_parser("rotate", help="introduce a new key, signed by the old one")
     _common(p, fleet=False)
     _who(p)
