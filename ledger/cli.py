@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ledger import cli_decide, cli_fleet, cli_ops, commands
+from ledger import cli_decide, cli_evidence, cli_fleet, cli_ops, commands
 from ledger.api import Ledger
 from ledger.config import Config
 from ledger.encoding import MAX_RECORD_BYTES, parse_record
@@ -370,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ledger.service import cli as service_cli  # light: the web stack loads only for `serve`
 
     service_cli.register(sub, _common)
+    cli_evidence.register(sub, _common)
     cli_ops.register(sub, _common, parser)
     return parser
 
