@@ -237,6 +237,8 @@ class _ProgressBar:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if args.bundle:
+        return cli_evidence.cmd_verify_bundle(args)
     checkpoint = None
     if args.checkpoint:
         try:
@@ -357,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trusted public key or its file (default: env LEDGER_TRUST, else the key "
                    "pinned by `ledger init` in ~/.config/deploy-ledger/trust/)")
     p.add_argument("--checkpoint", default=None, help="also prove the ledger extends this checkpoint")
+    p.add_argument("--bundle", default=None, metavar="DIR",
+                   help="verify an exported bundle instead, with no database (needs --public-key)")
     p.set_defaults(handler=cmd_verify)
 
     p = sub.add_parser("checkpoint", help="print a signed checkpoint of a fleet's chain")

@@ -8,17 +8,19 @@ neither the database nor this ledger's operator to check a record.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ledger.api import Ledger
+from ledger.bundle import verify_bundle, write_bundle
 from ledger.errors import InputError, UnknownFleetError
 from ledger.evidence import Trust, prove_consistency, prove_inclusion, read_key_chain, verify_proof_text
 from ledger.keys import read_public_key
 from ledger.names import shown
-from ledger.store import default_db
+from ledger.store import KEY_CHAIN, default_db
 
 Common = Callable[..., None]
 MAX_PROOF_BYTES = 16 * 1024 * 1024
@@ -61,6 +63,30 @@ def cmd_prove(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    with Ledger.open(args.db or default_db(), args.key, writable=True, read_only=True) as ledger:
+        if args.fleet not in ledger.fleets():
+            raise UnknownFleetError(f"fleet {args.fleet!r} has no records in {ledger.store.label}")
+        checkpoint = ledger.checkpoint(args.fleet, args.public_key)  # verifies the fleet first
+        size = int(checkpoint.split("\n", 2)[1])
+        records = list(itertools.islice(ledger.raw_records(args.fleet), size))
+        key_chain = list(ledger.raw_records(KEY_CHAIN))
+    added = write_bundle(out, checkpoint, records, key_chain)
+    print(f"exported {size} records of fleet {args.fleet} to {out} ({added} new files)")
+    return 0
+
+
+def cmd_verify_bundle(args: argparse.Namespace) -> int:
+    anchor = read_public_key(args.public_key, "--public-key") if args.public_key else None
+    if anchor is None:
+        raise InputError("`ledger verify --bundle` needs --public-key (the ledger's anchor)")
+    report = verify_bundle(Path(args.bundle), anchor)
+    print(f"verified bundle: {report.chain.count} records in fleet {report.fleet}, "
+          f"head {report.chain.head}, {report.tiles} tiles and bundles match the checkpoint")
+    return 0
+
+
 def cmd_verify_proof(args: argparse.Namespace) -> int:
     text = _read_text(args.proof, "proof")
     anchor = read_public_key(args.public_key, "--public-key")
@@ -80,6 +106,12 @@ def register(sub: argparse._SubParsersAction[Any], common: Common) -> None:
                    help="OLD [NEW]: prove NEW (default: a fresh checkpoint) extends OLD")
     p.add_argument("--public-key", default=None, help="anchor for the fresh checkpoint's verify")
     p.set_defaults(handler=cmd_prove)
+
+    p = sub.add_parser("export", help="write a fleet as a static C2SP tlog-tiles bundle")
+    common(p)
+    p.add_argument("--out", required=True, help="the bundle directory (re-export only adds tiles)")
+    p.add_argument("--public-key", default=None, help="anchor for the checkpoint's verify")
+    p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("verify-proof", help="check a proof file with no database")
     p.add_argument("proof", help="a .tlog-proof or consistency proof file")
