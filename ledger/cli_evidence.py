@@ -21,6 +21,7 @@ from ledger.evidence import Trust, prove_consistency, prove_inclusion, read_key_
 from ledger.keys import read_public_key
 from ledger.names import shown
 from ledger.store import KEY_CHAIN, default_db
+from ledger.witness import Witness
 
 Common = Callable[..., None]
 MAX_PROOF_BYTES = 16 * 1024 * 1024
@@ -96,6 +97,20 @@ def cmd_verify_proof(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_witness(args: argparse.Namespace) -> int:
+    state = Path(args.state)
+    if args.action == "init":
+        print(Witness.init(state, args.name))
+        return 0
+    if not args.file or not args.public_key:
+        raise InputError("`ledger witness cosign` needs a checkpoint or proof FILE and --public-key")
+    anchor = read_public_key(args.public_key, "--public-key")
+    chain = read_key_chain(_read_text(args.keys, "key chain").encode()) if args.keys else None
+    witness = Witness(state, args.name, Trust.from_anchor(anchor, chain))
+    sys.stdout.write(witness.cosign(_read_text(args.file, "checkpoint or proof")))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[Any], common: Common) -> None:
     p = sub.add_parser("prove", help="print an inclusion (tlog-proof) or consistency proof")
     common(p)
@@ -112,6 +127,16 @@ def register(sub: argparse._SubParsersAction[Any], common: Common) -> None:
     p.add_argument("--out", required=True, help="the bundle directory (re-export only adds tiles)")
     p.add_argument("--public-key", default=None, help="anchor for the checkpoint's verify")
     p.set_defaults(handler=cmd_export)
+
+    p = sub.add_parser("witness", help="cosign a checkpoint only if it extends the last one cosigned")
+    p.add_argument("action", choices=["init", "cosign"])
+    p.add_argument("file", nargs="?", default=None,
+                   help="cosign: a checkpoint, or a consistency proof from the last cosigned one")
+    p.add_argument("--state", required=True, help="the witness's directory (its key and memory)")
+    p.add_argument("--name", required=True, help="the witness's key name (e.g. witness.example/w1)")
+    p.add_argument("--public-key", default=None, help="the log's anchor key")
+    p.add_argument("--keys", default=None, help="the log's key chain (`ledger keys export`)")
+    p.set_defaults(handler=cmd_witness)
 
     p = sub.add_parser("verify-proof", help="check a proof file with no database")
     p.add_argument("proof", help="a .tlog-proof or consistency proof file")

@@ -199,7 +199,7 @@ def prove_consistency(store: Store, old_text: str, new_text: str) -> str:
     return "\n".join([CONSISTENCY_HEADER, *map(_b64s, path)]) + "\n\n" + old_text + "\n" + new_text
 
 
-def _split_notes(text: str, count: int) -> list[str]:
+def split_notes(text: str, count: int) -> list[str]:
     """`count` signed notes (text, empty line, signature lines), one empty line between them."""
     notes = []
     rest = text
@@ -245,7 +245,7 @@ def _verify_inclusion(lines: list[str], rest: str, trust: Trust) -> ProofVerdict
         raise InputError("the index is not a decimal number")
     index = int(index_text)
     path = [_b64(line, f"audit path line {n}") for n, line in enumerate(lines[2:], 1)]
-    [note] = _split_notes(rest, 1)
+    [note] = split_notes(rest, 1)
     checkpoint, fleet = trust.checkpoint(note, "checkpoint")
     seq = index + 1
     try:
@@ -286,7 +286,7 @@ def _record_checks(data: bytes, fleet: str, seq: int, trust: Trust) -> dict[str,
 
 def _verify_consistency(lines: list[str], rest: str, trust: Trust) -> ProofVerdict:
     path = [_b64(line, f"consistency path line {n}") for n, line in enumerate(lines, 1) if line]
-    old_note, new_note = _split_notes(rest, 2)
+    old_note, new_note = split_notes(rest, 2)
     old, fleet = trust.checkpoint(old_note, "old checkpoint")
     new, new_fleet = trust.checkpoint(new_note, "new checkpoint")
     if old.origin != new.origin:
