@@ -254,7 +254,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"anchor: {anchor.describe()}")
         try:
             report = ledger.verify(fleets=fleets, checkpoint=checkpoint, progress=progress,
-                                   anchor=anchor)
+                                   anchor=anchor, all_signatures=args.all_signatures)
         finally:
             progress.close()
     for chain in report.chains:
@@ -359,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trusted public key or its file (default: env LEDGER_TRUST, else the key "
                    "pinned by `ledger init` in ~/.config/deploy-ledger/trust/)")
     p.add_argument("--checkpoint", default=None, help="also prove the ledger extends this checkpoint")
+    p.add_argument("--all-signatures", action="store_true",
+                   help="check every record's signature (default: those that carry the proof)")
     p.add_argument("--bundle", default=None, metavar="DIR",
                    help="verify an exported bundle instead, with no database (needs --public-key)")
     p.set_defaults(handler=cmd_verify)
