@@ -49,6 +49,7 @@ from ledger.encoding import canonical
 from ledger.errors import Fault, InputError, VerificationError
 from ledger.keys import key_id, verify_signature
 from ledger.proofs import (
+    Node,
     ProofError,
     consistency_proof,
     inclusion_proof,
@@ -145,17 +146,12 @@ def _b64s(value: bytes) -> str:
 
 
 def _leaves(store: Store, fleet: str, size: int) -> list[bytes]:
-    """Leaf hashes of a fleet's first `size` records (proofs read the leaves; see the README)."""
+    """Leaf hashes of a fleet's first `size` records, for a chain with no stored nodes."""
     leaves: list[bytes] = []
     for row in store.scan(fleet):
         if len(leaves) == size:
             break
         leaves.append(leaf_hash(bytes(row.state)))
-    return leaves
-
-
-def _tree(store: Store, fleet: str, size: int) -> list[bytes]:
-    leaves = _leaves(store, fleet, size)
     if len(leaves) < size:
         raise VerificationError(Fault(fleet, len(leaves) + 1, "truncated", f"{size} records",
                                       f"{len(leaves)} records",
@@ -163,8 +159,16 @@ def _tree(store: Store, fleet: str, size: int) -> list[bytes]:
     return leaves
 
 
-def _root_check(leaves: list[bytes], checkpoint: Checkpoint, fleet: str) -> None:
-    root = subtree_hash(0, checkpoint.size, nodes_from_leaves(leaves[:checkpoint.size]))
+def tree_nodes(store: Store, fleet: str, size: int) -> Node:
+    """The `node` callback for a fleet's tree of `size` leaves: stored interior hashes
+    (O(log n) reads per proof) when the chain has them, else computed from its leaves."""
+    if store.has_nodes(fleet, size):
+        return lambda level, index: store.node(fleet, level, index)
+    return nodes_from_leaves(_leaves(store, fleet, size))
+
+
+def _root_check(node: Node, checkpoint: Checkpoint, fleet: str) -> None:
+    root = subtree_hash(0, checkpoint.size, node)
     if root != checkpoint.root:
         raise VerificationError(Fault(fleet, checkpoint.size, "checkpoint root", _b64s(checkpoint.root),
                                       _b64s(root), "history differs from the checkpoint"))
@@ -175,10 +179,15 @@ def prove_inclusion(store: Store, fleet: str, seq: int, checkpoint_text: str) ->
     checkpoint, _ = parse_checkpoint(checkpoint_text)
     if not 1 <= seq <= checkpoint.size:
         raise InputError(f"seq {seq} is not in the checkpoint's {checkpoint.size} records")
-    leaves = _tree(store, fleet, checkpoint.size)
-    _root_check(leaves, checkpoint, fleet)
-    record = bytes(store.page(fleet, seq - 1, 1)[0].state)
-    path = inclusion_proof(seq - 1, checkpoint.size, nodes_from_leaves(leaves))
+    node = tree_nodes(store, fleet, checkpoint.size)
+    _root_check(node, checkpoint, fleet)
+    rows = store.page(fleet, seq - 1, 1)
+    record = bytes(rows[0].state) if rows else b""
+    if leaf_hash(record) != node(0, seq - 1):
+        raise VerificationError(Fault(fleet, seq, "record", "the record the tree holds",
+                                      "other bytes" if rows else "no record",
+                                      "the stored record changed since it was appended"))
+    path = inclusion_proof(seq - 1, checkpoint.size, node)
     lines = [TLOG_PROOF_HEADER, f"extra {_b64s(record)}", f"index {seq - 1}", *map(_b64s, path)]
     return "\n".join(lines) + "\n\n" + checkpoint_text
 
@@ -192,10 +201,10 @@ def prove_consistency(store: Store, old_text: str, new_text: str) -> str:
     if not 0 < old.size <= new.size:
         raise InputError(f"no consistency proof from {old.size} to {new.size} records")
     fleet = new.origin.split("/", 2)[-1]
-    leaves = _tree(store, fleet, new.size)
-    _root_check(leaves, old, fleet)
-    _root_check(leaves, new, fleet)
-    path = consistency_proof(old.size, new.size, nodes_from_leaves(leaves))
+    node = tree_nodes(store, fleet, new.size)
+    _root_check(node, old, fleet)
+    _root_check(node, new, fleet)
+    path = consistency_proof(old.size, new.size, node)
     return "\n".join([CONSISTENCY_HEADER, *map(_b64s, path)]) + "\n\n" + old_text + "\n" + new_text
 
 
