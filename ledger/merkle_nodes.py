@@ -102,6 +102,12 @@ def nodes_to_write(cursor: Any, table: str, mark: str, stored_events: Sequence[S
 
 
 def insert_statement(table: str, count: int, mark: str) -> str:
-    """One INSERT of `count` node rows."""
+    """One PostgreSQL INSERT of `count` node rows, replacing any there (see `UPSERT_SQLITE`)."""
     row = f"({mark}, {mark}, {mark}, {mark})"
-    return f"INSERT INTO {table} (stream, level, idx, hash) VALUES " + ", ".join([row] * count)
+    return (f"INSERT INTO {table} (stream, level, idx, hash) VALUES " + ", ".join([row] * count)
+            + " ON CONFLICT (stream, level, idx) DO UPDATE SET hash = EXCLUDED.hash")
+
+
+#: Nodes are derived data: one left by a history since deleted (its events removed, the
+#: table not) is replaced by the node of the history written now, never a conflict.
+UPSERT_SQLITE = "INSERT OR REPLACE INTO {table} (stream, level, idx, hash) VALUES (?, ?, ?, ?)"

@@ -119,7 +119,7 @@ class GuardedSQLiteRecorder(SQLiteApplicationRecorder):
         table = merkle_nodes.table_name(self.events_table_name)
         nodes = merkle_nodes.nodes_to_write(c, table, "?", stored_events)
         if nodes:
-            c.executemany(f"INSERT INTO {table} (stream, level, idx, hash) VALUES (?, ?, ?, ?)", nodes)
+            c.executemany(merkle_nodes.UPSERT_SQLITE.format(table=table), nodes)
         expected = kwargs.get("key_chain_seq")
         if expected is not None:
             expected += sum(1 for s in stored_events if s.originator_id == KEY_CHAIN)
