@@ -34,9 +34,11 @@ from ledger.chain import (
     Head,
     checkpoint_origin,
     link,
+    note_key_name,
     seal,
     sign_checkpoint,
     signed_message,
+    vkey,
 )
 from ledger.config import DEFAULT_KEY
 from ledger.encoding import canonical, check_values
@@ -56,6 +58,7 @@ from ledger.keys import (
     Signer,
     load_signer,
     next_key_path,
+    parse_public_key,
     public_key_path,
     write_private_key,
     write_public_key,
@@ -564,17 +567,33 @@ class Ledger:
 
     def verify(self, public_key: str | None = None, *, fleets: Sequence[str] | None = None,
                checkpoint: str | None = None, progress: Progress | None = None,
-               anchor: Anchor | None = None) -> LedgerReport:
-        """Verify the whole ledger (or named fleets); raise VerificationError on a fault."""
+               anchor: Anchor | None = None, all_signatures: bool = True) -> LedgerReport:
+        """Verify the whole ledger (or named fleets); raise VerificationError on a fault.
+
+        With `all_signatures` false, every record's bytes, hash, link and position are
+        checked but only the signatures that carry the proof (each key's last record in
+        a chain, the head among them): as sound for the content, at hashing speed, but
+        blind to a damaged signature on intact content (the README says why). The CLI's
+        `verify` runs that way unless given `--all-signatures`.
+        """
         trusted = anchor or self.trust_anchor(public_key)
         return verify_ledger(self.store, trusted.public_raw, fleets=fleets,
-                             checkpoint_text=checkpoint, progress=progress)
+                             checkpoint_text=checkpoint, progress=progress,
+                             all_signatures=all_signatures)
 
     def checkpoint(self, fleet: str, public_key: str | None = None) -> str:
         """A signed note of the fleet's size, Merkle root and head, over verified history."""
-        report = self.verify(public_key, fleets=[fleet])
+        report = self.verify(public_key, fleets=[fleet], all_signatures=False)
         chain = report.chains[0]
         current_kid, _, _ = self.current_key()
         signer = self._signer_for(current_kid)
         origin = checkpoint_origin(report.ledger_id, fleet)
-        return sign_checkpoint(Checkpoint(origin, chain.count, chain.root, chain.head), signer)
+        return sign_checkpoint(Checkpoint(origin, chain.count, chain.root, chain.head), signer,
+                               note_key_name(report.ledger_id, signer.kid))
+
+    def vkeys(self) -> list[str]:
+        """A C2SP verifier key for each key of the key chain, oldest first (unverified:
+        check the chain with `verify` before publishing these)."""
+        return [vkey(note_key_name(self.ledger_id, str(record["new_kid"])),
+                     parse_public_key(str(record["public_key"])))
+                for record in self.key_history()]

@@ -20,7 +20,7 @@ from typing import Any
 
 from ledger.encoding import canonical
 from ledger.errors import InputError
-from ledger.keys import Signer, verify_signature
+from ledger.keys import Signer, key_id, verify_signature
 
 GENESIS_PREV = "0" * 64
 ORIGIN_PREFIX = "deploy-ledger"
@@ -59,6 +59,30 @@ def signed_message(record_hash_hex: str, ledger_id: str = NO_LEDGER) -> bytes:
 def checkpoint_origin(ledger_id: str, fleet: str) -> str:
     """The origin line of a fleet's checkpoints: `deploy-ledger/<ledger id>/<fleet>`."""
     return f"{ORIGIN_PREFIX}/{ledger_id}/{fleet}"
+
+
+def note_key_name(ledger_id: str, kid: str) -> str:
+    """The signed-note key name of one signing key: `deploy-ledger/<ledger id>/<kid>`.
+
+    The origin names the log (ledger and fleet); the key name names the key, so
+    a standard note verifier given one vkey per key of the chain (`ledger keys
+    show --vkey`) verifies checkpoints from before and after a rotation alike.
+    """
+    return f"{ORIGIN_PREFIX}/{ledger_id}/{kid}"
+
+
+def origin_ledger_id(origin: str) -> str | None:
+    """The ledger id an origin `deploy-ledger/<ledger id>/<fleet>` states, if it has that shape."""
+    parts = origin.split("/", 2)
+    if len(parts) == 3 and parts[0] == ORIGIN_PREFIX:
+        return parts[1]
+    return None
+
+
+def vkey(name: str, public_raw: bytes) -> str:
+    """A C2SP signed-note verifier key: `<name>+<hex key hash>+<base64(0x01 || key)>`."""
+    encoded = base64.b64encode(ED25519_ALGORITHM + public_raw).decode("ascii")
+    return f"{name}+{note_key_hash(name, public_raw).hex()}+{encoded}"
 
 
 def unsigned_hash(record: Mapping[str, Any]) -> str:
@@ -157,12 +181,16 @@ def note_key_hash(name: str, public_raw: bytes) -> bytes:
     return hashlib.sha256(name.encode() + b"\n" + ED25519_ALGORITHM + public_raw).digest()[:4]
 
 
-def sign_checkpoint(checkpoint: Checkpoint, signer: Signer) -> str:
+def sign_checkpoint(checkpoint: Checkpoint, signer: Signer, key_name: str | None = None) -> str:
+    """The checkpoint as a signed note, signed under `key_name` (default: the origin).
+
+    The ledger signs under `note_key_name(ledger id, kid)`; the origin as key name
+    is what format-2 ledgers before key names wrote, and still verifies.
+    """
     body = checkpoint.body()
-    signature = note_key_hash(checkpoint.origin, signer.public_raw) + signer.sign_raw(
-        body.encode()
-    )
-    line = f"{EM_DASH} {checkpoint.origin} {base64.b64encode(signature).decode('ascii')}\n"
+    name = key_name or checkpoint.origin
+    signature = note_key_hash(name, signer.public_raw) + signer.sign_raw(body.encode())
+    line = f"{EM_DASH} {name} {base64.b64encode(signature).decode('ascii')}\n"
     return body + "\n" + line
 
 
@@ -206,13 +234,21 @@ def checkpoint_signed_by(
     signatures: list[tuple[str, bytes, bytes]],
     public_keys: Iterable[bytes],
 ) -> bool:
-    """True when one signature line verifies under one of the given keys."""
+    """True when one signature line verifies under one of the given keys.
+
+    A key signs under its own name (`note_key_name`) or, as before key names,
+    under the origin; a line under any other name is another party's (a witness).
+    """
     message = checkpoint.body().encode()
     keys = list(public_keys)
+    ledger_id = origin_ledger_id(checkpoint.origin)
     for name, key_hash, sig in signatures:
-        if name != checkpoint.origin:
-            continue
         for raw in keys:
+            names = {checkpoint.origin}
+            if ledger_id is not None:
+                names.add(note_key_name(ledger_id, key_id(raw)))
+            if name not in names:
+                continue
             if note_key_hash(name, raw) == key_hash and verify_signature(
                 raw, base64.b64encode(sig).decode("ascii"), message
             ):

@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ledger import cli_analysis, cli_append, cli_decide, cli_fleet, cli_ops, commands
+from ledger import cli_analysis, cli_append, cli_decide, cli_evidence, cli_fleet, cli_ops, commands
 from ledger.api import Ledger
 from ledger.cli_output import add_output_option, print_json, wants_json
 from ledger.config import Config
@@ -118,6 +118,10 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_keys_show(args: argparse.Namespace) -> int:
     with _open(args, writable=False) as ledger:
+        if args.vkey:
+            for line in ledger.vkeys():
+                print(line)
+            return 0
         kid, public, since = ledger.current_key()
         if wants_json(args):
             print_json({"ledger_id": ledger.ledger_id, "current": {"kid": kid, "public_key": public,
@@ -128,6 +132,16 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
         print(f"current key {public} (id {kid}, since {since})")
         for record in ledger.key_history():
             print(f"  {record['timestamp']} {record['event']} {record['new_kid']} by {record['actor']}")
+    return 0
+
+
+def cmd_keys_export(args: argparse.Namespace) -> int:
+    """The key chain as feed lines: what a reviewer needs, with the anchor, to check any proof."""
+    with _open(args, writable=False) as ledger:
+        out = sys.stdout.buffer
+        for data in ledger.raw_records(KEY_CHAIN):
+            out.write(data + b"\n")
+        out.flush()
     return 0
 
 
@@ -181,7 +195,7 @@ def cmd_feed(args: argparse.Namespace) -> int:
         until=parse_time(args.until) if args.until else None,
     )
     with _open(args, writable=False) as ledger:
-        if not args.follow and args.fleet not in ledger.fleets():
+        if not args.follow and args.fleet != KEY_CHAIN and args.fleet not in ledger.fleets():
             raise UnknownFleetError(f"fleet {args.fleet!r} has no records in {ledger.store.label}")
         out = sys.stdout.buffer
         try:
@@ -219,6 +233,8 @@ class _ProgressBar:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if args.bundle:
+        return cli_evidence.cmd_verify_bundle(args)
     checkpoint = None
     if args.checkpoint:
         try:
@@ -235,7 +251,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"anchor: {anchor.describe()}")
         try:
             report = ledger.verify(fleets=fleets, checkpoint=checkpoint, progress=progress,
-                                   anchor=anchor)
+                                   anchor=anchor, all_signatures=args.all_signatures)
         finally:
             progress.close()
     if wants_json(args):
@@ -283,7 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = keys_sub.add_parser("show", help="print the current public key and the key history")
     _common(p, fleet=False)
     add_output_option(p)
+    p.add_argument("--vkey", action="store_true",
+                   help="print a C2SP signed-note verifier key per key of the chain, for checkpoints")
     p.set_defaults(handler=cmd_keys_show)
+    p = keys_sub.add_parser("export", help="print the key chain (@keys) as JSON lines")
+    _common(p, fleet=False)
+    p.set_defaults(handler=cmd_keys_export)
     p = keys_sub.add_parser("rotate", help="introduce a new key, signed by the old one")
     _common(p, fleet=False)
     _who(p)
@@ -342,6 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "pinned by `ledger init` in ~/.config/deploy-ledger/trust/)")
     p.add_argument("--checkpoint", default=None, help="also prove the ledger extends this checkpoint")
     add_output_option(p)
+    p.add_argument("--all-signatures", action="store_true",
+                   help="check every record's signature (default: those that carry the proof)")
+    p.add_argument("--bundle", default=None, metavar="DIR",
+                   help="verify an exported bundle instead, with no database (needs --public-key)")
     p.set_defaults(handler=cmd_verify)
 
     p = sub.add_parser("checkpoint", help="print a signed checkpoint of a fleet's chain")
@@ -356,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ledger.service import cli as service_cli  # light: the web stack loads only for `serve`
 
     service_cli.register(sub, _common)
+    cli_evidence.register(sub, _common)
     cli_ops.register(sub, _common, parser)
     return parser
 

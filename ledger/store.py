@@ -35,6 +35,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
+from ledger import merkle_nodes
 from ledger.config import DEFAULT_DB
 from ledger.errors import NotInitializedError, StorageError, TransientStorageError
 from ledger.postgres_url import check_connection, ensure_schema, postgres_env, redact, redact_text
@@ -105,11 +106,20 @@ class GuardedSQLiteRecorder(SQLiteApplicationRecorder):
     a key that was retired before it was written.
     """
 
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(),
+                f"CREATE TABLE IF NOT EXISTS {merkle_nodes.table_name(self.events_table_name)} "
+                "(stream TEXT, level INTEGER, idx INTEGER, hash BLOB, PRIMARY KEY (stream, level, idx))"]
+
     def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> Sequence[int] | None:
         c.executemany(self.insert_events_statement, [
             (s.originator_id, s.originator_version, s.topic, s.state) for s in stored_events
         ])
+        table = merkle_nodes.table_name(self.events_table_name)
+        nodes = merkle_nodes.nodes_to_write(c, table, "?", stored_events)
+        if nodes:
+            c.executemany(merkle_nodes.UPSERT_SQLITE.format(table=table), nodes)
         expected = kwargs.get("key_chain_seq")
         if expected is not None:
             expected += sum(1 for s in stored_events if s.originator_id == KEY_CHAIN)
@@ -435,6 +445,36 @@ class Store:
             cursor.execute(f"SELECT DISTINCT originator_id AS stream FROM {table}")
             names = [row["stream"] for row in cursor.fetchall()]
         return sorted(n.removeprefix(FLEET_PREFIX) for n in names if n.startswith(FLEET_PREFIX))
+
+    def _nodes_table(self) -> str:
+        table = merkle_nodes.table_name(self.recorder.events_table_name)
+        return table if self.is_sqlite else f'"{self.recorder.datastore.schema}"."{table}"'
+
+    def has_nodes(self, chain: str, size: int) -> bool:
+        """Whether the interior hashes of the chain's first `size` leaves are stored
+        (a chain has them for every leaf or for none; an older database has no table)."""
+        if size <= 0:
+            return False
+        mark = "?" if self.is_sqlite else "%s"
+        try:
+            with self.recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(f"SELECT COUNT(*) AS n FROM {self._nodes_table()} WHERE stream={mark} "
+                               f"AND level=0 AND idx IN ({mark}, {mark})", (stream_id(chain), 0, size - 1))
+                return int(cursor.fetchone()["n"]) == (1 if size == 1 else 2)
+        except storage_errors():
+            return False
+
+    def node(self, chain: str, level: int, index: int) -> bytes:
+        """One stored interior hash (see `ledger.merkle_nodes`)."""
+        mark = "?" if self.is_sqlite else "%s"
+        with self.reading(), self.recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(f"SELECT hash FROM {self._nodes_table()} WHERE stream={mark} AND level={mark} "
+                           f"AND idx={mark}", (stream_id(chain), level, index))
+            row = cursor.fetchone()
+        if row is None:
+            raise StorageError(f"storage fault: the tree node {level}/{index} of {chain} is missing "
+                               f"in {self.label}")
+        return bytes(row["hash"])
 
     def max_notification_id(self) -> int:
         with self.reading():

@@ -13,7 +13,9 @@ from typing import Any
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
+from psycopg.rows import dict_row
 
+from ledger import merkle_nodes
 from ledger.store import KEY_CHAIN, KeyChainMovedError
 
 
@@ -39,6 +41,16 @@ class GuardedPostgresRecorder(PostgresApplicationRecorder):
                 # Raised before the insert is sent, so the transaction holds nothing to commit.
                 raise KeyChainMovedError(f"key chain at {found}, sealed against {expected}")
         super()._insert_stored_events(curs, stored_events, **kwargs)
+        table = f'"{self.datastore.schema}"."{merkle_nodes.table_name(self.events_table_name)}"'
+        # A cursor of its own: eventsourcing reads the insert's notification ids from `curs` next.
+        # Never prepared: in pipeline mode a statement prepared in a transaction that then
+        # fails (a lost race) is remembered by psycopg but unknown to the server.
+        with curs.connection.cursor(row_factory=dict_row) as own:
+            nodes = merkle_nodes.nodes_to_write(own, table, "%s", stored_events, prepare=False)
+            for start in range(0, len(nodes), 1000):
+                chunk = nodes[start:start + 1000]
+                own.execute(merkle_nodes.insert_statement(table, len(chunk), "%s"),
+                            [value for row in chunk for value in row], prepare=False)
 
     def _create_table(self, curs: Any) -> None:
         # Many processes opening one new ledger at once would otherwise race on
@@ -46,3 +58,6 @@ class GuardedPostgresRecorder(PostgresApplicationRecorder):
         curs.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
                      (f"{self.datastore.schema}.{self.events_table_name}",))
         super()._create_table(curs)
+        table = merkle_nodes.table_name(self.events_table_name)
+        curs.execute(f'CREATE TABLE IF NOT EXISTS "{self.datastore.schema}"."{table}" '
+                     "(stream TEXT, level INTEGER, idx BIGINT, hash BYTEA, PRIMARY KEY (stream, level, idx))")

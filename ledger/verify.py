@@ -46,8 +46,8 @@ BATCH = 1024
 PARALLEL_THRESHOLD = 4096
 Progress = Callable[[int, int], None]
 
-# (seq, prev, hash, kid, timestamp, leaf hash, event type, new key or None)
-RecordInfo = tuple[int, str, str, str, str, bytes, str, "tuple[str, str] | None"]
+# (seq, prev, hash, kid, timestamp, leaf hash, event type, new key or None, sig)
+RecordInfo = tuple[int, str, str, str, str, bytes, str, "tuple[str, str] | None", str]
 # (seq, check, expected, found, detail)
 RawFault = tuple[int, str, str, str, str]
 
@@ -81,12 +81,15 @@ class LedgerReport:
 
 
 def check_batch(
-    chain: str, rows: Sequence[tuple[int, bytes]], keys: dict[str, bytes], ledger_id: str
+    chain: str, rows: Sequence[tuple[int, bytes]], keys: dict[str, bytes], ledger_id: str,
+    signatures: bool = True,
 ) -> tuple[list[RecordInfo], RawFault | None]:
     """Check each record on its own; stop at the first fault in the batch.
 
     Signatures are checked as made for the ledger `ledger_id`: a record copied
-    from another ledger, even one signed with the same key, fails here.
+    from another ledger, even one signed with the same key, fails here. With
+    `signatures` false they are left to the caller, which checks those that
+    carry the proof (see `Verifier`).
     """
     infos: list[RecordInfo] = []
     for position, data in rows:
@@ -115,7 +118,8 @@ def check_batch(
         public_raw = keys.get(kid)
         if public_raw is None:
             return infos, (position, "signature", "a key of this ledger", f"unknown key {kid}", "")
-        if not verify_signature(public_raw, record["sig"], signed_message(actual, ledger_id)):
+        if signatures and not verify_signature(public_raw, record["sig"],
+                                               signed_message(actual, ledger_id)):
             return infos, (position, "signature", f"valid signature by {kid} for ledger {ledger_id}",
                            "bad signature", "forged, altered, or signed for another ledger")
         new_key = None
@@ -125,7 +129,7 @@ def check_batch(
             return infos, (position, "event", "an event of this chain", record["event"], "")
         infos.append(
             (position, record["prev"], actual, kid, record["timestamp"], leaf_hash(data),
-             record["event"], new_key)
+             record["event"], new_key, record["sig"])
         )
     return infos, None
 
@@ -142,9 +146,9 @@ def _init_worker(keys: dict[str, bytes], ledger_id: str, parent: tuple[int, bool
 
 
 def _check_in_worker(
-    chain: str, rows: Sequence[tuple[int, bytes]]
+    chain: str, rows: Sequence[tuple[int, bytes]], signatures: bool = True
 ) -> tuple[list[RecordInfo], RawFault | None]:
-    return check_batch(chain, rows, _worker_keys, _worker_ledger[0])
+    return check_batch(chain, rows, _worker_keys, _worker_ledger[0], signatures)
 
 
 
@@ -175,6 +179,8 @@ class _Linker:
         self.accumulator = MerkleAccumulator()
         self.checkpoint = checkpoint
         self.last_timestamp = ""
+        #: kid -> (seq, hash, sig) of the last record it signed: where its signature carries the proof.
+        self.last_by_key: dict[str, tuple[int, str, str]] = {}
 
     def fault(self, seq: int, check: str, expected: str, found: str, detail: str = "") -> None:
         raise VerificationError(Fault(self.report.chain, seq, check, expected, found, detail))
@@ -186,7 +192,7 @@ class _Linker:
             self.fault(count + 1, "seq", str(count + 1), str(seq), f"{seq - count - 1} record(s) missing")
 
     def link(self, info: RecordInfo) -> None:
-        seq, prev, digest, kid, timestamp, leaf, _event, _new_key = info
+        seq, prev, digest, kid, timestamp, leaf, _event, _new_key, sig = info
         report = self.report
         self.expect_position(seq)
         if prev != report.head:
@@ -200,6 +206,7 @@ class _Linker:
             self.fault(seq, "key", f"key {kid} in force {epoch.start}..{epoch.end or 'now'}",
                        timestamp, "signed outside the key's time in force (retired key?)")
         self.last_timestamp = timestamp
+        self.last_by_key[kid] = (seq, digest, sig)
         self.accumulator.add(leaf)
         report.count = seq
         report.head = digest
@@ -243,8 +250,13 @@ def _batches(rows: Iterator[StoredEvent]) -> Iterator[list[tuple[int, bytes]]]:
 class Verifier:
     """Verifies chains of one store against a trusted anchor key."""
 
-    def __init__(self, store: Store, anchor_raw: bytes, progress: Progress | None = None):
+    def __init__(self, store: Store, anchor_raw: bytes, progress: Progress | None = None,
+                 all_signatures: bool = True):
         self.store = store
+        #: False: check every record's bytes, hash, link and position, and the signatures
+        #: that carry the proof (each key's last record in the chain, the head among them);
+        #: a fault found that way is re-examined with every signature, to name the first.
+        self.all_signatures = all_signatures
         self.anchor_raw = anchor_raw
         self.progress = progress
         #: Proven by the genesis record's signature under the anchor (`verify_keys`).
@@ -278,7 +290,7 @@ class Verifier:
                     raise VerificationError(Fault(KEY_CHAIN, *fault))
                 info = infos[0]
                 linker.link(info)
-                seq, _prev, _h, kid, timestamp, _leaf, event, new_key = info
+                seq, _prev, _h, kid, timestamp, _leaf, event, new_key, _sig = info
                 assert new_key is not None
                 new_kid, new_public = new_key
                 raw = parse_public_key(new_public)
@@ -309,15 +321,27 @@ class Verifier:
     def verify_chain(self, chain: str, checkpoint: Checkpoint | None = None) -> ChainReport:
         if not self.epochs:
             self.verify_keys()
+        if self.all_signatures:
+            return self._verify_chain(chain, checkpoint, True)
+        try:
+            return self._verify_chain(chain, checkpoint, False)
+        except VerificationError as fast:
+            try:
+                self._verify_chain(chain, checkpoint, True)  # to name the first bad record
+            except VerificationError as exact:
+                raise exact from None
+            raise fast from None  # pragma: no cover - every signature checks a superset
+
+    def _verify_chain(self, chain: str, checkpoint: Checkpoint | None, signatures: bool) -> ChainReport:
         last = self.store.last_row(chain)
         total = last.originator_version if last else 0
         linker = _Linker(chain, self.epochs, checkpoint)
         batches = _batches(self.store.scan(chain))
         if total >= PARALLEL_THRESHOLD:
-            results = self._parallel(chain, batches)
+            results = self._parallel(chain, batches, signatures)
         else:
             keys = {k: e.public_raw for k, e in self.epochs.items()}
-            results = (check_batch(chain, batch, keys, self.ledger_id) for batch in batches)
+            results = (check_batch(chain, batch, keys, self.ledger_id, signatures) for batch in batches)
         for infos, fault in results:
             for info in infos:
                 linker.link(info)
@@ -326,10 +350,16 @@ class Verifier:
                 raise VerificationError(Fault(chain, *fault))
             if self.progress:
                 self.progress(linker.report.count, total)
+        if not signatures:
+            for kid, (seq, digest, sig) in sorted(linker.last_by_key.items(), key=lambda i: i[1][0]):
+                if not verify_signature(self.epochs[kid].public_raw, sig,
+                                        signed_message(digest, self.ledger_id)):
+                    linker.fault(seq, "signature", f"valid signature by {kid} for ledger {self.ledger_id}",
+                                 "bad signature", "forged, altered, or signed for another ledger")
         return linker.finish()
 
     def _parallel(
-        self, chain: str, batches: Iterator[list[tuple[int, bytes]]]
+        self, chain: str, batches: Iterator[list[tuple[int, bytes]]], signatures: bool = True
     ) -> Iterator[tuple[list[RecordInfo], RawFault | None]]:
         if self._pool is None:
             keys = {k: e.public_raw for k, e in self.epochs.items()}
@@ -340,7 +370,7 @@ class Verifier:
         window = 4 * (os.cpu_count() or 1)
         pending: deque[Future[Any]] = deque()
         for batch in batches:
-            pending.append(self._pool.submit(_check_in_worker, chain, batch))
+            pending.append(self._pool.submit(_check_in_worker, chain, batch, signatures))
             if len(pending) >= window:
                 yield pending.popleft().result()
         while pending:
@@ -354,10 +384,11 @@ def verify_ledger(
     fleets: Sequence[str] | None = None,
     checkpoint_text: str | None = None,
     progress: Progress | None = None,
+    all_signatures: bool = True,
 ) -> LedgerReport:
     """Verify the key chain, then each fleet (all of them unless named)."""
     report = LedgerReport()
-    with Verifier(store, anchor_raw, progress) as verifier:
+    with Verifier(store, anchor_raw, progress, all_signatures) as verifier:
         report.keys = verifier.verify_keys()
         report.ledger_id = verifier.ledger_id
         checkpoint = None

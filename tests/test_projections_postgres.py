@@ -186,7 +186,8 @@ def test_a_postgres_ledgers_views_are_tables_in_its_own_schema(pg: Pg) -> None:
     assert notices == [f"no projection tables deployledger_views_* in "
                        f"{pg.url.replace(':ledger@', ':***@')}; building them from the ledger"]
     assert {f"{VIEWS}{t}" for t in ("meta", "fleets", "version_history", "last_good", "fleet_state",
-                                    "tracking")} | {"deployledger_events"} == pg.tables()
+                                    "tracking")} | {"deployledger_events", "deployledger_events_merkle"} \
+        == pg.tables()
     assert not list(pg.dir.glob("*.db")), "no file is written for a PostgreSQL ledger's views"
     with Projections.open(pg.url, notice=notices) as views:  # found again: no notice
         assert views.position() == max(notification_ids(pg))
