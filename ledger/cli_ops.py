@@ -122,7 +122,7 @@ def check_one(ledger: Ledger, fleet: str, seq: int, data: bytes, anchor_raw: byt
         _seq, check, expected, found, detail = fault
         return [RecordCheck(check, False, f"expected {expected}, found {found}" + (f" ({detail})" if detail
                                                                                   else ""))]
-    _pos, prev, digest, kid, timestamp, _leaf, _event, _new = infos[0]
+    _pos, prev, digest, kid, timestamp, _leaf, _event, _new, _sig = infos[0]
     epoch = epochs[kid]
     in_force = epoch.start <= timestamp and (epoch.end is None or timestamp <= epoch.end)
     checks = [RecordCheck("bytes and hash", True, f"canonical, hash {digest}"),
