@@ -11,15 +11,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-from ledger import commands as build
-from tests.conftest import ROOT, Env
-from tests.service_support import Server, make_tokens
-
-pytest.importorskip("openrtc")
 from openrtc.core.audit import AuditLog
 
+from ledger import commands as build
 from ledger.service.client import RemoteAuditSink
+from tests.conftest import ROOT, Env
+from tests.service_support import Server, make_tokens
 
 FLEET = "prod"
 CHAIN = ("seq", "prev", "hash", "kid", "sig", "fleet", "timestamp")
