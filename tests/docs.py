@@ -81,7 +81,8 @@ def blocks(markdown: str) -> list[Block]:
             body.append(lines[index][len(indent):] if lines[index].startswith(indent) else lines[index])
             index += 1
         index += 1
-        found.append(Block(language, "\n".join(body) + "\n", start, SKIP_MARK in " ".join(paragraph)))
+        said = SKIP_MARK.lower() in " ".join(paragraph).lower()
+        found.append(Block(language, "\n".join(body) + "\n", start, said))
         paragraph, fresh = [], True
     return found
 

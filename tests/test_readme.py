@@ -59,3 +59,11 @@ def test_the_layout_section_names_every_module() -> None:
                for p in (ROOT / package).glob("*.py") if p.stem != "__init__"]
     missing = sorted(str(p.relative_to(ROOT)) for p in modules if p.stem not in layout)
     assert not missing, f"README's layout section does not name: {missing}"
+
+
+def test_a_command_shown_in_a_block_that_is_not_run_says_why() -> None:
+    """Commands hidden in a `text` block would escape the docs test: such a block must say why."""
+    silent = [b.line for b in blocks(README.read_text(encoding="utf-8"))
+              if b.language not in ("console", "sh", "python") and not b.skipped
+              and b.text.lstrip().startswith(("$ ", "ledger ", "curl "))]
+    assert not silent, f"README blocks at lines {silent} show commands but are neither run nor explained"
