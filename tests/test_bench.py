@@ -101,3 +101,13 @@ def test_the_product_never_imports_the_benchmarks() -> None:
                 offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names
                               if n == "benchmarks" or n.startswith("benchmarks.")]
     assert offenders == []
+
+
+def test_evidence_yields_every_ratio_at_a_tiny_size(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import evidence
+
+    code = evidence.main(["--records", "60", "--small", "30", "--queries", "5", "--json"])
+    assert code == 0
+    figures = figures_of(capsys.readouterr().out)
+    assert set(figures) == set(evidence.FIGURES) == {"verify", "verify-all", "prove", "export", "memory"}
+    assert_ratios(figures)
