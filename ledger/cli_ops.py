@@ -23,6 +23,7 @@ from ledger.api import Ledger
 from ledger.chain import GENESIS_PREV
 from ledger.cli_output import add_output_option, print_json, wants_json
 from ledger.errors import InputError, NotFoundError, StorageError
+from ledger.events import check_fleet_name
 from ledger.model import Move, MoveKind
 from ledger.rules import FleetHistory
 from ledger.store import default_db, is_postgres
@@ -142,6 +143,7 @@ def check_one(ledger: Ledger, fleet: str, seq: int, data: bytes, anchor_raw: byt
 
 def cmd_show(args: argparse.Namespace) -> int:
     """One record, decoded, with what checking it alone establishes; exit 1 if a check fails."""
+    check_fleet_name(args.fleet_name)
     if args.seq < 1:
         raise InputError(f"SEQ is a position from 1, not {args.seq}")
     with Ledger.open(args.db, writable=False) as ledger:

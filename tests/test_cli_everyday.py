@@ -181,6 +181,8 @@ def test_show_of_a_missing_record_is_exit_3(env: Env, capsys: pytest.CaptureFixt
         seed(lg)
     result = run_cli(capsys, "show", "prod", "99", *env.args())
     assert result.code == 3 and "no record at seq 99" in result.err
+    odd = run_cli(capsys, "show", "../prod", "1", *env.args())
+    assert odd.code == 2 and "fleet name '../prod' is invalid" in odd.err
 
 
 def test_show_of_a_tampered_record_says_which_check_failed_with_exit_1(
