@@ -149,8 +149,12 @@ def _groups(lines: list[Line]) -> Iterator[list[Line]]:
         yield lines[start:start + GROUP]
 
 
+_stop_requested: list[bool] = [False]
+
+
 def _terminated(_signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # SIGTERM ends the run like Ctrl-C: say where it stopped
+    """SIGTERM ends the run at the next group boundary, so "where it stopped" is exact."""
+    _stop_requested[0] = True
 
 
 def append_file(args: argparse.Namespace, path: Path) -> int:
@@ -161,6 +165,7 @@ def append_file(args: argparse.Namespace, path: Path) -> int:
     repeated = sorted({key for key in keys if key and keys.count(key) > 1})
     if repeated:
         raise RecordError(f"idempotency key {repeated[0]!r} is used by more than one decision in {path}")
+    _stop_requested[0] = False
     previous = signal.signal(signal.SIGTERM, _terminated)
     last_line, last_receipt = 0, None
     progress = Progress(len(source.lines))
@@ -181,6 +186,8 @@ def append_file(args: argparse.Namespace, path: Path) -> int:
                         last_line, last_receipt = group[-1].number, receipts[-1]
                         written += len(group)
                         progress(written + skipped)
+                        if _stop_requested[0]:
+                            raise KeyboardInterrupt
                     continue
                 outcome = app.service.submit(args.fleet, step)  # a decision already in replays
                 code = report(outcome, command_event(step), step.meta.idempotency_key)
