@@ -83,16 +83,22 @@ def _marked(body: dict[str, Any], source: InputFile, line: Line) -> dict[str, An
 
 def lines_already_in(ledger: Ledger, fleet: str, source: InputFile) -> int:
     """The last line of `source` the fleet already holds (0 if none): what a re-run skips."""
+    return last_line_in(ledger, fleet, source)[0]
+
+
+def last_line_in(ledger: Ledger, fleet: str, source: InputFile) -> tuple[int, Receipt | None]:
+    """The last line of `source` the fleet holds, with the receipt of its record (0, None if none)."""
     if fleet not in ledger.fleets():
-        return 0
+        return 0, None
     marker = b'"input_file":"' + source.digest.encode() + b'"'
-    last = 0
+    last, receipt = 0, None
     for data in ledger.raw_records(fleet):
         if marker in data:
-            number = orjson.loads(data).get("input_line")
+            record = orjson.loads(data)
+            number = record.get("input_line")
             if isinstance(number, int) and number > last:
-                last = number
-    return last
+                last, receipt = number, Receipt(fleet, int(record["seq"]), str(record["hash"]))
+    return last, receipt
 
 
 def plan(source: InputFile, fleet: str) -> list[Command | list[Line]]:
@@ -201,13 +207,14 @@ def append_file(args: argparse.Namespace, path: Path) -> int:
             progress.close()
     except KeyboardInterrupt:
         progress.close()
-        print(f"ledger: {path}: interrupted; {_where(last_line, last_receipt)}; run the same command "
-              "again to resume", file=sys.stderr)
+        where = _where_recorded(args, source, last_line, last_receipt)
+        print(f"ledger: {path}: interrupted; {where}; run the same command again to resume",
+              file=sys.stderr)
         return 130
     except LedgerError as exc:  # one line: the cause, then where the run stopped
         progress.close()
-        exc.args = (f"{exc}; {path}: {_where(last_line, last_receipt)}; run the same command again "
-                    "to resume",)
+        where = _where_recorded(args, source, last_line, last_receipt)
+        exc.args = (f"{exc}; {path}: {where}; run the same command again to resume",)
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -215,6 +222,30 @@ def append_file(args: argparse.Namespace, path: Path) -> int:
     print(f"appended {written} record(s) from {path} ({len(source.lines)} line(s), "
           f"{skipped} already in the ledger){head}")
     return 0
+
+
+def _where_recorded(args: argparse.Namespace, source: InputFile, line: int,
+                    receipt: Receipt | None) -> str:
+    """Where the run stopped, read back from the ledger.
+
+    An interrupt can land while a group's transaction commits, so what this
+    process last saw acknowledged may be one group short of what is stored;
+    the ledger is the truth. If it cannot be read (the store is what failed),
+    what was acknowledged is the best answer left.
+    """
+    try:
+        ledger = Ledger.open(args.db, writable=False, read_only=False)
+    except (LedgerError, OSError, KeyboardInterrupt):
+        return _where(line, receipt)
+    try:
+        stored_line, stored_receipt = last_line_in(ledger, args.fleet, source)
+    except (LedgerError, OSError, KeyboardInterrupt):
+        return _where(line, receipt)
+    finally:
+        ledger.close()
+    if stored_line >= line and stored_receipt is not None:
+        return _where(stored_line, stored_receipt)
+    return _where(line, receipt)
 
 
 def _where(line: int, receipt: Receipt | None) -> str:
