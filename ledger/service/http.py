@@ -50,6 +50,7 @@ from ledger.service.backend import Backend
 from ledger.service.bodies import command_from_body
 from ledger.service.cloudevents import CONTENT_TYPE as CE_TYPE
 from ledger.service.cloudevents import to_cloudevent
+from ledger.service.commit import MAX_REPORT_RECORDS
 from ledger.service.config import ServiceConfig
 from ledger.service.middleware import REQUEST_ID, BodyTooLargeError, RequestMiddleware
 from ledger.service.openapi import ROUTES, RouteSpec, document
@@ -317,6 +318,9 @@ def handlers(svc: Service) -> dict[str, Handler]:
         bodies = body if isinstance(body, list) else [body]
         if not bodies or not all(isinstance(b, dict) for b in bodies):
             raise Problem(400, "the body must be a record (a JSON object) or a non-empty array of them")
+        if len(bodies) > MAX_REPORT_RECORDS:
+            raise Problem(400, f"a report holds at most {MAX_REPORT_RECORDS} records (one transaction); "
+                          f"this one has {len(bodies)}: send them in several reports")
         result = await backend.report(fleet, bodies, _int(request, "dedup_after", 0))
         return JSON({"receipts": [_receipt(r) for r in result.receipts],
                      "duplicates": result.duplicates, "request_id": REQUEST_ID.get()}, 201)
@@ -414,6 +418,7 @@ def build_app(config: ServiceConfig) -> Any:
         svc = state.svc = Service(config, backend, TokenStore(config.tokens) if config.tokens else None)
         state.table = handlers(svc)
         svc.tails = Tails(backend.reader, asyncio.get_running_loop())
+        backend.committer.on_commit = svc.tails.poke
         svc.streams = Counter()
         _log.info("%s: serving ledger %s", config.name, backend.reader.store.label)
         try:
