@@ -13,11 +13,18 @@ live stream (`/stream`). Then:
 - **exactly once**: every acknowledged record must reach every follower
   exactly once, in order (checked; a miss or a repeat fails the run, exit 1);
 - ``delivery``: time from a writer sending a record to a follower receiving
-  it, p50 and p99 over every (record, follower) pair, against the writers'
-  own request round trip (append acknowledged) in the same run;
+  it, p50 and p99 over every (record, follower) pair (goals, stated for
+  PostgreSQL: p50 < 50 ms, p99 < 500 ms), shown against the writers' own
+  request round trip (append acknowledged) in the same run;
 - ``appends``: the server's acknowledged appends/s against the same number
   of appends through the Python API (`Ledger.append`, one at a time, from
-  the same number of threads) into a fresh ledger in the same run.
+  the same number of threads) into a fresh ledger in the same run (goal
+  >= 0.7).
+
+Each writer keeps its HTTP connection alive, as a real reporter does. The
+followers run in a process of their own: fifty reader threads in the
+writers' process would make the writers queue for its GIL, which measures
+the load generator rather than the server.
 """
 
 from __future__ import annotations
@@ -261,15 +268,15 @@ def measure(args: argparse.Namespace, log: Log) -> tuple[Sequence[Figure], dict[
         api_rate = _api_baseline(directory, args.db, args.writers, max(len(sent), args.writers))
     rt = [r * 1000 for r in round_trips] or [0.0]
     lat = latencies or [0.0]
+    p50, p99, rt50, rt99 = (percentile(lat, 0.5), percentile(lat, 0.99), percentile(rt, 0.5),
+                            percentile(rt, 0.99))
     figures = [
         measured(log, Figure("delivery_p50", "writer-to-follower p50 vs append round trip p50",
-                             percentile(lat, 0.5), percentile(rt, 0.5), "ms",
-                             percentile(lat, 0.5) / max(percentile(rt, 0.5), 1e-9), "none", True)),
+                             p50, rt50, "ms", p50 / max(rt50, 1e-9), "p50 < 50 ms", p50 < 50)),
         measured(log, Figure("delivery_p99", "writer-to-follower p99 vs append round trip p99",
-                             percentile(lat, 0.99), percentile(rt, 0.99), "ms",
-                             percentile(lat, 0.99) / max(percentile(rt, 0.99), 1e-9), "none", True)),
+                             p99, rt99, "ms", p99 / max(rt99, 1e-9), "p99 < 500 ms", p99 < 500)),
         measured(log, Figure("appends", "server appends/s vs Python API appends/s", server_rate, api_rate,
-                             "rec/s", server_rate / api_rate, "none", True,
+                             "rec/s", server_rate / api_rate, ">= 0.7", server_rate / api_rate >= 0.7,
                              note=f"{len(sent)} records, {args.writers} writers, "
                                   f"{args.followers} followers")),
     ]

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.api import CHUNK, Ledger, Receipt
-from ledger.errors import HeadMovedError, RecordError, UnknownFleetError
+from ledger.errors import HeadMovedError, RecordError, StorageError, UnknownFleetError
 from ledger.openrtc.ledger_io import Identity, recorded_identities
 from ledger.openrtc.mapping import identity
 
@@ -105,7 +105,7 @@ class GroupCommitter:
 
         def settle(outcome: ReportResult | BaseException) -> None:
             def set_on_loop() -> None:
-                if future.done():  # the request went away; its records stand (found again on a retry)
+                if future.done():  # the request went away unanswered; its records stand
                     return
                 if isinstance(outcome, BaseException):
                     future.set_exception(outcome)
@@ -116,7 +116,7 @@ class GroupCommitter:
 
         with self._cond:
             if self._stopping:
-                raise RuntimeError("the report writer has stopped")
+                raise StorageError("the server is shutting down: nothing was written; report again")
             self._pending.append(_Job(fleet, bodies, max(0, dedup_after), settle))
             self._cond.notify()
         return await future

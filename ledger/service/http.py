@@ -316,6 +316,8 @@ def handlers(svc: Service) -> dict[str, Handler]:
         body = await _json_body(request)
         parsed = command_from_body(fleet, body)
         status, answer = outcome_body(await backend.submit(fleet, parsed), parsed.name)
+        if svc.tails is not None:
+            svc.tails.poke()  # the decision (or its refusal) reaches this process's streams at once
         answer["request_id"] = REQUEST_ID.get()
         return JSON(answer, status)
 
