@@ -105,7 +105,7 @@ class Backend:
         plain = where == FeedFilter()
 
         def page(ledger: Ledger) -> list[bytes]:
-            if ledger.store.last_row(fleet) is None:  # one indexed read, not a scan of every fleet
+            if ledger.store.head_seq(fleet) is None:  # one indexed read, not a scan of every fleet
                 raise UnknownFleetError(f"fleet {fleet!r} has no records")
             out: list[bytes] = []
             for data in ledger.raw_records(fleet, after):

@@ -98,6 +98,8 @@ class PostgresLeases:
         self._lock = threading.Lock()  # one connection, for admissions and the renewals
         self._connection: Any = None
         self._released: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._held: dict[str, str] = {}  # lease -> token, of this process's live streams
+        self._held_lock = threading.Lock()
         self._stop = threading.Event()
         with self._lock:
             conn = self._connect()
@@ -132,9 +134,13 @@ class PostgresLeases:
             except self._psycopg.Error:
                 self._drop_connection()
                 raise
+        with self._held_lock:
+            self._held[lease] = token
         return lease
 
     def release(self, lease: str) -> None:
+        with self._held_lock:
+            self._held.pop(lease, None)
         self._released.put(lease)
 
     def close(self) -> None:
@@ -151,10 +157,25 @@ class PostgresLeases:
                 self._connection.close()
             self._connection = None
 
+    def _renew(self, conn: Any) -> None:
+        """Push the expiry of every live stream's lease on; a lease that expired meanwhile
+        (the database was away, another process cleared it) is written back, since its
+        stream is still open."""
+        with self._held_lock:
+            held = list(self._held.items())
+        if not held:
+            return
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                f"INSERT INTO {self.table} VALUES (%s, %s, %s, now() + %s * interval '1 second') "
+                "ON CONFLICT (lease) DO UPDATE SET expires = EXCLUDED.expires",
+                [(lease, token, self.holder, self.lease_s) for lease, token in held])
+
     def _run(self) -> None:
         """Delete released leases as they come; renew this process's leases every lease_s / 3."""
         renew_every = self.lease_s / 3
         next_renewal = 0.0
+        failing = False
         while not self._stop.is_set():
             timeout = max(0.0, next_renewal - time.monotonic())
             released: list[str] = []
@@ -172,11 +193,15 @@ class PostgresLeases:
                     if released:
                         conn.execute(f"DELETE FROM {self.table} WHERE lease = ANY(%s)", (released,))
                     if time.monotonic() >= next_renewal:
-                        conn.execute(f"UPDATE {self.table} SET expires = now() + %s * interval '1 second' "
-                                     "WHERE holder = %s", (self.lease_s, self.holder))
+                        self._renew(conn)
                         next_renewal = time.monotonic() + renew_every
+                if failing:
+                    _log.info("stream leases: the database answers again")
+                    failing = False
             except Exception as exc:  # the database is away: leases expire; retried next round
-                _log.warning("stream leases: %s", (str(exc) or type(exc).__name__).splitlines()[0])
+                if not failing:  # one line per outage, not one per second
+                    _log.warning("stream leases: %s", (str(exc) or type(exc).__name__).splitlines()[0])
+                failing = True
                 for lease in released:
                     self._released.put(lease)
                 with self._lock:

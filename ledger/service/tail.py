@@ -105,10 +105,9 @@ class Tails:
         with self._lock:
             found = self._tails.get(fleet)
             if found is None:
-                row = self.ledger.store.last_row(fleet)
-                if row is None:
+                head = self.ledger.store.head_seq(fleet)
+                if head is None:
                     raise UnknownFleetError(f"fleet {fleet!r} has no records")
-                head = int(row.originator_version)
                 found = self._tails[fleet] = FleetTail(fleet, head, head)
             return found
 
