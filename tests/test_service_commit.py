@@ -10,8 +10,10 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 from ledger import commands as build
-from ledger.errors import RecordError
+from ledger.errors import HeadMovedError, RecordError
 from ledger.openrtc.mapping import SOURCE
 from ledger.service.commit import GroupCommitter, ReportResult
 from tests.conftest import Env
@@ -115,3 +117,16 @@ def test_two_committers_store_a_retried_report_once(env: Env) -> None:
     with env.open(writable=False) as lg:
         digests = [r["source_digest"] for r in lg.records(FLEET) if "source_digest" in r]
     assert sorted(digests) == sorted(f"{n:064x}" for n in range(rounds * 5))
+
+
+def test_append_many_at_a_head_writes_only_there(env: Env) -> None:
+    with env.open() as lg:
+        lg.append(FLEET, build.worker_start("w1", "v1", "platform"))
+        bodies = [build.worker_sessions("w1", "v1", n, "platform") for n in range(3)]
+        with pytest.raises(HeadMovedError):
+            lg.append_many(FLEET, bodies, expect_seq=0)  # the head is at 1: nothing written
+        assert lg.head(FLEET).seq == 1
+        assert [r.seq for r in lg.append_many(FLEET, bodies, expect_seq=1)] == [2, 3, 4]
+        with pytest.raises(ValueError, match="one transaction"):
+            lg.append_many(FLEET, bodies, chunk=2, expect_seq=4)
+        assert lg.head(FLEET).seq == 4
