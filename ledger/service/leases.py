@@ -8,8 +8,9 @@ admitted under a transaction-scoped advisory lock on its token, so two
 processes admitting the token's last stream at once cannot both get it:
 expired leases of the token are deleted, the live ones counted, and a new one
 inserted only below the limit. Each process renews all its leases every third
-of the lease time on a thread of its own, and deletes them when a stream
-ends or the process stops; the leases of a process that was killed expire
+of the lease time on a thread of its own (writing back any that expired while
+the database was away: their streams are still open), and deletes them when
+a stream ends or the process stops; the leases of a process that was killed expire
 after at most one lease time (`--stream-lease`, default 30 s), and then free
 their token's slots.
 
