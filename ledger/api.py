@@ -331,16 +331,25 @@ class Ledger:
         return self._append_chunk(fleet, [self.validate(body)], expect_seq=expect_seq)[0]
 
     def append_many(self, fleet: str, bodies: Iterable[Mapping[str, Any]],
-                    chunk: int = CHUNK) -> list[Receipt]:
+                    chunk: int = CHUNK, *, expect_seq: int | None = None) -> list[Receipt]:
         """Validate every body first, then store them in chunks of one transaction each.
 
         Nothing is written unless every body is valid. Many chunks take a
         pipelined path: the signing pool signs the next chunks while the
         parent links, encodes and inserts the current one.
+
+        With `expect_seq` the bodies must fit one chunk, and they are stored
+        only if the chain's head is still at that seq (else `HeadMovedError`):
+        what a writer checked against the chain up to there (that a fact is
+        not already in it) still holds when its records commit.
         """
         check_fleet_name(fleet)
         checked = [self.validate(body, f"record {n}") for n, body in enumerate(bodies, 1)]
         chunks = [checked[start:start + chunk] for start in range(0, len(checked), chunk)]
+        if expect_seq is not None:
+            if len(chunks) > 1:
+                raise ValueError(f"expect_seq needs the records in one transaction (at most {chunk})")
+            return self._append_chunk(fleet, chunks[0], expect_seq=expect_seq) if chunks else []
         if len(chunks) > 1:
             return self._append_pipelined(fleet, chunks)
         return self._append_chunk(fleet, chunks[0]) if chunks else []

@@ -446,6 +446,24 @@ class Store:
             names = [row["stream"] for row in cursor.fetchall()]
         return sorted(n.removeprefix(FLEET_PREFIX) for n in names if n.startswith(FLEET_PREFIX))
 
+    def head_seq(self, chain: str) -> int | None:
+        """The position of a chain's last record; None if it has none.
+
+        One indexed read in a plain transaction: unlike the recorder's reads it
+        is not retried for seconds when the server is away, so a caller who
+        must answer at once (is there such a fleet?) gets its `StorageError` at once.
+        """
+        table = self.recorder.events_table_name
+        mark = "?"
+        if is_postgres(self.db):
+            table, mark = f'"{self.recorder.datastore.schema}"."{table}"', "%s"
+        with self.reading(), self.recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(f"SELECT MAX(originator_version) AS head FROM {table} "
+                           f"WHERE originator_id = {mark}", (stream_id(chain),))
+            row = cursor.fetchone()
+        head = row["head"] if row is not None else None
+        return int(head) if head is not None else None
+
     def _nodes_table(self) -> str:
         table = merkle_nodes.table_name(self.recorder.events_table_name)
         return table if self.is_sqlite else f'"{self.recorder.datastore.schema}"."{table}"'

@@ -146,6 +146,37 @@ def test_every_route_answers_and_every_error_is_one_json_line(server: Server) ->
     assert "abc-123 GET /healthz 200" in log.read_text()
 
 
+def test_a_stream_or_feed_of_an_unknown_fleet_is_404_at_once(server: Server) -> None:
+    r = server.tokens.read
+    started = time.monotonic()
+    connection, response = server.open_stream("nope", r, timeout=5)
+    body = orjson.loads(response.read())
+    assert response.status == 404 and body["error"] == "fleet 'nope' has no records", body
+    connection.close()
+    feed = server.get("/fleets/nope/feed?after=0", r)
+    assert feed.status == 404 and feed.json()["error"] == "fleet 'nope' has no records"
+    assert time.monotonic() - started < 3  # answered, not held open until a keep-alive
+    # and the refused stream held no slot: the token's two streams are still free
+    held = [server.open_stream(FLEET, r) for _ in range(2)]
+    assert [response.status for _, response in held] == [200, 200]
+    for connection, _ in held:
+        connection.close()
+
+
+def test_a_report_is_one_transaction_of_at_most_a_thousand_records(server: Server) -> None:
+    w = server.tokens.write
+    answer = server.call("POST", f"/fleets/{FLEET}/reports", w, [{}] * 1001)  # counted before checked
+    assert answer.status == 400 and "at most 1000 records" in answer.json()["error"]
+    # one bad record refuses its whole report: nothing of it is written
+    bad = [build.worker_sessions("w1", "v1", 1, "platform"), {"event": "worker.sessions"}]
+    refused = server.call("POST", f"/fleets/{FLEET}/reports", w, bad)
+    assert refused.status == 422 and refused.json()["error"].startswith("record 2")
+    assert server.get(f"/fleets/{FLEET}/feed", server.tokens.read).lines()[-1]["seq"] == 3
+    good = server.call("POST", f"/fleets/{FLEET}/reports", w,
+                       [build.worker_sessions("w1", "v1", i, "platform") for i in range(100)])
+    assert good.status == 201 and [x["seq"] for x in good.json()["receipts"]] == list(range(4, 104))
+
+
 def test_streams_per_token_are_limited(server: Server) -> None:
     r = server.tokens.read
     held = [server.open_stream(FLEET, r) for _ in range(2)]

@@ -40,6 +40,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ from ledger.decide import external_settlement
 from ledger.errors import LedgerError, RecordError
 from ledger.events import check_fleet_name
 from ledger.gate import FleetService
-from ledger.openrtc.ledger_io import open_ledger, recorded_identities, write_in_order
+from ledger.openrtc.ledger_io import Identity, open_ledger, recorded_identities, write_in_order
 from ledger.openrtc.mapping import (
     REQUESTABLE_EVENTS,
     TRUSTED_EVENTS,
@@ -63,7 +64,7 @@ from ledger.openrtc.mapping import (
     is_request,
     to_record,
 )
-from ledger.openrtc.spool import Spool, spool_name
+from ledger.openrtc.spool import Spool, SpoolEntry, spool_name
 from ledger.signing import PARALLEL_MIN
 from projections.runner import Projections
 
@@ -91,6 +92,15 @@ class _Waiter:
 
 
 _STOP = object()
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What one store of records did: the last position written, how many, how many were there."""
+
+    last_seq: int | None
+    written: int
+    duplicates: int
 
 
 class LedgerAuditSink:
@@ -307,27 +317,29 @@ class LedgerAuditSink:
             return
         self.stats["spooled"] += len(waiting)
 
+    # -- the write loop, shared with the remote sink (`ledger.service.client.RemoteAuditSink`),
+    # which overrides only where records go: `_store`, `_already_stored`, `_refused_whole`.
+
     def _write(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Append in transactions of `BATCH` records; return the records not written."""
+        """Store in transactions of `BATCH` records, in order; return the records not stored."""
         remaining = bodies
         try:
-            ledger = self._open()
             while remaining:
                 chunk = remaining[:BATCH]
                 try:
-                    receipts = write_in_order(ledger, self._gate(ledger), self.fleet, chunk, BATCH)
-                except RecordError:
+                    stored = self._store(chunk, self._known_head)
+                except RecordError as exc:  # a record refused for good: set it aside, go on
                     valid = self._valid_only(chunk)
                     if len(valid) == len(chunk):
-                        raise
+                        self._refused_whole(chunk, exc)
+                        valid = []
                     remaining = valid + remaining[BATCH:]
                     continue
-                self._known_head = max(self._known_head, receipts[-1].seq)
+                self._stored(chunk, stored)
                 self.stats["written"] += len(chunk)
-                self._watching = self._watching or any(is_request(body) for body in chunk)
                 remaining = remaining[BATCH:]
         except Exception as exc:  # any failure: spool, retry later
-            self._failed(f"cannot write to the ledger: {exc}")
+            self._failed(f"cannot write to {self.destination}: {exc}")
             return remaining
         self._succeeded()
         self._settle()
@@ -340,33 +352,61 @@ class LedgerAuditSink:
             if not entries:
                 self.spool.reset_if_done(self._known_head)
                 return
-            ledger = self._open()
-            wanted = {key for key in (identity(e.body) for e in entries) if key is not None}
-            present = recorded_identities(ledger, self.fleet, self.spool.scan_from, wanted)
+            present = self._already_stored(entries)
             for start in range(0, len(entries), BATCH):
                 chunk = entries[start:start + BATCH]
                 bodies = []
                 for entry in chunk:
                     key = identity(entry.body)
-                    if key is not None and key in present:
-                        self.stats["duplicates"] += 1
-                        continue
-                    if key is not None:
+                    if present is not None and key is not None:
+                        if key in present:
+                            self.stats["duplicates"] += 1
+                            continue
                         present.add(key)
                     bodies.append(entry.body)
                 bodies = self._valid_only(bodies)
                 if bodies:
-                    receipts = write_in_order(ledger, self._gate(ledger), self.fleet, bodies, BATCH)
-                    self._known_head = max(self._known_head, receipts[-1].seq)
-                    self.stats["flushed"] += len(bodies)
-                    self._watching = self._watching or any(is_request(body) for body in bodies)
+                    stored = self._store(bodies, self.spool.scan_from)
+                    self._stored(bodies, stored)
+                    self.stats["flushed"] += stored.written
                 self.spool.acknowledge(chunk[-1].end)
             self.spool.reset_if_done(self._known_head)
         except Exception as exc:  # stays spooled; retried later
-            self._failed(f"cannot flush the spool {self.spool.path}: {exc}")
+            self._failed(f"cannot flush the spool {self.spool.path} into {self.destination}: {exc}")
             return
         self._succeeded()
         _log.info("openrtc audit sink: spool flushed into fleet %s", self.fleet)
+
+    def _stored(self, bodies: Sequence[dict[str, Any]], stored: Stored) -> None:
+        if stored.last_seq is not None:
+            self._known_head = max(self._known_head, stored.last_seq)
+        self.stats["duplicates"] += stored.duplicates
+        self._watching = self._watching or any(is_request(body) for body in bodies)
+
+    # -- where records go: this sink's own ledger --------------------------------------------
+
+    @property
+    def destination(self) -> str:
+        """Where records go, for the log."""
+        return "the ledger"
+
+    def _store(self, bodies: list[dict[str, Any]], dedup_after: int) -> Stored:
+        """Store `bodies` in order, each request through the gate; `RecordError` if one is refused.
+
+        (A local flush has already dropped what the ledger holds: `_already_stored`.)
+        """
+        ledger = self._open()
+        receipts = write_in_order(ledger, self._gate(ledger), self.fleet, bodies, BATCH)
+        return Stored(receipts[-1].seq if receipts else None, len(bodies), 0)
+
+    def _already_stored(self, entries: Sequence[SpoolEntry]) -> set[Identity] | None:
+        """The identities among `entries` the fleet already holds (None: the store checks itself)."""
+        wanted = {key for key in (identity(e.body) for e in entries) if key is not None}
+        return recorded_identities(self._open(), self.fleet, self.spool.scan_from, wanted)
+
+    def _refused_whole(self, chunk: list[dict[str, Any]], error: RecordError) -> None:
+        """Every record of a chunk passes on its own, yet the ledger refused it: try again later."""
+        raise error
 
     def _valid_only(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Drop (into the dead-letter file) bodies the ledger would refuse forever."""

@@ -6,6 +6,10 @@ async handler awaits it without blocking the event loop. Decisions are
 serialised within a process anyway (the gate appends at the head it
 decided on), and across processes the gate's head check does the rest.
 
+Worker reports are facts: they need no view, so they skip that thread and go
+to the group committer (`ledger.service.commit`), whose own writer stores
+the reports of concurrent requests together, one transaction per fleet.
+
 Feed pages and live streams only read stored records by position, which the
 store allows from any thread; they use a second, read-only ledger on a small
 pool of threads, so a long feed never delays a deploy.
@@ -15,36 +19,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
 
-from ledger.api import Ledger, Receipt
+from ledger.api import Ledger
 from ledger.app import App, open_app
 from ledger.errors import RecordError, UnknownFleetError
 from ledger.events import GATED_EVENTS
 from ledger.feed import FeedFilter
 from ledger.gate import Outcome
-from ledger.openrtc.mapping import identity
 from ledger.service.bodies import CommandRequest
+from ledger.service.commit import GroupCommitter, ReportResult
 from ledger.service.config import ServiceConfig
 from ledger.store import stored_bytes
 
 T = TypeVar("T")
 #: Threads reading feed pages and stream catch-ups.
 READ_THREADS = 4
-
-
-@dataclass(frozen=True)
-class ReportResult:
-    """What a batch of worker facts did: where each landed, and what was already there."""
-
-    receipts: tuple[Receipt, ...]
-    duplicates: int
 
 
 class Backend:
@@ -59,12 +53,14 @@ class Backend:
         ).result()
         self.reader = Ledger.open(config.db, config.key, writable=False)
         self.ledger_id = str(self.reader.key_history()[0]["new_kid"])
-        self._report_lock = threading.Lock()
+        self.committer = GroupCommitter(lambda: Ledger.open(config.db, config.key))
 
     def close(self, timeout: float = 5.0) -> None:
         """Close the app on its own thread; a thread stuck on unreachable storage (retrying
         for up to a minute) is left behind rather than holding the shutdown."""
         self._readers.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(Exception):
+            self.committer.close(timeout)
         closing = self._owner.submit(self.app.close)
         with contextlib.suppress(Exception):
             closing.result(timeout)
@@ -91,38 +87,16 @@ class Backend:
         A body carrying `source_instance` and `source_digest` (an OpenRTC
         event, mapped) is written at most once: a sink that retries a post
         whose answer it never saw adds nothing. `dedup_after` is where the
-        caller knows its records can start (its spool's scan position).
+        caller knows its records can start (its spool's scan position). The
+        report is one transaction, shared with the reports of other requests
+        waiting at the same time (`ledger.service.commit`).
         """
         for number, body in enumerate(bodies, 1):
             if body.get("event") in GATED_EVENTS:
                 where = f"record {number}" if len(bodies) > 1 else "record"
                 raise RecordError(f"{where}: '{body.get('event')}' is a decision; "
                                   f"POST it to /fleets/{fleet}/commands")
-        return await self.run(lambda app: self._report(app, fleet, bodies, dedup_after))
-
-    def _report(self, app: App, fleet: str, bodies: Sequence[dict[str, Any]],
-                dedup_after: int) -> ReportResult:
-        keyed = {key for key in (identity(b) for b in bodies) if key is not None}
-        present: set[tuple[str, str]] = set()
-        if keyed:
-            from ledger.openrtc.ledger_io import recorded_identities
-
-            try:
-                present = recorded_identities(app.ledger, fleet, max(0, dedup_after), keyed)
-            except UnknownFleetError:
-                present = set()
-        fresh: list[dict[str, Any]] = []
-        duplicates = 0
-        for body in bodies:
-            key = identity(body)
-            if key is not None and key in present:
-                duplicates += 1
-                continue
-            if key is not None:
-                present.add(key)
-            fresh.append(body)
-        receipts = app.ledger.append_many(fleet, fresh) if fresh else []
-        return ReportResult(tuple(receipts), duplicates)
+        return await self.committer.submit(fleet, bodies, dedup_after)
 
     # -- reader threads --------------------------------------------------------------------
 
@@ -131,7 +105,7 @@ class Backend:
         plain = where == FeedFilter()
 
         def page(ledger: Ledger) -> list[bytes]:
-            if fleet not in ledger.fleets():
+            if ledger.store.head_seq(fleet) is None:  # one indexed read, not a scan of every fleet
                 raise UnknownFleetError(f"fleet {fleet!r} has no records")
             out: list[bytes] = []
             for data in ledger.raw_records(fleet, after):

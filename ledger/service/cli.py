@@ -41,7 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         db=str(args.db or default_db()), key=str(args.key) if args.key else None,
         projections=args.projections, tokens=str(Path(args.tokens).resolve()),
         max_body_bytes=args.max_body_bytes, max_streams_per_token=args.max_streams_per_token,
-        keepalive_s=args.keepalive)
+        keepalive_s=args.keepalive, stream_lease_s=args.stream_lease)
     return serve(config, args.listen, workers=args.workers, shutdown_timeout=args.shutdown_timeout,
                  forwarded_allow_ips=args.forwarded_allow_ips)
 
@@ -96,6 +96,8 @@ def register(sub: argparse._SubParsersAction[Any], common: Common) -> None:
     p.add_argument("--max-body-bytes", type=int, default=1 << 20)
     p.add_argument("--max-streams-per-token", type=int, default=64)
     p.add_argument("--keepalive", type=float, default=15.0, help="seconds between stream keep-alives")
+    p.add_argument("--stream-lease", type=float, default=30.0,
+                   help="PostgreSQL: seconds a killed server's streams still count against their token")
     p.add_argument("--shutdown-timeout", type=int, default=5,
                    help="on SIGTERM, seconds to let requests and streams finish")
     p.add_argument("--forwarded-allow-ips", default=None,

@@ -11,12 +11,13 @@ pool host needs no web framework:
   record exactly once.
 - `RemoteAuditSink`: `LedgerAuditSink` with the service in place of the
   database. Same guarantees, by the same code: the pool's call is a
-  non-blocking hand-off; a writer thread posts batches to
-  `POST /fleets/{fleet}/reports`; when the service is down or failing the
-  records go to the same durable spool (`ledger.openrtc.spool`) and are
-  flushed in order later; the service drops any record whose
-  `(source_instance, source_digest)` the fleet already holds, so a post whose
-  answer was lost and is retried from the spool adds nothing twice.
+  non-blocking hand-off; the local sink's writer loop posts batches to
+  `POST /fleets/{fleet}/reports` (only where records go is overridden); when
+  the service is down or failing the records go to the same durable spool
+  (`ledger.openrtc.spool`) and are flushed in order later; the service drops
+  any record whose `(source_instance, source_digest)` the fleet already
+  holds, so a post whose answer was lost and is retried from the spool, or
+  sent to another server process, adds nothing twice.
 - `StreamDrainer`: takes drain orders from the stream: for each
   `deployment.drain_started` naming a worker its driver runs, it calls
   `driver.drain(worker_id)`.
@@ -38,7 +39,10 @@ from typing import Any, Protocol
 
 import orjson
 
-from ledger.openrtc.sink import BATCH, LedgerAuditSink
+from ledger.errors import RecordError
+from ledger.openrtc.ledger_io import Identity
+from ledger.openrtc.sink import LedgerAuditSink, Stored
+from ledger.openrtc.spool import SpoolEntry
 
 _log = logging.getLogger("ledger.service.client")
 
@@ -196,53 +200,28 @@ class RemoteAuditSink(LedgerAuditSink):
         self.client = ServiceClient(url, token, timeout)
         super().__init__(url, None, fleet, source=source, spool_dir=spool_dir, **options)
 
-    def _post(self, bodies: list[dict[str, Any]], dedup_after: int) -> None:
-        answer = self.client.report(self.fleet, bodies, dedup_after)
+    @property
+    def destination(self) -> str:
+        return self.client.url
+
+    def _store(self, bodies: list[dict[str, Any]], dedup_after: int) -> Stored:
+        """Post one report; the service drops what the fleet already holds after `dedup_after`."""
+        try:
+            answer = self.client.report(self.fleet, bodies, dedup_after)
+        except ServiceError as exc:
+            if exc.status in (400, 422):  # refused for good
+                raise RecordError(exc.reason) from None
+            raise
         receipts = answer.body.get("receipts", [])
-        if receipts:
-            self._known_head = max(self._known_head, int(receipts[-1]["seq"]))
-        self.stats["duplicates"] += int(answer.body.get("duplicates", 0))
+        return Stored(int(receipts[-1]["seq"]) if receipts else None, len(receipts),
+                      int(answer.body.get("duplicates", 0)))
 
-    def _write(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        remaining = self._valid_only(bodies)
-        try:
-            while remaining:
-                chunk = remaining[:BATCH]
-                try:
-                    self._post(chunk, self._known_head)
-                except ServiceError as exc:
-                    if exc.status in (400, 422):  # refused for good: keep it aside, go on
-                        for body in chunk:
-                            self._dead_letter(body, exc)
-                    else:
-                        raise
-                self.stats["written"] += len(chunk)
-                remaining = remaining[BATCH:]
-        except Exception as exc:
-            self._failed(f"cannot post to {self.client.url}: {exc}")
-            return remaining
-        self._succeeded()
-        return []
+    def _already_stored(self, entries: Sequence[SpoolEntry]) -> set[Identity] | None:
+        return None  # the service looks them up, in the transaction that stores the rest
 
-    def _flush_spool(self) -> None:
-        try:
-            entries = self.spool.entries()
-            if not entries:
-                self.spool.reset_if_done(self._known_head)
-                return
-            for start in range(0, len(entries), BATCH):
-                chunk = entries[start:start + BATCH]
-                bodies = self._valid_only([entry.body for entry in chunk])
-                if bodies:
-                    before = self.stats["duplicates"]
-                    self._post(bodies, self.spool.scan_from)
-                    self.stats["flushed"] += len(bodies) - (self.stats["duplicates"] - before)
-                self.spool.acknowledge(chunk[-1].end)
-            self.spool.reset_if_done(self._known_head)
-        except Exception as exc:
-            self._failed(f"cannot flush the spool {self.spool.path} to {self.client.url}: {exc}")
-            return
-        self._succeeded()
+    def _refused_whole(self, chunk: list[dict[str, Any]], error: RecordError) -> None:
+        for body in chunk:  # valid here, refused there (another version's schema?): kept aside
+            self._dead_letter(body, error)
 
     def _settle(self) -> None:
         return None  # no pool requests remotely: nothing to settle

@@ -26,8 +26,12 @@ class ServiceConfig:
     tokens: str | None = None
     #: Largest request body accepted (413 beyond).
     max_body_bytes: int = 1 << 20
-    #: Live streams one token may hold open at once, per server process (429 beyond).
+    #: Live streams one token may hold open at once (429 beyond): across every server
+    #: process on PostgreSQL, within the one process on SQLite (`ledger.service.leases`).
     max_streams_per_token: int = 64
+    #: PostgreSQL: seconds a stream's lease lasts unless renewed (what a killed process's
+    #: streams keep counting for).
+    stream_lease_s: float = 30.0
     #: Most records a feed page returns.
     max_feed_limit: int = 10_000
     #: A stream sends a comment line this often when idle, so proxies keep it open.

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -50,7 +49,9 @@ from ledger.service.backend import Backend
 from ledger.service.bodies import command_from_body
 from ledger.service.cloudevents import CONTENT_TYPE as CE_TYPE
 from ledger.service.cloudevents import to_cloudevent
+from ledger.service.commit import MAX_REPORT_RECORDS
 from ledger.service.config import ServiceConfig
+from ledger.service.leases import Leases, LocalLeases, PostgresLeases
 from ledger.service.middleware import REQUEST_ID, BodyTooLargeError, RequestMiddleware
 from ledger.service.openapi import ROUTES, RouteSpec, document
 from ledger.service.tail import FleetTail, Tails
@@ -103,7 +104,7 @@ class Service:
     backend: Backend
     tokens: TokenStore | None
     tails: Tails | None = None
-    streams: Counter[str] | None = None
+    leases: Leases | None = None
 
     # -- who is asking --------------------------------------------------------------------
 
@@ -281,7 +282,7 @@ def handlers(svc: Service) -> dict[str, Handler]:
     async def stream(request: Request) -> Response:
         fleet = _fleet(request)
         token = svc.authorize(request, Role.READ)
-        assert token is not None and svc.streams is not None and svc.tails is not None
+        assert token is not None and svc.leases is not None and svc.tails is not None
         resume = request.headers.get("last-event-id")
         if resume is not None:
             try:
@@ -291,12 +292,19 @@ def handlers(svc: Service) -> dict[str, Handler]:
         else:
             after = _int(request, "after", 0)
         where, ce = _filter(request), _wants_cloudevents(request)
-        if svc.streams[token.name] >= svc.config.max_streams_per_token:
-            raise Problem(429, f"token {token.name!r} already holds "
-                          f"{svc.config.max_streams_per_token} streams", headers={"Retry-After": "5"})
         tails = svc.tails
-        tail = await backend.read(lambda _ledger: tails.tail(fleet))  # its first head read is I/O
-        slot = StreamSlot(svc.streams, token.name)
+        tail = await backend.read(lambda _ledger: tails.tail(fleet))  # 404 at once for an unknown fleet
+        leases, limit = svc.leases, svc.config.max_streams_per_token
+        try:
+            lease = await asyncio.get_running_loop().run_in_executor(None, leases.acquire, token.name, limit)
+        except Exception as exc:
+            _log.warning("cannot count the streams of token %r: %s", token.name, exc)
+            raise Problem(503, "cannot count this token's streams now (the database is unreachable)",
+                          headers={"Retry-After": "5"}) from None
+        if lease is None:
+            raise Problem(429, f"token {token.name!r} already holds {limit} streams",
+                          headers={"Retry-After": "5"})
+        slot = StreamSlot(leases, lease)
         body = _events(svc, request, slot, fleet, after, where, ce, tail)
         weakref.finalize(body, slot.release)  # a stream dropped before its first byte frees its slot too
         return StreamingResponse(body,
@@ -308,6 +316,8 @@ def handlers(svc: Service) -> dict[str, Handler]:
         body = await _json_body(request)
         parsed = command_from_body(fleet, body)
         status, answer = outcome_body(await backend.submit(fleet, parsed), parsed.name)
+        if svc.tails is not None:
+            svc.tails.poke()  # the decision (or its refusal) reaches this process's streams at once
         answer["request_id"] = REQUEST_ID.get()
         return JSON(answer, status)
 
@@ -317,6 +327,9 @@ def handlers(svc: Service) -> dict[str, Handler]:
         bodies = body if isinstance(body, list) else [body]
         if not bodies or not all(isinstance(b, dict) for b in bodies):
             raise Problem(400, "the body must be a record (a JSON object) or a non-empty array of them")
+        if len(bodies) > MAX_REPORT_RECORDS:
+            raise Problem(400, f"a report holds at most {MAX_REPORT_RECORDS} records (one transaction); "
+                          f"this one has {len(bodies)}: send them in several reports")
         result = await backend.report(fleet, bodies, _int(request, "dedup_after", 0))
         return JSON({"receipts": [_receipt(r) for r in result.receipts],
                      "duplicates": result.duplicates, "request_id": REQUEST_ID.get()}, 201)
@@ -342,14 +355,13 @@ def handlers(svc: Service) -> dict[str, Handler]:
 class StreamSlot:
     """One of a token's live streams, counted until released (exactly once)."""
 
-    def __init__(self, counter: Counter[str], name: str):
-        self.counter, self.name, self.held = counter, name, True
-        counter[name] += 1
+    def __init__(self, leases: Leases, lease: str):
+        self.leases, self.lease, self.held = leases, lease, True
 
     def release(self) -> None:
         if self.held:
             self.held = False
-            self.counter[self.name] -= 1
+            self.leases.release(self.lease)
 
 
 async def _events(svc: Service, request: Request, slot: StreamSlot, fleet: str, after: int, where: FeedFilter,
@@ -395,6 +407,14 @@ async def _events(svc: Service, request: Request, slot: StreamSlot, fleet: str, 
         slot.release()
 
 
+def open_leases(config: ServiceConfig, backend: Backend) -> Leases:
+    """Stream leases every server process shares (PostgreSQL), or this process's count (SQLite)."""
+    store = backend.reader.store
+    if store.is_sqlite:
+        return LocalLeases()
+    return PostgresLeases(config.db, store.recorder.datastore.schema, config.stream_lease_s)
+
+
 @dataclass
 class _State:
     """What the lifespan opens, for the routes of one process."""
@@ -414,12 +434,15 @@ def build_app(config: ServiceConfig) -> Any:
         svc = state.svc = Service(config, backend, TokenStore(config.tokens) if config.tokens else None)
         state.table = handlers(svc)
         svc.tails = Tails(backend.reader, asyncio.get_running_loop())
-        svc.streams = Counter()
+        backend.committer.on_commit = svc.tails.poke
+        svc.leases = await asyncio.get_running_loop().run_in_executor(None, open_leases, config, backend)
         _log.info("%s: serving ledger %s", config.name, backend.reader.store.label)
         try:
             yield
         finally:
             svc.tails.close()
+            with contextlib.suppress(Exception):
+                await asyncio.get_running_loop().run_in_executor(None, svc.leases.close)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, backend.close), 10)
 

@@ -50,7 +50,7 @@ ROUTES: tuple[RouteSpec, ...] = (
               ("after", "limit", "event", "actor", "version", "since", "until", "format")),
     RouteSpec("GET", "/fleets/{fleet}/stream", "stream",
               "Records as Server-Sent Events, live; id = seq, Last-Event-ID resumes", Role.READ,
-              (200, 400, 401, 403, 429), "text/event-stream",
+              (200, 400, 401, 403, 404, 429, 503), "text/event-stream",
               ("after", "event", "actor", "version", "format")),
     RouteSpec("GET", "/fleets/{fleet}/checkpoint", "checkpoint",
               "A signed checkpoint (C2SP signed note) of the fleet's chain", Role.READ, _READ, "text/plain"),
@@ -58,7 +58,8 @@ ROUTES: tuple[RouteSpec, ...] = (
               "A decision through the gate: deploy, complete, fail, rollback, mark", Role.WRITE,
               (200, 201, 400, 401, 403, 404, 409, 413, 422)),
     RouteSpec("POST", "/fleets/{fleet}/reports", "reports",
-              "Worker facts (one record or a JSON array); decisions refused", Role.WRITE,
+              "Worker facts (one record or a JSON array of up to 1000, stored in one transaction); "
+              "decisions refused", Role.WRITE,
               (201, 400, 401, 403, 413, 422), query=("dedup_after",)),
     RouteSpec("GET", "/report/{fleet}.csv", "report_csv", "The change population as CSV", Role.READ,
               _READ, "text/csv"),
@@ -70,7 +71,7 @@ _REASONS = {200: "OK", 201: "Created (accepted; receipts)", 400: "Malformed requ
             401: "No or unknown bearer token", 403: "The token lacks the role",
             404: "No such fleet, or no answer", 409: "Refused by the gate (the refusal is recorded)",
             413: "Body too large", 422: "Well-formed JSON the ledger refuses", 429: "Too many streams",
-            503: "Not ready"}
+            503: "Not ready, or the database is unreachable"}
 
 
 def _command_schema() -> dict[str, Any]:

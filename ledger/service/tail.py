@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import threading
 from collections import deque
 from dataclasses import dataclass, field
 
 from ledger.api import Ledger
+from ledger.errors import UnknownFleetError
 from ledger.store import stored_bytes
 from projections.follow import ledger_waiter
 
@@ -55,10 +57,20 @@ class FleetTail:
         self.changed = asyncio.Event()
 
     def since(self, after: int) -> list[tuple[int, bytes]] | None:
-        """Buffered records after `after`; None if some of them are no longer buffered."""
+        """Buffered records after `after`; None if some of them are no longer buffered.
+
+        The buffer holds consecutive seqs, so the records wanted are its last
+        `high - after`: taken from the right end, the cost is what is returned,
+        not the buffer's length (fifty caught-up streams wake on every commit).
+        """
         if after < self.low:
             return None
-        return [(seq, data) for seq, data in self.buffer if seq > after]
+        wanted = self.high - after
+        if wanted <= 0:
+            return []
+        newest_first = list(itertools.islice(reversed(self.buffer), wanted))
+        newest_first.reverse()
+        return newest_first
 
 
 class Tails:
@@ -70,20 +82,32 @@ class Tails:
         self._tails: dict[str, FleetTail] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ledger-tail", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._thread.join(5)
 
+    def poke(self) -> None:
+        """This process has just committed records: read now rather than at the next poll
+        (SQLite is polled; commits by other processes are still seen then)."""
+        self._wake.set()
+
     def tail(self, fleet: str) -> FleetTail:
-        """The fleet's tail, started at its current head the first time it is asked for."""
+        """The fleet's tail, started at its current head the first time it is asked for.
+
+        A fleet with no records is `UnknownFleetError` (the stream answers 404
+        at once): a misspelt name must not look like a quiet fleet.
+        """
         with self._lock:
             found = self._tails.get(fleet)
             if found is None:
-                row = self.ledger.store.last_row(fleet)
-                head = int(row.originator_version) if row is not None else 0
+                head = self.ledger.store.head_seq(fleet)
+                if head is None:
+                    raise UnknownFleetError(f"fleet {fleet!r} has no records")
                 found = self._tails[fleet] = FleetTail(fleet, head, head)
             return found
 
@@ -92,11 +116,12 @@ class Tails:
             with ledger_waiter(self.ledger.store) as waiter:
                 seen = waiter.head()
                 while not self._stop.is_set():
+                    self._wake.clear()  # before reading: a poke from now on means read again
                     with self._lock:
                         tails = list(self._tails.values())
                     for tail in tails:
                         self._read(tail)
-                    seen = waiter.wait(seen, 1.0, self._stop)
+                    seen = waiter.wait(seen, 1.0, self._wake)
         except Exception:
             _log.exception("the stream tail stopped; streams fall back to reading the store")
 
