@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ledger.chain import MerkleAccumulator, leaf_hash, node_hash, parse_checkpoint
+from ledger.chain import EMPTY_TREE_ROOT, leaf_hash, node_hash, parse_checkpoint, subtree_peaks
 from ledger.errors import Fault, InputError, StorageError, VerificationError
 from ledger.evidence import MemoryStore, Trust, read_key_chain
 from ledger.schemas import all_schemas, render
@@ -96,7 +96,6 @@ class TileBuilder:
     def __init__(self, emit: Callable[[str, bytes], None]):
         self.emit = emit
         self.size = 0
-        self.accumulator = MerkleAccumulator()
         self._entries = bytearray()
         self._pending: list[list[bytes]] = []  # per tile level, the hashes of its unfinished tile
         self._full: list[int] = []  # per tile level, how many full tiles it has
@@ -106,7 +105,6 @@ class TileBuilder:
             raise InputError(f"a record of {len(record)} bytes does not fit a tlog-tiles entry bundle")
         self._entries += struct.pack(">H", len(record)) + record
         leaf = leaf_hash(record)
-        self.accumulator.add(leaf)
         self.size += 1
         if self.size % TILE_WIDTH == 0:
             self.emit(tile_path("entries", self.size // TILE_WIDTH - 1, TILE_WIDTH), bytes(self._entries))
@@ -131,10 +129,18 @@ class TileBuilder:
         if self._entries:
             self.emit(tile_path("entries", self.size // TILE_WIDTH, self.size % TILE_WIDTH),
                       bytes(self._entries))
-        for level, pending in enumerate(self._pending):
+        peaks: list[bytes] = []  # the tree's perfect subtrees, largest first
+        for level in reversed(range(len(self._pending))):
+            pending = self._pending[level]
             if pending:
                 self.emit(tile_path(level, self._full[level], len(pending)), b"".join(pending))
-        return self.accumulator.root()
+                peaks += [node for _, node in subtree_peaks(pending)]
+        if not peaks:
+            return EMPTY_TREE_ROOT
+        root = peaks[-1]
+        for left in reversed(peaks[:-1]):
+            root = node_hash(left, root)
+        return root
 
 
 def _write_new(path: Path, data: bytes) -> None:

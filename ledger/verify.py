@@ -485,7 +485,7 @@ class Verifier:
         while True:
             rows = self.store.rows(chain, after, SPAN)
             yield from rows
-            if len(rows) < SPAN:
+            if len(rows) < SPAN or rows[-1][0] <= after:  # (a damaged position ends it too)
                 return
             after = rows[-1][0]
 
