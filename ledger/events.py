@@ -520,6 +520,9 @@ def _stored_check(name: str) -> _StoredCheck:
                         _validator(name, True), known, pattern)
 
 
+_STORED_CHECKS: dict[str, _StoredCheck] = {}  # `_stored_check` by event type, read per record
+
+
 def stored_schema_error(record: Mapping[str, Any], *, linked: bool = False) -> str | None:
     """Why a stored record breaks its schema, or None when it conforms.
 
@@ -528,12 +531,14 @@ def stored_schema_error(record: Mapping[str, Any], *, linked: bool = False) -> s
     of them, asks again without `linked` (a malformed value is a schema fault).
     """
     event = record.get("event")
-    if not isinstance(event, str) or event not in EVENT_TYPES:
-        return f"unknown event type {event!r}"
-    check = _stored_check(event)
-    validator = check.linked if linked else check.fast
-    if validator.is_valid(record) and (check.known.issuperset(record) or all(
-            type(key) is str and check.name.fullmatch(key) for key in record if key not in check.known)):
+    check = _STORED_CHECKS.get(event) if type(event) is str else None
+    if check is None:
+        if not isinstance(event, str) or event not in EVENT_TYPES:
+            return f"unknown event type {event!r}"
+        check = _STORED_CHECKS[event] = _stored_check(event)
+    if (check.linked if linked else check.fast).is_valid(record) and (
+            check.known.issuperset(record) or all(
+                type(key) is str and check.name.fullmatch(key) for key in record if key not in check.known)):
         return None
     if check.full.is_valid(record):  # pragma: no cover - the split accepts what the schema does
         return None

@@ -38,7 +38,6 @@ from ledger.chain import (
     subtree_peaks,
 )
 from ledger.children import die_with_parent, parent_identity
-from ledger.encoding import canonical
 from ledger.errors import Fault, InputError, VerificationError
 from ledger.events import INTERNAL_EVENTS, stored_schema_error
 from ledger.keys import key_id, parse_public_key, verify_signature
@@ -95,6 +94,9 @@ class RecordSource(Protocol):
     def chains(self) -> list[str]: ...
 
 
+_loads, _dumps, _SORTED, _sha256 = orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS, hashlib.sha256
+
+
 def check_record(
     chain: str, position: int, data: bytes, keys: dict[str, bytes], ledger_id: str,
     signatures: bool = True, linked: bool = False,
@@ -109,12 +111,12 @@ def check_record(
     and `kid` are left to the value checks (see `stored_schema_error`).
     """
     try:
-        record = orjson.loads(data)
+        record = _loads(data)
     except orjson.JSONDecodeError as exc:
         return (position, "encoding", "a JSON record", "undecodable bytes", str(exc))
     if type(record) is not dict:
         return (position, "encoding", "a JSON object", type(record).__name__, "")
-    if canonical(record) != data:
+    if _dumps(record, option=_SORTED) != data:  # `canonical`, called directly: this runs per record
         return (position, "encoding", "canonical JSON bytes", "non-canonical bytes", "")
     seq = record.get("seq")
     if seq != position:
@@ -127,7 +129,7 @@ def check_record(
     # The hash covers the record less `hash` and `sig`: take them out to encode it, then back.
     stated = record.pop("hash")
     sig = record.pop("sig")
-    actual = hashlib.sha256(canonical(record)).hexdigest()
+    actual = _sha256(_dumps(record, option=_SORTED)).hexdigest()
     record["hash"] = stated
     record["sig"] = sig
     if actual != stated:
@@ -223,9 +225,12 @@ class SpanChecker:
                                                       self.ledger_id, self.signatures)
         last_by_key = span.last_by_key
         leaves: list[bytes] = []
-        sha256 = hashlib.sha256
+        cut = self.cut
         expected = first
         head = last_timestamp = ""
+        # The key whose time in force the last record was checked against, and its end: a
+        # later record by the same key, no earlier (checked), needs only the end compared.
+        key_kid, key_end = "", None
         for position, data in rows:
             if position != expected:
                 span.fault = (expected, "seq", str(expected), str(position),
@@ -245,15 +250,17 @@ class SpanChecker:
                         position, "prev", "64 lowercase hex digits", prev, "")
                     break
                 span.prev, span.first_timestamp, span.first_kid = prev, timestamp, kid
-            else:
+            elif (prev != head or timestamp < last_timestamp or kid != key_kid
+                  or (key_end is not None and timestamp > key_end)):
                 fault = _link_fault(position, prev, head, timestamp, last_timestamp, kid, epochs)
                 if fault is not None:
                     span.fault = _schema_fault(position, record, True) or fault
                     break
+                key_kid, key_end = kid, epochs[kid][1]
             head, last_timestamp = digest, timestamp
             last_by_key[kid] = (position, digest, sig)
-            leaves.append(sha256(b"\x00" + data).digest())
-            if position == self.cut:
+            leaves.append(_sha256(b"\x00" + data).digest())
+            if position == cut:
                 span.cut_head = digest
             expected += 1
         span.count = expected - first
