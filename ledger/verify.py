@@ -288,7 +288,7 @@ def _link_fault(seq: int, prev: str, head: str, timestamp: str, last_timestamp: 
     return None
 
 
-_worker: list[Any] = [None, None]  # [the worker's own Store, or None; the SpanChecker in use]
+_worker: list[Any] = [None]  # the database a pool worker reads its spans from: its path, then its Store
 
 
 def _init_worker(db: str | None, parent: tuple[int, bool]) -> None:
@@ -452,46 +452,49 @@ class Verifier:
         linker = _Linker(KEY_CHAIN, {anchor_kid: KeyEpoch(anchor_kid, self.anchor_raw, "")}, None)
         epochs: list[KeyEpoch] = []
         self.ledger_id = claimed_ledger_id(self.store) or NO_LEDGER
-        for position, data in self._all_rows(KEY_CHAIN):
-            infos, fault = check_batch(KEY_CHAIN, [(position, data)], keys, self.ledger_id)
-            if fault:
-                linker.expect_position(fault[0])
-                raise VerificationError(Fault(KEY_CHAIN, *fault))
-            info = infos[0]
-            linker.link(info)
-            seq, _prev, _h, kid, timestamp, _leaf, event, new_key, _sig = info
-            assert new_key is not None
-            new_kid, new_public = new_key
-            raw = parse_public_key(new_public)
-            if key_id(raw) != new_kid:
-                linker.fault(seq, "key", f"kid {key_id(raw)}", new_kid, "kid does not match key")
-            if seq == 1:
-                if event != "ledger.initialized" or new_kid != anchor_kid:
-                    linker.fault(1, "anchor", f"ledger initialized with key {anchor_kid}",
-                                 f"{event} introducing {new_kid}",
-                                 "this ledger was not made with the trusted key")
-                epochs.append(KeyEpoch(new_kid, raw, timestamp))
-            else:
-                if event != "key.rotated":
-                    linker.fault(seq, "key chain", "key.rotated", event)
-                current = epochs[-1]
-                if kid != current.kid:
-                    linker.fault(seq, "key", f"rotation signed by current key {current.kid}", kid)
-                epochs[-1] = KeyEpoch(current.kid, current.public_raw, current.start, timestamp)
-                epochs.append(KeyEpoch(new_kid, raw, timestamp))
-            keys = {e.kid: e.public_raw for e in epochs}
-            linker.epochs = {e.kid: e for e in epochs}
+        for batch in self._pages(KEY_CHAIN):
+            for position, data in batch:
+                infos, fault = check_batch(KEY_CHAIN, [(position, data)], keys, self.ledger_id)
+                if fault:
+                    linker.expect_position(fault[0])
+                    raise VerificationError(Fault(KEY_CHAIN, *fault))
+                info = infos[0]
+                linker.link(info)
+                seq, _prev, _h, kid, timestamp, _leaf, event, new_key, _sig = info
+                assert new_key is not None
+                new_kid, new_public = new_key
+                raw = parse_public_key(new_public)
+                if key_id(raw) != new_kid:
+                    linker.fault(seq, "key", f"kid {key_id(raw)}", new_kid, "kid does not match key")
+                if seq == 1:
+                    if event != "ledger.initialized" or new_kid != anchor_kid:
+                        linker.fault(1, "anchor", f"ledger initialized with key {anchor_kid}",
+                                     f"{event} introducing {new_kid}",
+                                     "this ledger was not made with the trusted key")
+                    epochs.append(KeyEpoch(new_kid, raw, timestamp))
+                else:
+                    if event != "key.rotated":
+                        linker.fault(seq, "key chain", "key.rotated", event)
+                    current = epochs[-1]
+                    if kid != current.kid:
+                        linker.fault(seq, "key", f"rotation signed by current key {current.kid}", kid)
+                    epochs[-1] = KeyEpoch(current.kid, current.public_raw, current.start, timestamp)
+                    epochs.append(KeyEpoch(new_kid, raw, timestamp))
+                keys = {e.kid: e.public_raw for e in epochs}
+                linker.epochs = {e.kid: e for e in epochs}
         if not epochs:
             raise VerificationError(Fault(KEY_CHAIN, 1, "anchor", "ledger.initialized", "no records",
                                           "the key chain is empty"))
         self.epochs = {e.kid: e for e in epochs}
         return epochs
 
-    def _all_rows(self, chain: str) -> Iterator[tuple[int, bytes]]:
+    def _pages(self, chain: str) -> Iterator[list[tuple[int, bytes]]]:
+        """Every stored record of a chain, `SPAN` at a time."""
         after = 0
         while True:
             rows = self.store.rows(chain, after, SPAN)
-            yield from rows
+            if rows:
+                yield rows
             if len(rows) < SPAN or rows[-1][0] <= after:  # (a damaged position ends it too)
                 return
             after = rows[-1][0]
