@@ -506,7 +506,6 @@ class _StoredCheck:
     name: re.Pattern[str]  # propertyNames' pattern, for the names outside `known`
 
 
-@cache
 def _stored_check(name: str) -> _StoredCheck:
     schema = event_schema(EVENT_TYPES[name], sealed=True)
     pattern = re.compile(schema["propertyNames"]["pattern"])
@@ -520,7 +519,7 @@ def _stored_check(name: str) -> _StoredCheck:
                         _validator(name, True), known, pattern)
 
 
-_STORED_CHECKS: dict[str, _StoredCheck] = {}  # `_stored_check` by event type, read per record
+_STORED_CHECKS: dict[str, _StoredCheck] = {}  # `_stored_check` by event type, made on first use
 
 
 def stored_schema_error(record: Mapping[str, Any], *, linked: bool = False) -> str | None:

@@ -400,7 +400,9 @@ class Store:
         """(seq, stored bytes) of up to `limit` records of a chain after position `after`, in order.
 
         One indexed range read on the (stream, position) key, with none of the
-        per-row objects `page` builds: what a reader of many records wants.
+        per-row objects `page` builds: what a reader of many records wants. A
+        position SQLite holds as something other than an integer (a hand-edited
+        row) comes back as -1, which is no record's position.
         """
         table = self.recorder.events_table_name
         mark = "?"
