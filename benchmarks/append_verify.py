@@ -33,47 +33,39 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import io
-import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import orjson
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
 from benchmarks.common import (
     BATCH,
     FLEET,
+    IMPORT_ONLY,
+    MB,
     Figure,
     Log,
+    Workspace,
     bodies,
-    measured,
+    figure_signatures,
     parser_for,
+    peak_rss,
+    run_figures,
     run_main,
 )
 from ledger.api import Ledger
-from ledger.chain import signed_message
 from ledger.cli import main as cli_main
 from ledger.encoding import parse_record
-from ledger.keys import raw_public
 from ledger.store import persistence_env
 
-SIGNATURE_BATCH = 1024  # signatures per task in the verify baseline (= ledger.verify.BATCH)
-BASELINE_SIGNATURES = 65536  # enough for ~2 s of verifying on two cores
 ROUNDS = 3  # alternating baseline/ledger rounds for the append figures
-BUILD_SLICE = 100_000  # bodies per append_many call when building a ledger
-MB = 1024 * 1024
 QUICK = {"records": 2000, "batch_records": 60_000, "file_records": 30_000, "verify_records": 50_000,
          "memory_records": 100_000}
 FULL = {"records": 3000, "batch_records": 90_000, "file_records": 100_000, "verify_records": 100_000,
@@ -203,99 +195,6 @@ def figure_append_file(tmp: Path, n: int) -> Figure:
                   "baseline: the same file parsed and given to Ledger.append_many")
 
 
-def _verify_signatures(public_raw: bytes, pairs: Sequence[tuple[bytes, bytes]]) -> int:
-    """Pool task of the verify baseline: check a batch of (signature, message)."""
-    key = Ed25519PublicKey.from_public_bytes(public_raw)
-    for signature, message in pairs:
-        key.verify(signature, message)
-    return len(pairs)
-
-
-def crypto_verify_rate(total: int, workers: int) -> float:
-    """Ed25519 verifications/s of `cryptography` in a pool of `workers` processes."""
-    private = Ed25519PrivateKey.generate()
-    public_raw = raw_public(private.public_key())
-    size = max(1, min(total, SIGNATURE_BATCH))
-    messages = [signed_message(hashlib.sha256(b"%d" % i).hexdigest()) for i in range(size)]
-    pairs = [(private.sign(m), m) for m in messages]
-    tasks = max(1, total // size)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(_verify_signatures, [public_raw] * workers, [pairs[:1]] * workers))  # start
-        start = time.perf_counter()
-        done = sum(pool.map(_verify_signatures, [public_raw] * tasks, [pairs] * tasks))
-        return done / (time.perf_counter() - start)
-
-
-class Workspace:
-    """The temporary directory, and ledgers built in it (reused by size)."""
-
-    def __init__(self, root: Path, log: Log):
-        self.root = root
-        self.log = log
-        self._built: dict[int, tuple[Path, Path]] = {}
-
-    def ledger_of(self, n: int) -> tuple[Path, Path]:
-        """(db, key) of a ledger holding n records in one fleet, built with append_many."""
-        if n not in self._built:
-            db, key = self.root / f"built-{n}.db", self.root / f"built-{n}.key"
-            self.log(f"building a ledger of {n:,} records ...")
-            start = time.perf_counter()
-            with Ledger.init(db, key, actor="bench") as ledger:
-                for first in range(0, n, BUILD_SLICE):
-                    ledger.append_many(FLEET, bodies(min(BUILD_SLICE, n - first)), chunk=BATCH)
-            self.log(f"built in {time.perf_counter() - start:.1f} s")
-            self._built[n] = (db, key)
-        return self._built[n]
-
-
-def figure_verify(space: Workspace, n: int) -> Figure:
-    db, key = space.ledger_of(n)
-    workers = os.cpu_count() or 1
-    signatures = min(max(n, 1), BASELINE_SIGNATURES)
-    before = crypto_verify_rate(signatures // 2 or 1, workers)
-    with Ledger.open(db, key, writable=False) as ledger:
-        start = time.perf_counter()
-        report = ledger.verify()
-        elapsed = time.perf_counter() - start
-    after = crypto_verify_rate(signatures // 2 or 1, workers)
-    rate = sum(chain.count for chain in report.chains) / elapsed
-    baseline = (before + after) / 2
-    ratio = rate / baseline
-    return Figure("verify", f"verify, {n:,} records", rate, baseline, "rec/s", ratio, ">= 0.8",
-                  ratio >= 0.8, f"baseline: cryptography Ed25519 verify, {workers} processes "
-                  f"(before {before:,.0f}, after {after:,.0f}/s)")
-
-
-# The probe reads its own peak from /proc (VmHWM): its ru_maxrss would include the
-# benchmark process's RSS, which Linux carries over the exec of a vforked child.
-# Its pool workers are forked, not exec'd, so their ru_maxrss is their own.
-PROBE = """\
-import json, re, resource, sys
-{action}
-status = open("/proc/self/status").read()
-print(json.dumps({{
-    "parent_kb": int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)),
-    "workers_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
-}}))
-"""
-IMPORT_ONLY = "import ledger"
-VERIFY = "from ledger.cli import main\nif main(sys.argv[1:]) != 0:\n    sys.exit('verify failed')"
-
-
-def peak_rss(action: str, args: Sequence[str], cwd: Path) -> tuple[int, int]:
-    """(own, largest child's) peak RSS in bytes of a fresh Python that runs `action`.
-
-    Verify's pool workers are the probe's children; the pool is shut down (its
-    workers waited for) before the probe reads RUSAGE_CHILDREN. Linux only (/proc).
-    """
-    done = subprocess.run([sys.executable, "-c", PROBE.format(action=action), *args], cwd=cwd,
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"memory probe failed: {done.stderr.strip()[-500:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    return int(result["parent_kb"]) * 1024, int(result["workers_kb"]) * 1024
-
-
 def figure_memory(space: Workspace, n: int) -> Figure:
     db, key = space.ledger_of(n)
     baseline, _ = peak_rss(IMPORT_ONLY, [], space.root)
@@ -308,32 +207,22 @@ def figure_memory(space: Workspace, n: int) -> Figure:
                   " baseline: `import ledger`")
 
 
+VERIFY = "from ledger.cli import main\nif main(sys.argv[1:]) != 0:\n    sys.exit('verify failed')"
+
+
 # -- running and printing -----------------------------------------------------------
 
 FIGURES = ("append", "batch", "append-file", "verify", "memory")
 
 
 def run(args: argparse.Namespace, log: Log) -> list[Figure]:
-    chosen = args.only or list(FIGURES)
-    figures: list[Figure] = []
-    with tempfile.TemporaryDirectory(prefix="ledger-bench-") as tmp:
-        space = Workspace(Path(tmp), log)
-        for name in FIGURES:
-            if name not in chosen:
-                continue
-            log(f"measuring {name} ...")
-            if name == "append":
-                figure = figure_append(space.root, args.records)
-            elif name == "batch":
-                figure = figure_batch(space.root, args.batch_records)
-            elif name == "append-file":
-                figure = figure_append_file(space.root, args.file_records)
-            elif name == "verify":
-                figure = figure_verify(space, args.verify_records)
-            else:
-                figure = figure_memory(space, args.memory_records)
-            figures.append(measured(log, figure))
-    return figures
+    return run_figures(args.only or list(FIGURES), {
+        "append": lambda space: figure_append(space.root, args.records),
+        "batch": lambda space: figure_batch(space.root, args.batch_records),
+        "append-file": lambda space: figure_append_file(space.root, args.file_records),
+        "verify": lambda space: figure_signatures(space, args.verify_records, "verify", "verify"),
+        "memory": lambda space: figure_memory(space, args.memory_records),
+    }, log)
 
 
 SIZES = {

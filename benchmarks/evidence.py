@@ -5,9 +5,9 @@ measured in the same run.
 
 Figures:
 
-- ``verify``: records/s of ``Ledger.verify(all_signatures=False)`` vs one core parsing
-  the same stored records (``orjson.loads``), re-encoding each without ``hash`` and
-  ``sig`` (``canonical``) and hashing it with SHA-256 (goal >= 0.5).
+- ``verify``: records/s of ``Ledger.verify(all_signatures=False)`` (on every core) vs
+  one core parsing the same stored records (``orjson.loads``), re-encoding each without
+  ``hash`` and ``sig`` (``canonical``) and hashing it with SHA-256 (goal >= 0.5).
 - ``verify-all``: records/s of ``Ledger.verify(all_signatures=True)`` vs the Ed25519
   verify rate of ``cryptography`` on all cores (goal >= 0.8).
 - ``prove``: p50 of ``prove_inclusion`` for random seqs at ``--records`` vs at
@@ -16,9 +16,9 @@ Figures:
 - ``export``: seconds of ``ledger export`` of ``--records`` records vs 60 s (goal
   < 60 s at 1,000,000, extrapolated linearly below that size).
 - ``memory``: the largest peak RSS (a probe process or its pool workers) of ``ledger
-  verify``, ``ledger prove`` and ``ledger export`` of ``--records`` records, each in a
-  fresh child, vs the same child doing only ``import ledger`` (goal < 200 MB each at
-  1,000,000 records, the ``--full`` size).
+  verify``, ``ledger verify --all-signatures``, ``ledger prove`` and ``ledger export`` of
+  ``--records`` records, each in a fresh child, vs the same child doing only ``import
+  ledger`` (goal < 200 MB each at 1,000,000 records, the ``--full`` size).
 
 Every database is a real SQLite file in a temporary directory, deleted at the end.
 Baselines that drift with the machine's load (the hashing pass, the Ed25519 rate) are
@@ -31,25 +31,29 @@ import argparse
 import contextlib
 import hashlib
 import io
-import os
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
 
-from benchmarks.append_verify import (
-    BASELINE_SIGNATURES,
+from benchmarks.common import (
+    FLEET,
     IMPORT_ONLY,
     MB,
+    Figure,
+    Log,
     Workspace,
-    crypto_verify_rate,
+    figure_signatures,
+    parser_for,
     peak_rss,
+    percentile,
+    run_figures,
+    run_main,
+    verify_rate,
 )
-from benchmarks.common import FLEET, Figure, Log, measured, parser_for, percentile, run_main
 from ledger.api import Ledger
 from ledger.cli import main as cli_main
 from ledger.encoding import canonical
@@ -94,39 +98,17 @@ def hashing_rate(records: Sequence[bytes]) -> float:
     return len(records) / (time.perf_counter() - start)
 
 
-def _verify_rate(db: Path, key: Path, all_signatures: bool) -> float:
-    with Ledger.open(db, key, writable=False) as ledger:
-        start = time.perf_counter()
-        report = ledger.verify(all_signatures=all_signatures)
-        elapsed = time.perf_counter() - start
-    return sum(chain.count for chain in report.chains if chain.chain == FLEET) / elapsed
-
-
 def figure_verify(space: Workspace, n: int) -> Figure:
     db, key = space.ledger_of(n)
     records = _stored(db, key, HASH_SAMPLE)
     before = hashing_rate(records)
-    rate = _verify_rate(db, key, all_signatures=False)
+    rate = verify_rate(db, key, all_signatures=False)
     after = hashing_rate(records)
     baseline = (before + after) / 2
     ratio = rate / baseline
     return Figure("verify", f"verify, {n:,} records", rate, baseline, "rec/s", ratio, ">= 0.5",
                   ratio >= 0.5, f"baseline: 1 core orjson.loads + canonical + SHA-256 of "
                   f"{len(records):,} stored records (before {before:,.0f}, after {after:,.0f}/s)")
-
-
-def figure_verify_all(space: Workspace, n: int) -> Figure:
-    db, key = space.ledger_of(n)
-    workers = os.cpu_count() or 1
-    signatures = min(max(n, 1), BASELINE_SIGNATURES)
-    before = crypto_verify_rate(signatures // 2 or 1, workers)
-    rate = _verify_rate(db, key, all_signatures=True)
-    after = crypto_verify_rate(signatures // 2 or 1, workers)
-    baseline = (before + after) / 2
-    ratio = rate / baseline
-    return Figure("verify-all", f"verify --all-signatures, {n:,} records", rate, baseline, "rec/s",
-                  ratio, ">= 0.8", ratio >= 0.8, f"baseline: cryptography Ed25519 verify, {workers} "
-                  f"processes (before {before:,.0f}, after {after:,.0f}/s)")
 
 
 def figure_prove(space: Workspace, n: int, small: int, queries: int) -> Figure:
@@ -178,6 +160,7 @@ def figure_memory(space: Workspace, n: int) -> Figure:
     where = ["--db", str(db), "--key", str(key)]
     commands = {
         "verify": ["verify", *where],
+        "verify --all-signatures": ["verify", "--all-signatures", *where],
         "prove": ["prove", "--fleet", FLEET, "--seq", str(max(1, n // 2)), *where],
         "export": ["export", "--fleet", FLEET, "--out", str(space.root / "export-memory"), *where],
     }
@@ -191,7 +174,7 @@ def figure_memory(space: Workspace, n: int) -> Figure:
     peak = largest[worst]
     detail = ", ".join(f"{name} {largest[name] / MB:.1f} (parent {parent / MB:.1f}, worker "
                        f"{workers / MB:.1f})" for name, (parent, workers) in peaks.items())
-    return Figure("memory", f"peak RSS of verify/prove/export, {n:,} records", peak / MB,
+    return Figure("memory", f"peak RSS of verify (both)/prove/export, {n:,} records", peak / MB,
                   baseline / MB, "MB", peak / baseline, "< 200 MB each",
                   all(value < 200 * MB for value in largest.values()),
                   f"max is {worst}; MB: {detail}; baseline: `import ledger`")
@@ -203,26 +186,14 @@ FIGURES = ("verify", "verify-all", "prove", "export", "memory")
 
 
 def run(args: argparse.Namespace, log: Log) -> list[Figure]:
-    chosen = args.only or list(FIGURES)
-    figures: list[Figure] = []
-    with tempfile.TemporaryDirectory(prefix="ledger-bench-") as tmp:
-        space = Workspace(Path(tmp), log)
-        for name in FIGURES:
-            if name not in chosen:
-                continue
-            log(f"measuring {name} ...")
-            if name == "verify":
-                figure = figure_verify(space, args.records)
-            elif name == "verify-all":
-                figure = figure_verify_all(space, args.records)
-            elif name == "prove":
-                figure = figure_prove(space, args.records, args.small, args.queries)
-            elif name == "export":
-                figure = figure_export(space, args.records)
-            else:
-                figure = figure_memory(space, args.records)
-            figures.append(measured(log, figure))
-    return figures
+    return run_figures(args.only or list(FIGURES), {
+        "verify": lambda space: figure_verify(space, args.records),
+        "verify-all": lambda space: figure_signatures(space, args.records, "verify-all",
+                                                      "verify --all-signatures"),
+        "prove": lambda space: figure_prove(space, args.records, args.small, args.queries),
+        "export": lambda space: figure_export(space, args.records),
+        "memory": lambda space: figure_memory(space, args.records),
+    }, log)
 
 
 SIZES = {

@@ -56,7 +56,7 @@ TESTS: dict[str, list[str]] = {
     "encoding": ["tests/test_encoding.py", "tests/test_values_kat.py", "tests/test_bad_input.py",
                  "tests/test_checkpoint_kat.py"],
     "verify": ["tests/test_keyholder_tamper.py", "tests/test_tamper.py", "tests/test_checkpoint_kat.py",
-               "tests/test_keys.py"],
+               "tests/test_keys.py", "tests/test_fast_verify.py", "tests/test_verify_spans.py"],
 }
 
 #: What the private copy needs: the packages, the tests and what they read.

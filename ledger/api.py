@@ -66,6 +66,7 @@ from ledger.keys import (
 from ledger.signing import BatchSigner, Signatures
 from ledger.store import (
     KEY_CHAIN,
+    PAGE_SIZE,
     KeyChainMovedError,
     SealedRecord,
     Store,
@@ -556,9 +557,14 @@ class Ledger:
         return self.store.chains()
 
     def raw_records(self, fleet: str, after: int = 0) -> Iterator[bytes]:
-        """Stored bytes of a fleet's records after position `after`, in order."""
-        for row in self.store.scan(fleet, after):
-            yield stored_bytes(row.state)
+        """Stored bytes of a fleet's records after position `after`, in order, a page at a time."""
+        while True:
+            rows = self.store.rows(fleet, after, PAGE_SIZE)
+            for _, data in rows:
+                yield data
+            if len(rows) < PAGE_SIZE or rows[-1][0] <= after:  # (a damaged position ends it too)
+                return
+            after = rows[-1][0]
 
     def records(self, fleet: str, after: int = 0) -> Iterator[dict[str, Any]]:
         for data in self.raw_records(fleet, after):

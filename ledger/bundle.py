@@ -20,13 +20,14 @@ it means the history the bundle holds was rewritten.
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ledger.chain import leaf_hash, node_hash, parse_checkpoint
+from ledger.chain import EMPTY_TREE_ROOT, leaf_hash, node_hash, parse_checkpoint, subtree_peaks
 from ledger.errors import Fault, InputError, StorageError, VerificationError
 from ledger.evidence import MemoryStore, Trust, read_key_chain
 from ledger.schemas import all_schemas, render
@@ -74,35 +75,72 @@ def tile_path(level: str | int, n: int, width: int) -> str:
     return f"tile/{level}/{index_path(n)}{suffix}"
 
 
-def tree_levels(leaves: list[bytes]) -> list[list[bytes]]:
-    """Every complete node of the tree, level by level (level 0: the leaf hashes)."""
-    levels = [leaves]
-    while len(levels[-1]) > 1:
-        below = levels[-1]
-        levels.append([node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)])
-    return levels
+def _fold(hashes: list[bytes]) -> bytes:
+    """The root of a full tile's TILE_WIDTH hashes: TILE_HEIGHT levels up."""
+    level = hashes
+    while len(level) > 1:
+        level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+    return level[0]
 
 
-def _chunks(items: list[bytes]) -> Iterator[tuple[int, list[bytes]]]:
-    for n in range(0, len(items), TILE_WIDTH):
-        yield n // TILE_WIDTH, items[n:n + TILE_WIDTH]
+class TileBuilder:
+    """The tiles and entry bundles of a tree, made as its records arrive in order.
 
+    It holds at most one tile's worth of hashes per tile level and one entry
+    bundle, so memory does not grow with the tree: each full tile is handed to
+    `emit(path, content)` as soon as it is complete, the partial ones at
+    `finish`. A level-L tile holds the tree's nodes at height 8*L; the node at
+    height 8*(L+1) over a full tile is folded from it and goes up a level.
+    """
 
-def tiles(records: list[bytes], leaves: list[bytes]) -> dict[str, bytes]:
-    """Every tile and entry bundle of the tree over `records` (path -> content)."""
-    out: dict[str, bytes] = {}
-    for n, chunk in _chunks(records):
-        bundle = bytearray()
-        for data in chunk:
-            if len(data) > MAX_ENTRY:
-                raise InputError(f"a record of {len(data)} bytes does not fit a tlog-tiles entry bundle")
-            bundle += struct.pack(">H", len(data)) + data
-        out[tile_path("entries", n, len(chunk))] = bytes(bundle)
-    levels = tree_levels(leaves)
-    for level in range(0, len(levels), TILE_HEIGHT):
-        for n, chunk in _chunks(levels[level]):
-            out[tile_path(level // TILE_HEIGHT, n, len(chunk))] = b"".join(chunk)
-    return out
+    def __init__(self, emit: Callable[[str, bytes], None]):
+        self.emit = emit
+        self.size = 0
+        self._entries = bytearray()
+        self._pending: list[list[bytes]] = []  # per tile level, the hashes of its unfinished tile
+        self._full: list[int] = []  # per tile level, how many full tiles it has
+
+    def add(self, record: bytes) -> None:
+        if len(record) > MAX_ENTRY:
+            raise InputError(f"a record of {len(record)} bytes does not fit a tlog-tiles entry bundle")
+        self._entries += struct.pack(">H", len(record)) + record
+        leaf = leaf_hash(record)
+        self.size += 1
+        if self.size % TILE_WIDTH == 0:
+            self.emit(tile_path("entries", self.size // TILE_WIDTH - 1, TILE_WIDTH), bytes(self._entries))
+            self._entries.clear()
+        self._add_node(0, leaf)
+
+    def _add_node(self, level: int, node: bytes) -> None:
+        if level == len(self._pending):
+            self._pending.append([])
+            self._full.append(0)
+        pending = self._pending[level]
+        pending.append(node)
+        if len(pending) == TILE_WIDTH:
+            self.emit(tile_path(level, self._full[level], TILE_WIDTH), b"".join(pending))
+            self._full[level] += 1
+            root = _fold(pending)
+            pending.clear()
+            self._add_node(level + 1, root)
+
+    def finish(self) -> bytes:
+        """Emit the partial tiles and entry bundle; return the tree's root."""
+        if self._entries:
+            self.emit(tile_path("entries", self.size // TILE_WIDTH, self.size % TILE_WIDTH),
+                      bytes(self._entries))
+        peaks: list[bytes] = []  # the tree's perfect subtrees, largest first
+        for level in reversed(range(len(self._pending))):
+            pending = self._pending[level]
+            if pending:
+                self.emit(tile_path(level, self._full[level], len(pending)), b"".join(pending))
+                peaks += [node for _, node in subtree_peaks(pending)]
+        if not peaks:
+            return EMPTY_TREE_ROOT
+        root = peaks[-1]
+        for left in reversed(peaks[:-1]):
+            root = node_hash(left, root)
+        return root
 
 
 def _write_new(path: Path, data: bytes) -> None:
@@ -125,13 +163,23 @@ def _write(path: Path, data: bytes) -> None:
         raise StorageError(f"storage fault: cannot write {path}: {exc.strerror}") from None
 
 
-def write_bundle(out: Path, checkpoint: str, records: list[bytes], key_chain: list[bytes]) -> int:
-    """Write (or extend) a bundle; returns how many tile files were new."""
+def write_bundle(out: Path, checkpoint: str, records: Iterable[bytes], key_chain: list[bytes]) -> int:
+    """Write (or extend) a bundle from the fleet's records in order; returns how many files
+    and directories were new. The records are streamed: memory does not grow with them.
+
+    The tree they make must be the one the checkpoint signs (the caller verified
+    the fleet to sign it; a record changed since is refused here)."""
     parsed, _ = parse_checkpoint(checkpoint)
-    records = records[:parsed.size]
     before = sum(1 for _ in out.rglob("*")) if out.exists() else 0
-    for name, data in tiles(records, [leaf_hash(r) for r in records]).items():
-        _write_new(out / name, data)
+    builder = TileBuilder(lambda name, data: _write_new(out / name, data))
+    for record in itertools.islice(records, parsed.size):
+        builder.add(record)
+    root = builder.finish()
+    if builder.size != parsed.size or root != parsed.root:
+        raise VerificationError(Fault(parsed.origin, builder.size, "bundle",
+                                      f"the {parsed.size} records the checkpoint signs",
+                                      f"{builder.size} records of another tree",
+                                      "the ledger changed while it was exported"))
     added = (sum(1 for _ in out.rglob("*")) if out.exists() else 0) - before
     _write(out / "keys.jsonl", b"".join(line + b"\n" for line in key_chain))
     for name, schema in all_schemas().items():
@@ -158,6 +206,57 @@ class BundleReport:
     tiles: int
 
 
+class BundleSource:
+    """A bundle's records as verification reads them: each span from its entry bundles,
+    read when asked for, so verifying a bundle holds a few bundles at a time."""
+
+    def __init__(self, directory: Path, fleet: str, size: int, key_chain: list[bytes]):
+        self.directory = directory
+        self.fleet = fleet
+        self.size = size
+        self.key_chain = key_chain
+
+    def chains(self) -> list[str]:
+        return [self.fleet]
+
+    def last_seq(self, chain: str) -> int:
+        return self.size if chain == self.fleet else len(self.key_chain) if chain == KEY_CHAIN else 0
+
+    def rows(self, chain: str, after: int, limit: int) -> list[tuple[int, bytes]]:
+        if chain == KEY_CHAIN:
+            return MemoryStore({KEY_CHAIN: self.key_chain}).rows(chain, after, limit)
+        if chain != self.fleet:
+            return []
+        end = min(after + limit, self.size)
+        out: list[tuple[int, bytes]] = []
+        for n in range(after // TILE_WIDTH, (end + TILE_WIDTH - 1) // TILE_WIDTH):
+            for position, record in enumerate(self.bundle(n), n * TILE_WIDTH + 1):
+                if after < position <= end:
+                    out.append((position, record))
+        return out
+
+    def bundle(self, n: int) -> list[bytes]:
+        """The records of entry bundle `n`, checked to be as many as the checkpoint says."""
+        full, rest = divmod(self.size, TILE_WIDTH)
+        width = TILE_WIDTH if n < full else rest
+        path = self.directory / tile_path("entries", n, width)
+        data = _read(path, f"entry bundle {n}")
+        entries: list[bytes] = []
+        at = 0
+        while at < len(data):
+            if at + 2 > len(data):
+                raise VerificationError(Fault(self.fleet, n * TILE_WIDTH + len(entries) + 1, "bundle",
+                                              "a length-prefixed entry", "truncated bundle"))
+            (length,) = struct.unpack(">H", data[at:at + 2])
+            entries.append(data[at + 2:at + 2 + length])
+            at += 2 + length
+        if len(entries) != width or at != len(data):
+            raise VerificationError(Fault(self.fleet, n * TILE_WIDTH + 1, "bundle", f"{width} entries",
+                                          f"{len(entries)} entries",
+                                          f"in {path.relative_to(self.directory)}"))
+        return entries
+
+
 def verify_bundle(directory: Path, anchor_raw: bytes) -> BundleReport:
     """Verify a bundle against the anchor alone: key chain, checkpoint, records, tiles."""
     if not directory.is_dir():
@@ -169,32 +268,24 @@ def verify_bundle(directory: Path, anchor_raw: bytes) -> BundleReport:
     except UnicodeDecodeError:
         raise InputError("the bundle's checkpoint is not UTF-8 text") from None
     checkpoint, fleet = trust.checkpoint(text, "checkpoint")
-    records: list[bytes] = []
+    source = BundleSource(directory, fleet, checkpoint.size, key_chain)
     full, rest = divmod(checkpoint.size, TILE_WIDTH)
-    for n in range(full + (1 if rest else 0)):
-        width = TILE_WIDTH if n < full else rest
-        path = directory / tile_path("entries", n, width)
-        data = _read(path, f"entry bundle {n}")
-        entries: list[bytes] = []
-        at = 0
-        while at < len(data):
-            if at + 2 > len(data):
-                raise VerificationError(Fault(fleet, n * TILE_WIDTH + len(entries) + 1, "bundle",
-                                              "a length-prefixed entry", "truncated bundle"))
-            (length,) = struct.unpack(">H", data[at:at + 2])
-            entries.append(data[at + 2:at + 2 + length])
-            at += 2 + length
-        if len(entries) != width or at != len(data):
-            raise VerificationError(Fault(fleet, n * TILE_WIDTH + 1, "bundle", f"{width} entries",
-                                          f"{len(entries)} entries", f"in {path.relative_to(directory)}"))
-        records.extend(entries)
-    store = MemoryStore({KEY_CHAIN: key_chain, fleet: records})
-    with Verifier(store, anchor_raw) as verifier:  # type: ignore[arg-type]
+    for n in range(full + (1 if rest else 0)):  # every bundle's shape first, as a reader meets them
+        source.bundle(n)
+    with Verifier(source, anchor_raw) as verifier:
         verifier.verify_keys()
         chain = verifier.verify_chain(fleet, checkpoint)
-    expected = tiles(records, [leaf_hash(r) for r in records])
-    for name, data in expected.items():
+    tiles = [0]
+
+    def compare(name: str, data: bytes) -> None:
+        tiles[0] += 1
         if not name.startswith("tile/entries/") and _read(directory / name, name) != data:
             raise VerificationError(Fault(fleet, checkpoint.size, "tile", f"{name} as the records hash",
                                           "other hashes", "a hash tile does not match the records"))
-    return BundleReport(fleet, chain, len(expected))
+
+    builder = TileBuilder(compare)
+    for n in range(full + (1 if rest else 0)):
+        for record in source.bundle(n):
+            builder.add(record)
+    builder.finish()
+    return BundleReport(fleet, chain, tiles[0])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,6 +146,27 @@ class MerkleAccumulator:
         self._peaks.append((height, node))
         self.size += 1
 
+    def add_subtree(self, height: int, node: bytes) -> None:
+        """Add the root of a perfect subtree of 2**height leaves (`peaks()` of a tree that
+        follows this one), which must start where the leaves so far end on its own grid."""
+        if self.size % (1 << height):
+            raise ValueError(f"a subtree of height {height} cannot follow {self.size} leaves")
+        self.size += 1 << height
+        while self._peaks and self._peaks[-1][0] == height:
+            _, left = self._peaks.pop()
+            node = node_hash(left, node)
+            height += 1
+        self._peaks.append((height, node))
+
+    def peaks(self) -> list[tuple[int, bytes]]:
+        """The (height, root) of the perfect subtrees that make up the leaves so far, largest first."""
+        return list(self._peaks)
+
+    def copy(self) -> MerkleAccumulator:
+        other = MerkleAccumulator()
+        other.size, other._peaks = self.size, list(self._peaks)
+        return other
+
     def root(self) -> bytes:
         if not self._peaks:
             return EMPTY_TREE_ROOT
@@ -153,6 +174,24 @@ class MerkleAccumulator:
         for _, left in reversed(self._peaks[:-1]):
             node = node_hash(left, node)
         return node
+
+
+def subtree_peaks(leaves: Sequence[bytes]) -> list[tuple[int, bytes]]:
+    """(height, root) of the perfect subtrees that make up a tree of these leaf hashes,
+    largest first: what `MerkleAccumulator.peaks` holds after adding them one by one."""
+    peaks = []
+    start = 0
+    count = len(leaves)
+    sha256 = hashlib.sha256
+    for height in range(count.bit_length() - 1, -1, -1):
+        if count >> height & 1:
+            level = leaves[start:start + (1 << height)]
+            while len(level) > 1:
+                level = [sha256(b"\x01" + left + right).digest()
+                         for left, right in zip(level[::2], level[1::2], strict=True)]
+            peaks.append((height, level[0]))
+            start += 1 << height
+    return peaks
 
 
 def merkle_root(records: Iterable[bytes]) -> bytes:

@@ -8,7 +8,6 @@ neither the database nor this ledger's operator to check a record.
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -71,9 +70,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise UnknownFleetError(f"fleet {args.fleet!r} has no records in {ledger.store.label}")
         checkpoint = ledger.checkpoint(args.fleet, args.public_key)  # verifies the fleet first
         size = int(checkpoint.split("\n", 2)[1])
-        records = list(itertools.islice(ledger.raw_records(args.fleet), size))
         key_chain = list(ledger.raw_records(KEY_CHAIN))
-    added = write_bundle(out, checkpoint, records, key_chain)
+        added = write_bundle(out, checkpoint, ledger.raw_records(args.fleet), key_chain)
     print(f"exported {size} records of fleet {args.fleet} to {out} ({added} new files)")
     return 0
 

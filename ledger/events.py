@@ -9,6 +9,7 @@ every append is validated against them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -480,12 +481,64 @@ def validate_input(record: Mapping[str, Any], where: str = "record") -> EventTyp
     return event_type
 
 
-def stored_schema_error(record: Mapping[str, Any]) -> str | None:
-    """Why a stored record breaks its schema, or None when it conforms."""
+#: Chain fields whose patterns hold whenever a verifier's own checks of them pass: `hash`
+#: equals the hash it computes, `prev` the hash before (or the genesis value), `kid` a key
+#: id of the verified key chain, all lowercase hex of the right length.
+LINK_CHECKED = ("hash", "prev", "kid")
+
+
+@dataclass(frozen=True)
+class _StoredCheck:
+    """A stored record's schema split for speed, accepting exactly what it accepts.
+
+    `propertyNames` costs a pattern match per key, yet every name the schema lists
+    matches the pattern: `fast` is the schema without it, and only names outside
+    `known` are matched here. `linked` also leaves out the patterns of
+    `LINK_CHECKED`, for a verifier that checks those fields itself. When a part
+    refuses, `full` (the whole schema) decides and names the error, so the split
+    never changes an answer.
+    """
+
+    fast: Any
+    linked: Any
+    full: Any
+    known: frozenset[str]
+    name: re.Pattern[str]  # propertyNames' pattern, for the names outside `known`
+
+
+def _stored_check(name: str) -> _StoredCheck:
+    schema = event_schema(EVENT_TYPES[name], sealed=True)
+    pattern = re.compile(schema["propertyNames"]["pattern"])
+    known = frozenset(schema["properties"])
+    assert all(pattern.fullmatch(key) for key in known), "a listed property breaks propertyNames"
+    fast = {k: v for k, v in schema.items() if k != "propertyNames"}
+    linked = {**fast, "properties": {
+        key: ({k: v for k, v in value.items() if k != "pattern"} if key in LINK_CHECKED else value)
+        for key, value in fast["properties"].items()}}
+    return _StoredCheck(jsonschema_rs.validator_for(fast), jsonschema_rs.validator_for(linked),
+                        _validator(name, True), known, pattern)
+
+
+_STORED_CHECKS: dict[str, _StoredCheck] = {}  # `_stored_check` by event type, made on first use
+
+
+def stored_schema_error(record: Mapping[str, Any], *, linked: bool = False) -> str | None:
+    """Why a stored record breaks its schema, or None when it conforms.
+
+    With `linked`, the patterns of `LINK_CHECKED` are not matched: for a caller
+    that checks those fields' values itself and, before reporting a fault in one
+    of them, asks again without `linked` (a malformed value is a schema fault).
+    """
     event = record.get("event")
-    if not isinstance(event, str) or event not in EVENT_TYPES:
-        return f"unknown event type {event!r}"
-    validator = _validator(event, True)
-    if validator.is_valid(record):
+    check = _STORED_CHECKS.get(event) if type(event) is str else None
+    if check is None:
+        if not isinstance(event, str) or event not in EVENT_TYPES:
+            return f"unknown event type {event!r}"
+        check = _STORED_CHECKS[event] = _stored_check(event)
+    if (check.linked if linked else check.fast).is_valid(record) and (
+            check.known.issuperset(record) or all(
+                type(key) is str and check.name.fullmatch(key) for key in record if key not in check.known)):
         return None
-    return _first_error(validator, record)
+    if check.full.is_valid(record):  # pragma: no cover - the split accepts what the schema does
+        return None
+    return _first_error(check.full, record)

@@ -30,12 +30,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from hashlib import sha256
 
 import orjson
-from eventsourcing.persistence import StoredEvent
 
 from ledger.chain import (
     Checkpoint,
@@ -72,18 +71,12 @@ class MemoryStore:
     def __init__(self, chains: dict[str, Sequence[bytes]]):
         self._chains = chains
 
-    def _rows(self, chain: str) -> list[StoredEvent]:
-        return [StoredEvent(chain, n, "", data) for n, data in enumerate(self._chains.get(chain, ()), 1)]
+    def rows(self, chain: str, after: int, limit: int) -> list[tuple[int, bytes]]:
+        records = self._chains.get(chain, ())
+        return [(n, bytes(records[n - 1])) for n in range(after + 1, min(after + limit, len(records)) + 1)]
 
-    def page(self, chain: str, after: int, limit: int = 2000) -> Sequence[StoredEvent]:
-        return self._rows(chain)[after:after + limit]
-
-    def scan(self, chain: str, after: int = 0, page_size: int = 2000) -> Iterator[StoredEvent]:
-        yield from self._rows(chain)[after:]
-
-    def last_row(self, chain: str) -> StoredEvent | None:
-        rows = self._rows(chain)
-        return rows[-1] if rows else None
+    def last_seq(self, chain: str) -> int:
+        return len(self._chains.get(chain, ()))
 
     def chains(self) -> list[str]:
         return sorted(c for c in self._chains if c != KEY_CHAIN)
@@ -92,7 +85,7 @@ class MemoryStore:
 def verify_key_chain(lines: Sequence[bytes], anchor_raw: bytes) -> tuple[str, list[KeyEpoch]]:
     """The ledger id and keys a key chain (as `keys export` prints it) proves from the anchor."""
     store = MemoryStore({KEY_CHAIN: list(lines)})
-    with Verifier(store, anchor_raw) as verifier:  # type: ignore[arg-type]
+    with Verifier(store, anchor_raw) as verifier:
         epochs = verifier.verify_keys()
         return verifier.ledger_id, epochs
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import errno
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -119,10 +120,16 @@ class Signer:
         return cls(Ed25519PrivateKey.generate())
 
 
+@functools.lru_cache(maxsize=64)
+def _public_key(public_raw: bytes) -> Ed25519PublicKey:
+    """The key object of raw public key bytes: made once per key, not once per signature."""
+    return Ed25519PublicKey.from_public_bytes(public_raw)
+
+
 def verify_signature(public_raw: bytes, sig_b64: str, message: bytes) -> bool:
     try:
         sig = base64.b64decode(sig_b64, validate=True)
-        Ed25519PublicKey.from_public_bytes(public_raw).verify(sig, message)
+        _public_key(public_raw).verify(sig, message)
     except (InvalidSignature, binascii.Error, ValueError):
         return False
     return True

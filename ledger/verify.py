@@ -1,12 +1,15 @@
 """Whole-ledger verification, with evidence of the first fault.
 
-Per record, a worker checks what needs only the record: its position, that its
-bytes are canonical, its hash, its schema and its Ed25519 signature. Those run
-in a process pool on every core (signature checks dominate and hold the GIL).
-The parent checks what links records: no gap in `seq`, each `prev` is the hash
-before it, timestamps never go back, and each signing key was in force at that
-time according to the key chain, which is itself verified first from the
-trusted anchor key. The parent also folds the Merkle root for checkpoints.
+Each record is checked alone: its position, that its bytes are canonical, its
+schema, its hash, that its key is one of the ledger's, and (all of them, or
+only those that carry the proof) its Ed25519 signature. Records are linked:
+no gap in `seq`, each `prev` is the hash before it, timestamps never go back,
+and each signing key was in force at that time according to the key chain,
+which is itself verified first from the trusted anchor key. The Merkle root
+is folded along the way, for checkpoints.
+
+The work goes in spans of consecutive records, in a process pool on every core
+for a long chain (see `Verifier`); memory stays bounded by a few spans.
 """
 
 from __future__ import annotations
@@ -18,10 +21,9 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
-from eventsourcing.persistence import StoredEvent
 
 from ledger.chain import (
     GENESIS_PREV,
@@ -33,16 +35,16 @@ from ledger.chain import (
     leaf_hash,
     parse_checkpoint,
     signed_message,
+    subtree_peaks,
 )
 from ledger.children import die_with_parent, parent_identity
-from ledger.encoding import canonical
 from ledger.errors import Fault, InputError, VerificationError
 from ledger.events import INTERNAL_EVENTS, stored_schema_error
 from ledger.keys import key_id, parse_public_key, verify_signature
 from ledger.names import is_ledger_id, shown
-from ledger.store import KEY_CHAIN, Store, stored_bytes
+from ledger.store import KEY_CHAIN, Store
 
-BATCH = 1024
+SPAN = 1024  # records per unit of work: a power of two, so each full span is one Merkle subtree
 PARALLEL_THRESHOLD = 4096
 Progress = Callable[[int, int], None]
 
@@ -50,6 +52,8 @@ Progress = Callable[[int, int], None]
 RecordInfo = tuple[int, str, str, str, str, bytes, str, "tuple[str, str] | None", str]
 # (seq, check, expected, found, detail)
 RawFault = tuple[int, str, str, str, str]
+# (record, its computed hash, its sig) of a record that passed every check made alone
+Checked = tuple[dict[str, Any], str, str]
 
 
 @dataclass(frozen=True)
@@ -80,94 +84,243 @@ class LedgerReport:
     chains: list[ChainReport] = field(default_factory=list)
 
 
-def check_batch(
-    chain: str, rows: Sequence[tuple[int, bytes]], keys: dict[str, bytes], ledger_id: str,
-    signatures: bool = True,
-) -> tuple[list[RecordInfo], RawFault | None]:
-    """Check each record on its own; stop at the first fault in the batch.
+class RecordSource(Protocol):
+    """What verification reads: a `Store`, or records held elsewhere (a bundle, a key chain file)."""
+
+    def rows(self, chain: str, after: int, limit: int) -> list[tuple[int, bytes]]: ...
+
+    def last_seq(self, chain: str) -> int: ...
+
+    def chains(self) -> list[str]: ...
+
+
+_loads, _dumps, _SORTED, _sha256 = orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS, hashlib.sha256
+
+
+def check_record(
+    chain: str, position: int, data: bytes, keys: dict[str, bytes], ledger_id: str,
+    signatures: bool = True, linked: bool = False,
+) -> Checked | RawFault:
+    """Check one record on its own: bytes, position, schema, chain, hash, key, signature.
 
     Signatures are checked as made for the ledger `ledger_id`: a record copied
     from another ledger, even one signed with the same key, fails here. With
     `signatures` false they are left to the caller, which checks those that
-    carry the proof (see `Verifier`).
+    carry the proof (see `Verifier`). With `linked` the caller also checks
+    `prev` against the hash before, so the schema's patterns for `hash`, `prev`
+    and `kid` are left to the value checks (see `stored_schema_error`).
     """
+    try:
+        record = _loads(data)
+    except orjson.JSONDecodeError as exc:
+        return (position, "encoding", "a JSON record", "undecodable bytes", str(exc))
+    if type(record) is not dict:
+        return (position, "encoding", "a JSON object", type(record).__name__, "")
+    if _dumps(record, option=_SORTED) != data:  # `canonical`, called directly: this runs per record
+        return (position, "encoding", "canonical JSON bytes", "non-canonical bytes", "")
+    seq = record.get("seq")
+    if seq != position:
+        return (position, "seq", str(position), repr(seq), "record stored out of place")
+    schema_error = stored_schema_error(record, linked=linked)
+    if schema_error is not None:
+        return (position, "schema", "a valid record", "invalid record", schema_error)
+    if record["fleet"] != chain:
+        return (position, "fleet", chain, record["fleet"], "record moved between chains")
+    # The hash covers the record less `hash` and `sig`: take them out to encode it, then back.
+    stated = record.pop("hash")
+    sig = record.pop("sig")
+    actual = _sha256(_dumps(record, option=_SORTED)).hexdigest()
+    record["hash"] = stated
+    record["sig"] = sig
+    if actual != stated:
+        return _schema_fault(position, record, linked) or (
+            position, "hash", actual, stated, "record content changed")
+    kid = record["kid"]
+    public_raw = keys.get(kid)
+    if public_raw is None:
+        return _schema_fault(position, record, linked) or (
+            position, "signature", "a key of this ledger", f"unknown key {kid}", "")
+    if signatures and not verify_signature(public_raw, sig, signed_message(actual, ledger_id)):
+        return (position, "signature", f"valid signature by {kid} for ledger {ledger_id}",
+                "bad signature", "forged, altered, or signed for another ledger")
+    if (record["event"] in INTERNAL_EVENTS) != (chain == KEY_CHAIN):
+        return (position, "event", "an event of this chain", record["event"], "")
+    return record, actual, sig
+
+
+def _schema_fault(position: int, record: dict[str, Any], linked: bool) -> RawFault | None:
+    """The schema fault a record checked `linked` has, found only once a value check failed."""
+    error = stored_schema_error(record) if linked else None
+    return None if error is None else (position, "schema", "a valid record", "invalid record", error)
+
+
+def _is_hex64(value: str) -> bool:
+    return len(value) == 64 and not value.strip("0123456789abcdef")
+
+
+def check_batch(
+    chain: str, rows: Sequence[tuple[int, bytes]], keys: dict[str, bytes], ledger_id: str,
+    signatures: bool = True,
+) -> tuple[list[RecordInfo], RawFault | None]:
+    """Check each record on its own (`check_record`); stop at the first fault in the batch."""
     infos: list[RecordInfo] = []
     for position, data in rows:
-        try:
-            record = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            return infos, (position, "encoding", "a JSON record", "undecodable bytes", str(exc))
-        if not isinstance(record, dict):
-            return infos, (position, "encoding", "a JSON object", type(record).__name__, "")
-        if canonical(record) != data:
-            return infos, (position, "encoding", "canonical JSON bytes", "non-canonical bytes", "")
-        seq = record.get("seq")
-        if seq != position:
-            return infos, (position, "seq", str(position), repr(seq), "record stored out of place")
-        schema_error = stored_schema_error(record)
-        if schema_error is not None:
-            return infos, (position, "schema", "a valid record", "invalid record", schema_error)
-        if record["fleet"] != chain:
-            return infos, (position, "fleet", chain, record["fleet"], "record moved between chains")
-        stated = record["hash"]
-        body = {k: v for k, v in record.items() if k != "hash" and k != "sig"}
-        actual = hashlib.sha256(canonical(body)).hexdigest()
-        if actual != stated:
-            return infos, (position, "hash", actual, stated, "record content changed")
-        kid = record["kid"]
-        public_raw = keys.get(kid)
-        if public_raw is None:
-            return infos, (position, "signature", "a key of this ledger", f"unknown key {kid}", "")
-        if signatures and not verify_signature(public_raw, record["sig"],
-                                               signed_message(actual, ledger_id)):
-            return infos, (position, "signature", f"valid signature by {kid} for ledger {ledger_id}",
-                           "bad signature", "forged, altered, or signed for another ledger")
+        checked = check_record(chain, position, data, keys, ledger_id, signatures)
+        if len(checked) == 5:
+            return infos, checked
+        record, actual, sig = checked
         new_key = None
         if record["event"] in ("ledger.initialized", "key.rotated"):
             new_key = (record["new_kid"], record["public_key"])
-        if (record["event"] in INTERNAL_EVENTS) != (chain == KEY_CHAIN):
-            return infos, (position, "event", "an event of this chain", record["event"], "")
-        infos.append(
-            (position, record["prev"], actual, kid, record["timestamp"], leaf_hash(data),
-             record["event"], new_key, record["sig"])
-        )
+        infos.append((position, record["prev"], actual, record["kid"], record["timestamp"],
+                      leaf_hash(data), record["event"], new_key, sig))
     return infos, None
 
 
-_worker_keys: dict[str, bytes] = {}
-_worker_ledger: list[str] = [NO_LEDGER]
+@dataclass
+class Span:
+    """What checking a run of consecutive records proved, for the parent to join onto the chain.
+
+    Each record is checked alone and linked to the one before it in the span;
+    the first record's link (its `prev` and timestamp against the chain so
+    far, and its key's time in force) is the parent's to check, since only the
+    parent knows what came before. `count` records from `first` passed; `fault`
+    is the first fault after them, if any.
+    """
+
+    first: int
+    count: int = 0
+    prev: str = ""
+    first_timestamp: str = ""
+    first_kid: str = ""
+    head: str = ""
+    last_timestamp: str = ""
+    #: kid -> (seq, hash, sig) of the last record it signed in the span.
+    last_by_key: dict[str, tuple[int, str, str]] = field(default_factory=dict)
+    #: The Merkle peaks (height, hash) of the records that passed, largest first.
+    peaks: list[tuple[int, bytes]] = field(default_factory=list)
+    #: The peaks and head at `cut` (a checkpoint's size), when it falls in the span.
+    cut_peaks: list[tuple[int, bytes]] | None = None
+    cut_head: str = ""
+    fault: RawFault | None = None
 
 
-def _init_worker(keys: dict[str, bytes], ledger_id: str, parent: tuple[int, bool]) -> None:
+@dataclass(frozen=True)
+class SpanChecker:
+    """Checks spans of one chain: what a pool worker (or the parent, for a short chain) runs."""
+
+    chain: str
+    keys: dict[str, bytes]
+    epochs: dict[str, tuple[str, str | None]]  # kid -> (start, end) of its time in force
+    ledger_id: str
+    signatures: bool
+    cut: int = 0  # a checkpoint's size: the span holding it reports the tree there
+
+    def check(self, first: int, rows: Sequence[tuple[int, bytes]]) -> Span:
+        """Check `rows`, which should hold the records from position `first` on, in order."""
+        if (first - 1) % SPAN:
+            raise ValueError(f"a span starts after a multiple of {SPAN}, not at {first}")
+        span = Span(first)
+        chain, keys, epochs, ledger_id, signatures = (self.chain, self.keys, self.epochs,
+                                                      self.ledger_id, self.signatures)
+        last_by_key = span.last_by_key
+        leaves: list[bytes] = []
+        cut = self.cut
+        expected = first
+        head = last_timestamp = ""
+        # The key whose time in force the last record was checked against, and its end: a
+        # later record by the same key, no earlier (checked), needs only the end compared.
+        key_kid, key_end = "", None
+        for position, data in rows:
+            if position != expected:
+                span.fault = (expected, "seq", str(expected), str(position),
+                              f"{position - expected} record(s) missing")
+                break
+            checked = check_record(chain, position, data, keys, ledger_id, signatures, linked=True)
+            if len(checked) == 5:
+                span.fault = checked
+                break
+            record, digest, sig = checked
+            timestamp = record["timestamp"]
+            kid = record["kid"]
+            prev = record["prev"]
+            if position == first:  # its link is the parent's to check; its form is checked here
+                if not _is_hex64(prev):
+                    span.fault = _schema_fault(position, record, True) or (
+                        position, "prev", "64 lowercase hex digits", prev, "")
+                    break
+                span.prev, span.first_timestamp, span.first_kid = prev, timestamp, kid
+            elif (prev != head or timestamp < last_timestamp or kid != key_kid
+                  or (key_end is not None and timestamp > key_end)):
+                fault = _link_fault(position, prev, head, timestamp, last_timestamp, kid, epochs)
+                if fault is not None:
+                    span.fault = _schema_fault(position, record, True) or fault
+                    break
+                key_kid, key_end = kid, epochs[kid][1]
+            head, last_timestamp = digest, timestamp
+            last_by_key[kid] = (position, digest, sig)
+            leaves.append(_sha256(b"\x00" + data).digest())
+            if position == cut:
+                span.cut_head = digest
+            expected += 1
+        span.count = expected - first
+        span.head, span.last_timestamp = head, last_timestamp
+        span.peaks = subtree_peaks(leaves)
+        if span.cut_head:
+            span.cut_peaks = subtree_peaks(leaves[:self.cut - first + 1])
+        return span
+
+
+def _link_fault(seq: int, prev: str, head: str, timestamp: str, last_timestamp: str, kid: str,
+                epochs: dict[str, tuple[str, str | None]]) -> RawFault | None:
+    """Why a record does not follow the one before it (hash `head`, time `last_timestamp`)."""
+    if prev != head:
+        return (seq, "prev", head, prev, "link to the record before is broken")
+    if timestamp < last_timestamp:
+        return (seq, "timestamp", f">= {last_timestamp}", timestamp, "time went back")
+    epoch = epochs.get(kid)
+    if epoch is None:
+        return (seq, "signature", "a key of this ledger", f"unknown key {kid}", "")
+    start, end = epoch
+    if timestamp < start or (end is not None and timestamp > end):
+        return (seq, "key", f"key {kid} in force {start}..{end or 'now'}", timestamp,
+                "signed outside the key's time in force (retired key?)")
+    return None
+
+
+_worker: list[Any] = [None]  # the database a pool worker reads its spans from: its path, then its Store
+
+
+def _init_worker(db: str | None, parent: tuple[int, bool]) -> None:
     die_with_parent(*parent)
-    _worker_keys.clear()
-    _worker_keys.update(keys)
-    _worker_ledger[0] = ledger_id
+    _worker[0] = db
 
 
-def _check_in_worker(
-    chain: str, rows: Sequence[tuple[int, bytes]], signatures: bool = True
-) -> tuple[list[RecordInfo], RawFault | None]:
-    return check_batch(chain, rows, _worker_keys, _worker_ledger[0], signatures)
+def _span_in_worker(checker: SpanChecker, first: int,
+                    rows: Sequence[tuple[int, bytes]] | None) -> Span:
+    """Check one span in a pool worker, reading its rows itself unless they are given."""
+    if rows is None:
+        if isinstance(_worker[0], str):
+            _worker[0] = Store(_worker[0], read_only=True)
+        rows = _worker[0].rows(checker.chain, first - 1, SPAN)
+    return checker.check(first, rows)
 
 
-
-def claimed_ledger_id(store: Store) -> str | None:
+def claimed_ledger_id(store: RecordSource) -> str | None:
     """The identity the ledger's genesis record states, if it is a well-formed one.
 
     Unverified (it serves to find the ledger's pinned anchor and to sign new
     records), so it is taken only in the one form an identity has: 32 lowercase
     hex digits, not all zero. Anything else, a path part included, is no identity.
     """
-    first = store.page(KEY_CHAIN, 0, 1)
+    first = store.rows(KEY_CHAIN, 0, 1)
     if not first:
         return None
     try:
-        value = orjson.loads(stored_bytes(first[0].state)).get("ledger_id")
+        value = orjson.loads(first[0][1]).get("ledger_id")
     except (orjson.JSONDecodeError, AttributeError):
         return None
     return value if is_ledger_id(value) else None
-
 
 
 class _Linker:
@@ -192,35 +345,53 @@ class _Linker:
             self.fault(count + 1, "seq", str(count + 1), str(seq), f"{seq - count - 1} record(s) missing")
 
     def link(self, info: RecordInfo) -> None:
+        """Join one record (the key chain's way: a record at a time)."""
         seq, prev, digest, kid, timestamp, leaf, _event, _new_key, sig = info
-        report = self.report
         self.expect_position(seq)
-        if prev != report.head:
-            self.fault(seq, "prev", report.head, prev, "link to the record before is broken")
-        if timestamp < self.last_timestamp:
-            self.fault(seq, "timestamp", f">= {self.last_timestamp}", timestamp, "time went back")
-        epoch = self.epochs.get(kid)
-        if epoch is None:
-            self.fault(seq, "signature", "a key of this ledger", f"unknown key {kid}")
-        elif timestamp < epoch.start or (epoch.end is not None and timestamp > epoch.end):
-            self.fault(seq, "key", f"key {kid} in force {epoch.start}..{epoch.end or 'now'}",
-                       timestamp, "signed outside the key's time in force (retired key?)")
+        self._link_first(seq, prev, timestamp, kid)
         self.last_timestamp = timestamp
         self.last_by_key[kid] = (seq, digest, sig)
         self.accumulator.add(leaf)
-        report.count = seq
-        report.head = digest
+        self.report.count = seq
+        self.report.head = digest
         if self.checkpoint is not None and seq == self.checkpoint.size:
-            self._match_checkpoint(seq)
+            self._match_checkpoint(seq, self.accumulator.root(), digest)
 
-    def _match_checkpoint(self, seq: int) -> None:
+    def _link_first(self, seq: int, prev: str, timestamp: str, kid: str) -> None:
+        epochs = {k: (e.start, e.end) for k, e in self.epochs.items()}
+        fault = _link_fault(seq, prev, self.report.head, timestamp, self.last_timestamp, kid, epochs)
+        if fault is not None:
+            raise VerificationError(Fault(self.report.chain, *fault))
+
+    def join(self, span: Span) -> None:
+        """Join a span's records onto the chain so far, then raise its fault if it found one."""
+        if span.count:
+            self.expect_position(span.first)
+            self._link_first(span.first, span.prev, span.first_timestamp, span.first_kid)
+            last = span.first + span.count - 1
+            checkpoint = self.checkpoint
+            if checkpoint is not None and span.cut_peaks is not None:
+                at_cut = self.accumulator.copy()
+                for height, node in span.cut_peaks:
+                    at_cut.add_subtree(height, node)
+                self._match_checkpoint(checkpoint.size, at_cut.root(), span.cut_head)
+            for height, node in span.peaks:
+                self.accumulator.add_subtree(height, node)
+            self.last_timestamp = span.last_timestamp
+            self.last_by_key.update(span.last_by_key)
+            self.report.count = last
+            self.report.head = span.head
+        if span.fault is not None:
+            self.expect_position(span.fault[0])  # a gap before the bad record comes first
+            raise VerificationError(Fault(self.report.chain, *span.fault))
+
+    def _match_checkpoint(self, seq: int, root: bytes, head: str) -> None:
         assert self.checkpoint is not None
-        root = self.accumulator.root()
         if root != self.checkpoint.root:
             self.fault(seq, "checkpoint root", base64.b64encode(self.checkpoint.root).decode(),
                        base64.b64encode(root).decode(), "history differs from the checkpoint")
-        if self.report.head != self.checkpoint.head:
-            self.fault(seq, "checkpoint head", self.checkpoint.head, self.report.head)
+        if head != self.checkpoint.head:
+            self.fault(seq, "checkpoint head", self.checkpoint.head, head)
         self.report.checkpoint_size = seq
 
     def finish(self) -> ChainReport:
@@ -236,21 +407,20 @@ class _Linker:
         return self.report
 
 
-def _batches(rows: Iterator[StoredEvent]) -> Iterator[list[tuple[int, bytes]]]:
-    batch: list[tuple[int, bytes]] = []
-    for row in rows:
-        batch.append((row.originator_version, stored_bytes(row.state)))
-        if len(batch) == BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 class Verifier:
-    """Verifies chains of one store against a trusted anchor key."""
+    """Verifies chains of one store against a trusted anchor key.
 
-    def __init__(self, store: Store, anchor_raw: bytes, progress: Progress | None = None,
+    A chain is checked in spans of `SPAN` consecutive records. Each span is
+    checked in one go (every record alone, then linked to the one before it in
+    the span, and folded into the span's Merkle subtrees); the parent joins
+    the spans (the link between them, the Merkle root, the checkpoint) and so
+    holds only a few spans at a time, whatever the chain's length. A long
+    chain's spans run in a process pool on every core, each worker reading its
+    span from the database itself: only positions go out and summaries come
+    back.
+    """
+
+    def __init__(self, store: RecordSource, anchor_raw: bytes, progress: Progress | None = None,
                  all_signatures: bool = True):
         self.store = store
         #: False: check every record's bytes, hash, link and position, and the signatures
@@ -282,7 +452,7 @@ class Verifier:
         linker = _Linker(KEY_CHAIN, {anchor_kid: KeyEpoch(anchor_kid, self.anchor_raw, "")}, None)
         epochs: list[KeyEpoch] = []
         self.ledger_id = claimed_ledger_id(self.store) or NO_LEDGER
-        for batch in _batches(self.store.scan(KEY_CHAIN)):
+        for batch in self._pages(KEY_CHAIN):
             for position, data in batch:
                 infos, fault = check_batch(KEY_CHAIN, [(position, data)], keys, self.ledger_id)
                 if fault:
@@ -318,6 +488,17 @@ class Verifier:
         self.epochs = {e.kid: e for e in epochs}
         return epochs
 
+    def _pages(self, chain: str) -> Iterator[list[tuple[int, bytes]]]:
+        """Every stored record of a chain, `SPAN` at a time."""
+        after = 0
+        while True:
+            rows = self.store.rows(chain, after, SPAN)
+            if rows:
+                yield rows
+            if len(rows) < SPAN or rows[-1][0] <= after:  # (a damaged position ends it too)
+                return
+            after = rows[-1][0]
+
     def verify_chain(self, chain: str, checkpoint: Checkpoint | None = None) -> ChainReport:
         if not self.epochs:
             self.verify_keys()
@@ -333,21 +514,18 @@ class Verifier:
             raise fast from None  # pragma: no cover - every signature checks a superset
 
     def _verify_chain(self, chain: str, checkpoint: Checkpoint | None, signatures: bool) -> ChainReport:
-        last = self.store.last_row(chain)
-        total = last.originator_version if last else 0
+        total = self.store.last_seq(chain)
         linker = _Linker(chain, self.epochs, checkpoint)
-        batches = _batches(self.store.scan(chain))
-        if total >= PARALLEL_THRESHOLD:
-            results = self._parallel(chain, batches, signatures)
+        checker = SpanChecker(chain, {k: e.public_raw for k, e in self.epochs.items()},
+                              {k: (e.start, e.end) for k, e in self.epochs.items()}, self.ledger_id,
+                              signatures, checkpoint.size if checkpoint is not None else 0)
+        firsts = range(1, total + 1, SPAN)
+        if total >= PARALLEL_THRESHOLD and (os.cpu_count() or 1) > 1:
+            spans = self._parallel(checker, firsts)
         else:
-            keys = {k: e.public_raw for k, e in self.epochs.items()}
-            results = (check_batch(chain, batch, keys, self.ledger_id, signatures) for batch in batches)
-        for infos, fault in results:
-            for info in infos:
-                linker.link(info)
-            if fault is not None:
-                linker.expect_position(fault[0])  # a gap before the bad record comes first
-                raise VerificationError(Fault(chain, *fault))
+            spans = (checker.check(first, self.store.rows(chain, first - 1, SPAN)) for first in firsts)
+        for span in spans:
+            linker.join(span)
             if self.progress:
                 self.progress(linker.report.count, total)
         if not signatures:
@@ -358,19 +536,23 @@ class Verifier:
                                  "bad signature", "forged, altered, or signed for another ledger")
         return linker.finish()
 
-    def _parallel(
-        self, chain: str, batches: Iterator[list[tuple[int, bytes]]], signatures: bool = True
-    ) -> Iterator[tuple[list[RecordInfo], RawFault | None]]:
+    def _parallel(self, checker: SpanChecker, firsts: range) -> Iterator[Span]:
+        """The spans, checked in a pool, in order; at most a few in flight at a time.
+
+        Workers read their spans from the database when the store is one (it
+        has a `db` to open); otherwise the parent reads the rows and sends them.
+        """
+        db = getattr(self.store, "db", None)
         if self._pool is None:
-            keys = {k: e.public_raw for k, e in self.epochs.items()}
             self._pool = ProcessPoolExecutor(
                 max_workers=os.cpu_count() or 1, initializer=_init_worker,
-                initargs=(keys, self.ledger_id, parent_identity()),
+                initargs=(db, parent_identity()),
             )
         window = 4 * (os.cpu_count() or 1)
-        pending: deque[Future[Any]] = deque()
-        for batch in batches:
-            pending.append(self._pool.submit(_check_in_worker, chain, batch, signatures))
+        pending: deque[Future[Span]] = deque()
+        for first in firsts:
+            rows = None if db is not None else self.store.rows(checker.chain, first - 1, SPAN)
+            pending.append(self._pool.submit(_span_in_worker, checker, first, rows))
             if len(pending) >= window:
                 yield pending.popleft().result()
         while pending:
@@ -378,7 +560,7 @@ class Verifier:
 
 
 def verify_ledger(
-    store: Store,
+    store: RecordSource,
     anchor_raw: bytes,
     *,
     fleets: Sequence[str] | None = None,

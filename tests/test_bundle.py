@@ -107,3 +107,52 @@ def test_a_doctored_bundle_fails_and_a_rewritten_history_is_not_exported_over_it
     tile.write_bytes(bytes([tile.read_bytes()[0] ^ 1]) + tile.read_bytes()[1:])
     refused = run_cli(capsys, "export", *env.args(), "--fleet", "prod", "--out", str(out))
     assert refused.code == 1 and "rewritten" in refused.err
+
+
+def _reference_tiles(records: list[bytes]) -> dict[str, bytes]:
+    """tlog-tiles computed the plain way, from every level of the whole tree held at once."""
+    from ledger.bundle import TILE_HEIGHT, TILE_WIDTH, tile_path
+
+    out: dict[str, bytes] = {}
+    for n in range(0, len(records), TILE_WIDTH):
+        chunk = records[n:n + TILE_WIDTH]
+        out[tile_path("entries", n // TILE_WIDTH, len(chunk))] = b"".join(
+            struct.pack(">H", len(r)) + r for r in chunk)
+    levels = [[_h(b"\x00" + r) for r in records]]
+    while len(levels[-1]) > 1:
+        below = levels[-1]
+        levels.append([_h(b"\x01" + below[i] + below[i + 1]) for i in range(0, len(below) - 1, 2)])
+    for level in range(0, len(levels), TILE_HEIGHT):
+        for n in range(0, len(levels[level]), TILE_WIDTH):
+            chunk = levels[level][n:n + TILE_WIDTH]
+            out[tile_path(level // TILE_HEIGHT, n // TILE_WIDTH, len(chunk))] = b"".join(chunk)
+    return out
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 255, 256, 257, 300, 511, 512, 65535, 65536, 65537])
+def test_tiles_made_as_records_arrive_are_the_tiles_of_the_whole_tree(size: int) -> None:
+    from ledger.bundle import TileBuilder
+    from ledger.chain import merkle_root
+
+    records = [b"record %d" % i for i in range(size)]
+    made: dict[str, bytes] = {}
+    builder = TileBuilder(lambda name, data: made.setdefault(name, data))
+    for record in records:
+        builder.add(record)
+    assert builder.finish() == merkle_root(records)
+    assert made == _reference_tiles(records)
+
+
+def test_export_refuses_records_that_are_not_the_tree_the_checkpoint_signs(
+        env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    from ledger import VerificationError
+    from ledger.bundle import write_bundle
+
+    with env.open() as lg:
+        seed(lg)
+        checkpoint = lg.checkpoint("prod")
+        records = list(lg.raw_records("prod"))
+    with pytest.raises(VerificationError, match="changed while it was exported"):
+        write_bundle(env.dir / "bundle", checkpoint, [*records[:-1], records[0]], [])
+    with pytest.raises(VerificationError, match="changed while it was exported"):
+        write_bundle(env.dir / "short", checkpoint, records[:-1], [])
