@@ -63,6 +63,7 @@ from ledger.keys import (
     write_private_key,
     write_public_key,
 )
+from ledger.policy import POLICY_CHAIN
 from ledger.signing import BatchSigner, Signatures
 from ledger.store import (
     KEY_CHAIN,
@@ -404,6 +405,14 @@ class Ledger:
         check_fleet_name(fleet)
         checked = [self.validate(body, gated=True) for body in bodies]
         return self._append_chunk(fleet, checked, expect_seq=expect_seq)
+
+    def append_policy(self, bodies: Sequence[Mapping[str, Any]], *, expect_seq: int) -> list[Receipt]:
+        """Store the records of one policy decision in the policy chain, only at head `expect_seq`.
+
+        For the gate alone (`FleetService.submit_policy`), like `append_gated`.
+        """
+        checked = [self.validate(body, gated=True) for body in bodies]
+        return self._append_chunk(POLICY_CHAIN, checked, expect_seq=expect_seq)
 
     @staticmethod
     def validate(body: Mapping[str, Any], where: str = "record", *, gated: bool = False) -> dict[str, Any]:

@@ -15,8 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ledger.app import open_app
-from ledger.cli_decide import add_decision_options, deploy_command, notice, report
+from ledger.cli_decide import add_decision_options, deploy_command, open_for, report
 from ledger.cli_output import add_output_option, print_json, wants_json
 from ledger.decide import Accepted, Meta, Refused, Rollback, check_well_formed
 from ledger.drive import Ending, Executor
@@ -37,8 +36,7 @@ class FleetSession:
 
     def __init__(self, args: argparse.Namespace):
         self.settings = DriverSettings.load(args.driver, args.driver_config)
-        self.app = open_app(args.db, args.key, projections=getattr(args, "projections", None),
-                            notice=notice)
+        self.app = open_for(args)
         try:
             self.ledger, self.views, self.service = self.app.ledger, self.app.views, self.app.service
             assert self.ledger.signer is not None and self.ledger.signer.path is not None

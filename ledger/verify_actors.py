@@ -1,0 +1,313 @@
+"""Verify who did it: every decision of an enforced ledger re-checked against the policy of its time.
+
+The ledger's own signature proves the ledger wrote a record; it cannot prove
+that the actor named in it asked for it, since whoever holds the ledger key
+can write any name. In an enforced ledger each decision also carries the
+envelope its actor signed, and this module re-checks, at the decision's
+position:
+
+- the policy chain (`@policy`) itself: hashes, links and ledger signatures
+  like any chain, and every change after enforcement signed by an actor whose
+  role allowed it then;
+- for each decision: the envelope names this ledger, this chain, the record's
+  actor and an action that yields the record's event (and version); the key
+  that signed was that actor's and in force at the policy position the record
+  names (`policy_seq`, which existed when the record was written); the
+  signature verifies; the nonce appears on no other verified command of the
+  chain; the envelope had not expired; and a role allowed the action, with
+  the approvals the policy then asked for.
+
+A ledger whose key holder rewrote a command and signed the record again with
+the ledger key alone fails here: the actor's signature no longer verifies. The
+first fault found (lowest position) is raised with its evidence.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from ledger.children import die_with_parent, parent_identity
+from ledger.envelope import Envelope, SignedEnvelope
+from ledger.errors import Fault, InputError, VerificationError
+from ledger.events import EVENT_TYPES, EventKind
+from ledger.policy import POLICY_CHAIN, Action, Policy, PolicyEvent
+from ledger.store import Store, stored_bytes
+
+#: Signature checks below this many run in-process; above, in a process pool on every core.
+PARALLEL_SIGNATURES = 2048
+SIGNATURE_BATCH = 512
+
+#: The events each action may yield (a refusal may follow any action).
+ACTION_EVENTS: dict[Action, frozenset[str]] = {
+    Action.DEPLOY: frozenset({"deployment.started"}),
+    Action.SUPERSEDE: frozenset({"deployment.started"}),
+    Action.COMPLETE: frozenset({"deployment.completed", "rollback.completed"}),
+    Action.FAIL: frozenset({"deployment.failed", "rollback.failed"}),
+    Action.ROLLBACK: frozenset({"deployment.rolled_back"}),
+    Action.FORCE: frozenset({"deployment.rolled_back"}),
+    Action.MARK: frozenset({"version.verified", "version.marked_bad"}),
+    Action.CLEAR: frozenset({"version.cleared"}),
+    Action.RULE: frozenset({"analysis.rule_set"}),
+    Action.ACTORS: frozenset({PolicyEvent.ACTOR_ADDED, PolicyEvent.ACTOR_REVOKED, PolicyEvent.KEY_REVOKED}),
+    Action.POLICY: frozenset({PolicyEvent.ROLE_GRANTED, PolicyEvent.ENABLED}),
+}
+#: Written with the deploy that supersedes it, which carries the signature for both.
+COMPANIONS = frozenset({"move.superseded"})
+
+# (seq, public key, signature, message)
+SignatureJob = tuple[int, bytes, str, bytes]
+
+
+@dataclass(frozen=True)
+class ActorsReport:
+    """What verification proved about who did what."""
+
+    enforced: bool
+    since: str | None = None
+    policy_records: int = 0
+    signed_decisions: int = 0
+
+    def describe(self) -> str:
+        if not self.enforced:
+            return "actors are not authenticated (open mode: the policy was never enforced)"
+        return (f"actors: {self.signed_decisions} signed command(s) verified against the policy "
+                f"(enforced since {self.since}, {self.policy_records} policy records)")
+
+
+def _verify_one(job: SignatureJob) -> bool:
+    _seq, public_raw, sig, message = job
+    try:
+        Ed25519PublicKey.from_public_bytes(public_raw).verify(base64.b64decode(sig, validate=True), message)
+    except (InvalidSignature, binascii.Error, ValueError):
+        return False
+    return True
+
+
+def _init_worker(parent: tuple[int, bool]) -> None:
+    die_with_parent(*parent)
+
+
+def _first_bad(jobs: Sequence[SignatureJob]) -> int | None:
+    for job in jobs:
+        if not _verify_one(job):
+            return job[0]
+    return None
+
+
+class _Signatures:
+    """Signature checks collected in order, run on every core when many."""
+
+    def __init__(self) -> None:
+        self.jobs: list[SignatureJob] = []
+
+    def first_bad(self) -> int | None:
+        jobs = self.jobs
+        workers = os.cpu_count() or 1
+        if len(jobs) < PARALLEL_SIGNATURES or workers < 2:
+            return _first_bad(jobs)
+        batches = [jobs[i:i + SIGNATURE_BATCH] for i in range(0, len(jobs), SIGNATURE_BATCH)]
+        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(parent_identity(),)) as pool:
+            for bad in pool.map(_first_bad, batches):
+                if bad is not None:
+                    return bad
+        return None
+
+
+class _Fail(Exception):
+    def __init__(self, fault: Fault):
+        self.fault = fault
+
+
+class ActorChecker:
+    """Re-checks the signed commands of one ledger against its policy history."""
+
+    def __init__(self, store: Store, ledger_id: str):
+        self.store = store
+        self.ledger_id = ledger_id
+        #: The policy after each position of `@policy` (index 0: before any record).
+        self.history: list[Policy] = [Policy()]
+        self.timestamps: list[str] = [""]
+
+    @property
+    def policy(self) -> Policy:
+        return self.history[-1]
+
+    def records(self, chain: str) -> Iterator[dict[str, Any]]:
+        for row in self.store.scan(chain):
+            yield orjson.loads(stored_bytes(row.state))
+
+    # -- the policy chain ---------------------------------------------------------------------
+
+    def check_policy_chain(self) -> int:
+        """Fold the policy chain, checking each change made once the policy was enforced."""
+        signatures = _Signatures()
+        faults: list[Fault] = []
+        nonces: dict[str, int] = {}
+        for record in self.records(POLICY_CHAIN):
+            if self.policy.enforced:
+                fault = self._check_record(POLICY_CHAIN, record, signatures, nonces)
+                if fault is not None:
+                    faults.append(fault)
+                    break
+            self.history.append(self.policy.apply(record))
+            self.timestamps.append(str(record["timestamp"]))
+        self._raise_first(POLICY_CHAIN, faults, signatures)
+        return len(self.history) - 1
+
+    # -- a fleet chain ------------------------------------------------------------------------
+
+    def check_chain(self, chain: str) -> int:
+        policy = self.policy
+        if not policy.enforced:
+            return 0
+        since = policy.enforced_since or ""
+        signatures = _Signatures()
+        faults: list[Fault] = []
+        nonces: dict[str, int] = {}
+        checked = 0
+        for record in self.records(chain):
+            if str(record["timestamp"]) <= since and "policy_seq" not in record:
+                continue  # decided in open mode
+            fault = self._check_record(chain, record, signatures, nonces)
+            if fault is not None:
+                faults.append(fault)
+                break
+            checked += record.get("actor_verified") is True
+        self._raise_first(chain, faults, signatures)
+        return checked
+
+    def _check_record(self, chain: str, record: dict[str, Any], signatures: _Signatures,
+                      nonces: dict[str, int]) -> Fault | None:
+        """The checks of one record of the enforced era (facts and companions need none)."""
+        event_type = EVENT_TYPES.get(str(record.get("event")))
+        if event_type is None or not event_type.gated or record["event"] in COMPANIONS:
+            return None
+        return self._check_at_position(chain, record, signatures, nonces,
+                                       event_type.kind is EventKind.REFUSAL)
+
+    def _check_at_position(self, chain: str, record: dict[str, Any], signatures: _Signatures,
+                           nonces: dict[str, int], refusal: bool) -> Fault | None:
+        seq = int(record["seq"])
+        position = record.get("policy_seq")
+        if not isinstance(position, int) or not 0 < position < len(self.history):
+            return Fault(chain, seq, "policy position",
+                         f"a position of {POLICY_CHAIN} (1..{len(self.history) - 1})", repr(position),
+                         "a decision of an enforced ledger names the policy it was decided against")
+        if self.timestamps[position] > str(record["timestamp"]):
+            return Fault(chain, seq, "policy position", f"a policy recorded by {record['timestamp']}",
+                         f"{POLICY_CHAIN} seq {position} of {self.timestamps[position]}",
+                         "decided against a policy not yet recorded")
+        policy = self.history[position]
+        if refusal and record.get("actor_verified") is not True:
+            return None  # a refused claim, recorded as unproven
+        fault = self._check_command(chain, record, policy, signatures, refusal=refusal)
+        if fault is not None:
+            return fault
+        nonce = str(record["envelope"]["nonce"])
+        if nonce in nonces:
+            return Fault(chain, seq, "actor nonce", "a nonce used once",
+                         f"nonce {nonce} of seq {nonces[nonce]}", "a signed command replayed")
+        nonces[nonce] = seq
+        return None
+
+    # -- one signed command -------------------------------------------------------------------
+
+    def _check_command(self, chain: str, record: dict[str, Any], policy: Policy, signatures: _Signatures,
+                       *, refusal: bool = False) -> Fault | None:
+        seq = int(record["seq"])
+
+        def fault(check: str, expected: str, found: str, detail: str = "") -> Fault:
+            return Fault(chain, seq, check, expected, found, detail)
+
+        if record.get("actor_verified") is not True:
+            return fault("actor", "a command signed by its actor", "no verified actor signature",
+                         "the policy is enforced here")
+        try:
+            signed = SignedEnvelope.parse(record)
+        except InputError as exc:
+            return fault("actor envelope", "a well-formed signed envelope", "malformed", str(exc))
+        envelope = signed.envelope
+        mismatch = _envelope_mismatch(envelope, record, chain, self.ledger_id, refusal)
+        if mismatch is not None:
+            return fault("actor envelope", mismatch[0], mismatch[1],
+                         "the record is not what the actor signed")
+        actor = policy.actor(envelope.actor)
+        key = actor.key_in_force(signed.kid) if actor is not None else None
+        if actor is None or key is None:
+            return fault("actor key", f"a key of {envelope.actor} in force at {POLICY_CHAIN} seq "
+                         f"{policy.seq}", f"key {signed.kid}", "not registered, or revoked, then")
+        if str(record["timestamp"]) > envelope.expires.replace("Z", ".999999Z"):
+            return fault("actor expiry", f"recorded by {envelope.expires}", str(record["timestamp"]),
+                         "the signed command had expired")
+        action = Action(envelope.action)
+        if not refusal:
+            if not policy.allows(envelope.actor, action, chain):
+                return fault("authorization", f"a role allowing {action.value} on {chain}",
+                             f"{envelope.actor} with roles {', '.join(sorted(actor.roles)) or '-'}",
+                             f"policy at {POLICY_CHAIN} seq {policy.seq}")
+            needed = policy.approvers_needed(action)
+            approvals = record.get("approvals") or []
+            approvers = {a.get("actor") for a in approvals if isinstance(a, dict)} - {envelope.actor}
+            if len(approvers) < needed:
+                return fault("approvals", f"{needed} approval(s) by other actors", str(len(approvers)),
+                             f"{action.value} needs approvals under the policy then")
+        signatures.jobs.append((seq, key.public_raw, signed.sig, envelope.message()))
+        return None
+
+    def _raise_first(self, chain: str, faults: list[Fault], signatures: _Signatures) -> None:
+        bad = signatures.first_bad()
+        candidates = list(faults)
+        if bad is not None:
+            candidates.append(Fault(chain, bad, "actor signature", "a valid signature by the actor's key",
+                                    "bad signature",
+                                    "the command was altered, or signed by someone else (the ledger key?)"))
+        if candidates:
+            raise VerificationError(min(candidates, key=lambda f: f.seq))
+
+
+def _envelope_mismatch(envelope: Envelope, record: dict[str, Any], chain: str, ledger_id: str,
+                       refusal: bool) -> tuple[str, str] | None:
+    """(expected, found) where the envelope does not state this record, else None."""
+    if envelope.ledger != ledger_id:
+        return f"ledger {ledger_id}", f"ledger {envelope.ledger}"
+    if envelope.fleet != chain:
+        return f"chain {chain}", f"chain {envelope.fleet}"
+    if envelope.actor != record.get("actor"):
+        return f"actor {record.get('actor')}", f"actor {envelope.actor}"
+    try:
+        action = Action(envelope.action)
+    except ValueError:
+        return "a known action", envelope.action
+    event = str(record["command"]) if refusal and "command" in record else str(record["event"])
+    if event not in ACTION_EVENTS[action] and not refusal:
+        return f"an action yielding {event}", action.value
+    args = envelope.args
+    stated = args.get("version") or (args.get("request") or {}).get("to_version")
+    if stated is not None and not refusal and record.get("version") != stated:
+        return f"version {record.get('version')}", f"version {stated}"
+    return None
+
+
+def verify_actors(store: Store, ledger_id: str, chains: Sequence[str],
+                  verify_chain: Callable[[str], Any]) -> ActorsReport:
+    """Verify the policy chain (as a chain, then as a policy) and every signed decision in `chains`."""
+    if store.last_row(POLICY_CHAIN) is None:
+        return ActorsReport(False)
+    verify_chain(POLICY_CHAIN)
+    checker = ActorChecker(store, ledger_id)
+    count = checker.check_policy_chain()
+    policy = checker.policy
+    if not policy.enforced:
+        return ActorsReport(False, policy_records=count)
+    signed = sum(checker.check_chain(chain) for chain in chains)
+    return ActorsReport(True, policy.enforced_since, count, signed)
