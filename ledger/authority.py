@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 
 from ledger.api import Ledger
+from ledger.approvals import Approve
 from ledger.decide import (
     Command,
     Complete,
@@ -62,8 +63,13 @@ _VERIFIED_MARK = b'"actor_verified":true'
 _PAGE = 2000
 
 
-def command_action(command: Command | PolicyCommand) -> Action:
+AnyCommand = Command | PolicyCommand | Approve
+
+
+def command_action(command: AnyCommand) -> Action:
     """The action a command asks for, as roles grant it."""
+    if isinstance(command, Approve):
+        return Action.APPROVE
     if isinstance(command, Deploy):
         return Action.SUPERSEDE if command.supersede else Action.DEPLOY
     if isinstance(command, Complete):
@@ -94,8 +100,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def command_arguments(command: Command | PolicyCommand) -> dict[str, Any]:
+def command_arguments(command: AnyCommand) -> dict[str, Any]:
     """Everything a command says besides who asks, as the actor signs it."""
+    if isinstance(command, Approve):
+        return command.arguments()
     if not isinstance(command, Deploy | Complete | Fail | Judge | Rollback | SetRule):
         return policy_arguments(command)
     args = _plain(command)
@@ -186,10 +194,17 @@ class Authority:
 
     # -- checking ----------------------------------------------------------------------------
 
-    def check(self, chain: str, command: Command | PolicyCommand, signed: SignedEnvelope | None,
-              head_seq: int, policy: Policy | None = None,
-              approvals: list[dict[str, Any]] | None = None) -> Attestation | None:
-        """None in open mode; else what the record must carry, and the failed check if any."""
+    def check(self, chain: str, command: AnyCommand, signed: SignedEnvelope | None,
+              head_seq: int, policy: Policy | None = None, *,
+              approvals: Sequence[Mapping[str, Any]] | None = None, request_seq: int | None = None,
+              requested_at: datetime | None = None, role_action: Action | None = None,
+              ) -> Attestation | None:
+        """None in open mode; else what the record must carry, and the failed check if any.
+
+        For a pending request being decided (`request_seq`), its nonce was first used by
+        the request itself and its expiry counts at the request (`requested_at`).
+        An approval's role check is for the action approved (`role_action`).
+        """
         policy = policy or self.policy()
         if not policy.enforced:
             return None
@@ -224,22 +239,24 @@ class Authority:
             return Attestation(fields, Check.ACTOR_KEY_REVOKED,
                                f"the {what} was revoked at {POLICY_CHAIN} seq {at}")
         used = self.nonce_seq(chain, envelope.nonce, head_seq)
-        if used is not None:
+        if used is not None and used != request_seq:
             return Attestation(fields, Check.NONCE_REUSED,
                                f"nonce {envelope.nonce} was used at {chain} seq {used}")
-        if envelope.expired(self._now()):
+        if envelope.expired(requested_at or self._now()):
             return Attestation(fields, Check.ENVELOPE_EXPIRED, f"the envelope expired at {envelope.expires}")
         fields["actor_verified"] = True
-        if not policy.allows(envelope.actor, action, chain):
+        if request_seq is not None:
+            fields["request_seq"] = request_seq
+        allowed = role_action or action
+        if not policy.allows(envelope.actor, allowed, chain):
             return Attestation(fields, Check.ROLE_DENIED,
-                               f"no role of {envelope.actor} allows {action.value} on {chain}")
+                               f"no role of {envelope.actor} allows {allowed.value} on {chain}")
         needed = policy.approvers_needed(action)
-        given = approvals or []
+        given = [dict(a) for a in approvals or ()]
         if approvals is not None:
             fields["approvals"] = given
-        if len({a["actor"] for a in given}) < needed:
+        if len({a["actor"] for a in given} - {envelope.actor}) < needed:
             return Attestation(fields, Check.APPROVAL_MISSING,
-                               f"{action.value} needs the approval of {needed} other actor(s); "
-                               "request it with `ledger request` and have it approved (`ledger approve`)")
+                               f"{action.value} needs the approval of {needed} other actor(s)")
         return Attestation(fields)
 

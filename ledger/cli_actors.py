@@ -144,6 +144,20 @@ def cmd_policy_grant(args: argparse.Namespace) -> int:
     return _submit(args, GrantRole(args.role, _actions(args.actions), fleets, _meta(args)), "policy grant")
 
 
+def cmd_approve(args: argparse.Namespace) -> int:
+    """Approve a pending request; with the last approval needed, its command is decided too."""
+    chain = POLICY_CHAIN if args.policy else args.fleet
+    with open_for(args) as app:
+        outcome = app.service.approve(chain, args.request, _meta(args))
+        code = report(outcome, "approve")
+    if not code and len(outcome.receipts) == 1:
+        print(f"approval recorded; request {chain} seq {args.request} waits for more approvals")
+    elif not code:
+        print(f"approvals complete: request {chain} seq {args.request} was decided "
+              f"(seq {outcome.receipt.seq})")
+    return code
+
+
 def _who(p: argparse.ArgumentParser) -> None:
     p.add_argument("--actor", required=True, help="the admin making the change (recorded, signs it)")
     p.add_argument("--reason", default=None, help="why (recorded)")
@@ -173,6 +187,13 @@ def register(sub: argparse._SubParsersAction[Any], common: Common) -> None:
     common(p, fleet=False)
     add_output_option(p)
     p.set_defaults(handler=cmd_actors_list)
+
+    p = sub.add_parser("approve", help="approve a pending request (two-person control), signed")
+    common(p)
+    p.add_argument("request", type=int, metavar="SEQ", help="the position of the pending request")
+    p.add_argument("--policy", action="store_true", help="the request is a policy change (in @policy)")
+    _who(p)
+    p.set_defaults(handler=cmd_approve)
 
     policy = sub.add_parser("policy", help="the policy: show, enable, grant roles")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True, parser_class=type(policy))

@@ -54,6 +54,9 @@ class EventKind(StrEnum):
     DECISION = "decision"
     REFUSAL = "refusal"
     INTERNAL = "internal"
+    #: A signed command waiting for approvals, and each approval of it: written by the gate,
+    #: changing no state until the approvals are there and the command is decided.
+    REQUEST = "request"
 
 
 class Check(StrEnum):
@@ -71,6 +74,8 @@ class Check(StrEnum):
     FLEET_NOT_CLEAN = "fleet_not_clean"
     VERSION_UNKNOWN = "version_unknown"
     NOT_BAD = "not_bad"
+    SELF_APPROVAL = "self_approval"
+    APPROVAL_REPEATED = "approval_repeated"
     # Who asks (enforced mode, `ledger.authority`), in the order the gate checks them.
     ACTOR_UNSIGNED = "actor_unsigned"
     ENVELOPE_MISMATCH = "envelope_mismatch"
@@ -129,7 +134,7 @@ class EventType:
     @property
     def gated(self) -> bool:
         """Written only through the gate: decisions and the refusals of decisions."""
-        return self.kind in (EventKind.DECISION, EventKind.REFUSAL)
+        return self.kind in (EventKind.DECISION, EventKind.REFUSAL, EventKind.REQUEST)
 
 
 def _t(
@@ -167,6 +172,7 @@ _SIGNED_FIELDS: dict[str, Any] = {
     "actor_sig": {"type": "string", "pattern": "^[A-Za-z0-9+/]{86}==$"},
     "policy_seq": _COUNT,
     "approvals": {"type": "array", "maxItems": 64},
+    "request_seq": _COUNT,
 }
 #: Fields the gate adds to a signed command's record; no caller may supply them.
 ATTESTATION_FIELDS = frozenset(_SIGNED_FIELDS)
@@ -353,6 +359,21 @@ EVENT_TYPES: dict[str, EventType] = {
              "source_reason": _REASON},
         ),
         _t(
+            "command.pending",
+            "A signed command that needs approvals by other actors before the gate decides it; "
+            "`ledger approve <seq>` approves it.",
+            {"command": _TEXT, "check": _CHECK, "detail": _REASON},
+            {"version": _TEXT, "from_version": _TEXT, "reason": _REASON, **_GATED},
+            kind=EventKind.REQUEST,
+        ),
+        _t(
+            "command.approved",
+            "An actor's signed approval of the pending command at `request_seq`.",
+            {"request_seq": _COUNT},
+            {"reason": _REASON, **_GATED},
+            kind=EventKind.REQUEST,
+        ),
+        _t(
             "actor.added",
             "Policy chain: an actor is registered with their Ed25519 public keys and roles.",
             {"name": _ACTOR, "keys": {"type": "array", "items": _PUBLIC_KEY, "minItems": 1,
@@ -434,6 +455,8 @@ GATE_COMMANDS = {
     "actor.key_revoked": "`ledger actors revoke --key` (Python: FleetService.submit_policy(RevokeKey(...)))",
     "role.granted": "`ledger policy grant` (Python: FleetService.submit_policy(GrantRole(...)))",
     "policy.enabled": "`ledger policy enable` (Python: FleetService.submit_policy(EnablePolicy(...)))",
+    "command.pending": "the gate when a command needs approvals",
+    "command.approved": "`ledger approve` (Python: FleetService.approve(...))",
     "rollback.rejected": "the gate when it refuses a rollback",
     "command.rejected": "the gate when it refuses a command",
 }

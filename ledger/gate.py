@@ -22,7 +22,8 @@ from typing import Any, Protocol
 from ledger.actors import ActorSigner
 from ledger.analysis import RULE_FIELDS, Rule
 from ledger.api import Ledger, Receipt
-from ledger.authority import Attestation, Authority, command_action, command_arguments
+from ledger.approvals import APPROVED, PENDING, Approve, Request, approval_entry, read_request
+from ledger.authority import AnyCommand, Attestation, Authority, command_action, command_arguments
 from ledger.decide import (
     Accepted,
     Command,
@@ -47,11 +48,12 @@ from ledger.envelope import DEFAULT_EXPIRY_MINUTES, SignedEnvelope, seal_envelop
 from ledger.errors import HeadMovedError, InputError, RecordError, UnknownFleetError
 from ledger.events import GATE_COMMANDS, GATED_EVENTS, Check, check_fleet_name
 from ledger.model import MoveKind
-from ledger.policy import POLICY_CHAIN, PolicyEvent
+from ledger.policy import POLICY_CHAIN, Policy, PolicyEvent
 from ledger.policy_decide import (
     PolicyCommand,
     check_policy_well_formed,
     decide_policy,
+    policy_event,
     policy_refusal,
 )
 from ledger.rollback import RollbackPlan, RollbackRequest, decision_from_record
@@ -140,7 +142,8 @@ class FleetService:
         """Decide `command` at the head and record the decision (or the refusal).
 
         In an enforced ledger the command must be signed: by `signer` (or the
-        service's own), or as an envelope signed elsewhere (`signed`).
+        service's own), or as an envelope signed elsewhere (`signed`). A command
+        the policy wants approved is recorded as a pending request (`approve`).
         """
         check_fleet_name(fleet)
         check_well_formed(command)
@@ -153,12 +156,7 @@ class FleetService:
             policy = self.authority.policy()
             if policy.enforced and signed is None:
                 signed = self.sign(fleet, command, signer)
-            attestation = self.authority.check(fleet, command, signed, state.head_seq, policy)
-            if attestation is not None and attestation.check is not None:
-                decision: Decision = refusal(command, attestation.check, attestation.detail)
-            else:
-                decision = decide(state, command)
-            bodies = _attested(decision, attestation)
+            decision, bodies = self._decide(fleet, command, signed, state.head_seq, policy, state)
             try:
                 receipts = self.ledger.append_gated(fleet, bodies, expect_seq=state.head_seq)
             except HeadMovedError:
@@ -166,7 +164,30 @@ class FleetService:
             return Outcome(decision, tuple(receipts))
         raise HeadMovedError(f"fleet {fleet} kept moving; gave up after {MAX_DECISIONS} decisions")
 
-    def sign(self, chain: str, command: Command | PolicyCommand,
+    def _decide(self, chain: str, command: Command | PolicyCommand, signed: SignedEnvelope | None,
+                head_seq: int, policy: Policy, state: FleetHistory | None, *,
+                request: Request | None = None, approvals: Sequence[Mapping[str, Any]] | None = None,
+                ) -> tuple[Decision, list[dict[str, Any]]]:
+        """Who asks, then what: the decision at `head_seq` and the records that state it."""
+        attestation = self.authority.check(
+            chain, command, signed, head_seq, policy, approvals=approvals,
+            request_seq=request.seq if request else None,
+            requested_at=request.requested_at if request else None)
+        failed = attestation.check if attestation is not None else None
+        if failed is Check.APPROVAL_MISSING and request is None:
+            decision: Decision = pending(command, policy, head_seq + 1)
+        elif failed is not None:
+            assert attestation is not None
+            decision = (refusal(command, failed, attestation.detail) if isinstance(command, Command)
+                        else policy_refusal(command, failed, attestation.detail))
+        elif isinstance(command, Command):
+            assert state is not None
+            decision = decide(state, command)
+        else:
+            decision = decide_policy(policy, command)
+        return decision, _attested(decision, attestation)
+
+    def sign(self, chain: str, command: AnyCommand,
              signer: ActorSigner | None = None) -> SignedEnvelope | None:
         """The envelope of `command` signed by `signer` (or the service's), if there is one."""
         who = signer or self.signer
@@ -190,18 +211,74 @@ class FleetService:
             policy = self.authority.policy()
             if policy.enforced and signed is None:
                 signed = self.sign(POLICY_CHAIN, command, signer)
-            attestation = self.authority.check(POLICY_CHAIN, command, signed, policy.seq, policy)
-            if attestation is not None and attestation.check is not None:
-                decision: Decision = policy_refusal(command, attestation.check, attestation.detail)
-            else:
-                decision = decide_policy(policy, command)
-            bodies = _attested(decision, attestation)
+            decision, bodies = self._decide(POLICY_CHAIN, command, signed, policy.seq, policy, None)
             try:
                 receipts = self.ledger.append_policy(bodies, expect_seq=policy.seq)
             except HeadMovedError:
                 continue
             return Outcome(decision, tuple(receipts))
         raise HeadMovedError(f"{POLICY_CHAIN} kept moving; gave up after {MAX_DECISIONS} decisions")
+
+    def approve(self, chain: str, request_seq: int, meta: Meta, *, signer: ActorSigner | None = None,
+                signed: SignedEnvelope | None = None) -> Outcome:
+        """Record a signed approval of the pending request at `chain` seq `request_seq`.
+
+        The requester and anyone who approved already are refused (recorded).
+        With the last approval needed, the request's command is decided in the
+        same write, against the state at that moment, listing every approval.
+        """
+        if chain != POLICY_CHAIN:
+            check_fleet_name(chain)
+        meta.check()
+        for _ in range(MAX_DECISIONS):
+            request = read_request(self.ledger, chain, request_seq)
+            command = request.command
+            policy = self.authority.policy()
+            state = self.state_for(chain, command) if isinstance(command, Command) else None
+            head = policy.seq if state is None else state.head_seq
+            approval = Approve(chain, request.seq, request.hash, meta)
+            approval_signed = signed or self.sign(chain, approval, signer)
+            attestation = self.authority.check(chain, approval, approval_signed, head, policy,
+                                               role_action=request.action)
+            failed = attestation.check if attestation is not None else None
+            if attestation is not None and failed is None:
+                if meta.actor == request.requester:
+                    failed = Check.SELF_APPROVAL
+                elif meta.actor in request.approvers():
+                    failed = Check.APPROVAL_REPEATED
+            if attestation is None:
+                raise InputError("the policy is not enforced: there is nothing to approve")
+            approved = meta.body(APPROVED, request_seq=request.seq,
+                                 target="policy" if state is None else "fleet")
+            approved.pop("idempotency_key", None)
+            approved.update(attestation.fields)
+            if failed is not None:
+                why = {Check.SELF_APPROVAL: "the requester never counts as their own approver",
+                       Check.APPROVAL_REPEATED: f"{meta.actor} approved this request already"}
+                body = meta.body("command.rejected", command=APPROVED, check=failed.value,
+                                 detail=why.get(failed, attestation.detail), request_seq=request.seq)
+                body.update(attestation.fields)
+                body["result"] = "rejected"
+                body.pop("idempotency_key", None)
+                decision: Decision = Refused(failed, str(body["detail"]), body)
+                bodies = [body]
+            else:
+                approvals = [*request.approvals, approval_entry(approved)]
+                if len({a["actor"] for a in approvals}) < policy.approvers_needed(request.action):
+                    decision, bodies = Accepted((approved,)), [approved]
+                else:
+                    decision, decided = self._decide(chain, command, request.signed, head, policy, state,
+                                                     request=request, approvals=approvals)
+                    bodies = [approved, *decided]
+            try:
+                if state is None:
+                    receipts = self.ledger.append_policy(bodies, expect_seq=head)
+                else:
+                    receipts = self.ledger.append_gated(chain, bodies, expect_seq=head)
+            except HeadMovedError:
+                continue
+            return Outcome(decision, tuple(receipts))
+        raise HeadMovedError(f"{chain} kept moving; gave up after {MAX_DECISIONS} decisions")
 
     def check_key(self, fleet: str, command: Command) -> None:
         """Refuse (InputError) a command whose idempotency key a different command used.
@@ -241,6 +318,25 @@ class FleetService:
     def submit_record(self, fleet: str, body: Mapping[str, Any]) -> Outcome:
         """Decide a decision that arrives as a record body (`ledger append`, an import)."""
         return self.submit(fleet, command_from_record(fleet, body))
+
+
+def pending(command: Command | PolicyCommand, policy: Policy, seq: int) -> Refused:
+    """The record of a command that waits for approvals: `command.pending` at `seq`."""
+    needed = policy.approvers_needed(command_action(command))
+    if isinstance(command, Command):
+        event = command_event(command)
+        version = command.request.to_version if isinstance(command, Rollback) else getattr(
+            command, "version", None)
+    else:
+        event, version = policy_event(command), None
+    detail = (f"{command_action(command).value} needs the approval of {needed} other actor(s): "
+              f"request recorded at seq {seq}, approve it with `ledger approve {seq}`")
+    body = command.meta.body(PENDING, target="fleet" if isinstance(command, Command) else "policy",
+                             command=event, check=Check.APPROVAL_MISSING.value, detail=detail,
+                             version=version)
+    body["result"] = "pending"
+    body.pop("idempotency_key", None)  # the key names the decision, recorded once approved
+    return Refused(Check.APPROVAL_MISSING, detail, body)
 
 
 def _attested(decision: Decision, attestation: Attestation | None) -> list[dict[str, Any]]:

@@ -43,6 +43,8 @@ class Action(StrEnum):
     RULE = "rule"
     ACTORS = "actors"
     POLICY = "policy"
+    #: What an approver signs; the approver's roles must allow the action approved.
+    APPROVE = "approve"
 
 
 class PolicyEvent(StrEnum):

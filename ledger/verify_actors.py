@@ -128,12 +128,24 @@ class _Fail(Exception):
         self.fault = fault
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """A pending request as verify saw it: what approvals of it must name and allow."""
+
+    action: Action
+    requester: str
+    timestamp: str
+    hash: str
+
+
 class ActorChecker:
     """Re-checks the signed commands of one ledger against its policy history."""
 
     def __init__(self, store: Store, ledger_id: str):
         self.store = store
         self.ledger_id = ledger_id
+        #: Pending requests of the chain being checked, by position.
+        self.pending: dict[int, _Pending] = {}
         #: The policy after each position of `@policy` (index 0: before any record).
         self.history: list[Policy] = [Policy()]
         self.timestamps: list[str] = [""]
@@ -150,6 +162,7 @@ class ActorChecker:
 
     def check_policy_chain(self) -> int:
         """Fold the policy chain, checking each change made once the policy was enforced."""
+        self.pending = {}
         signatures = _Signatures()
         faults: list[Fault] = []
         nonces: dict[str, int] = {}
@@ -171,6 +184,7 @@ class ActorChecker:
         if not policy.enforced:
             return 0
         since = policy.enforced_since or ""
+        self.pending = {}
         signatures = _Signatures()
         faults: list[Fault] = []
         nonces: dict[str, int] = {}
@@ -192,8 +206,13 @@ class ActorChecker:
         event_type = EVENT_TYPES.get(str(record.get("event")))
         if event_type is None or not event_type.gated or record["event"] in COMPANIONS:
             return None
-        return self._check_at_position(chain, record, signatures, nonces,
-                                       event_type.kind is EventKind.REFUSAL)
+        fault = self._check_at_position(chain, record, signatures, nonces,
+                                        event_type.kind is EventKind.REFUSAL)
+        if fault is None and record["event"] == "command.pending":
+            envelope = record["envelope"]
+            self.pending[int(record["seq"])] = _Pending(Action(envelope["action"]), str(envelope["actor"]),
+                                                        str(record["timestamp"]), str(record["hash"]))
+        return fault
 
     def _check_at_position(self, chain: str, record: dict[str, Any], signatures: _Signatures,
                            nonces: dict[str, int], refusal: bool) -> Fault | None:
@@ -214,10 +233,11 @@ class ActorChecker:
         if fault is not None:
             return fault
         nonce = str(record["envelope"]["nonce"])
-        if nonce in nonces:
+        request_seq = record.get("request_seq")
+        if nonce in nonces and not (record["event"] != "command.approved" and nonces[nonce] == request_seq):
             return Fault(chain, seq, "actor nonce", "a nonce used once",
                          f"nonce {nonce} of seq {nonces[nonce]}", "a signed command replayed")
-        nonces[nonce] = seq
+        nonces.setdefault(nonce, seq)
         return None
 
     # -- one signed command -------------------------------------------------------------------
@@ -246,22 +266,72 @@ class ActorChecker:
         if actor is None or key is None:
             return fault("actor key", f"a key of {envelope.actor} in force at {POLICY_CHAIN} seq "
                          f"{policy.seq}", f"key {signed.kid}", "not registered, or revoked, then")
-        if str(record["timestamp"]) > envelope.expires.replace("Z", ".999999Z"):
-            return fault("actor expiry", f"recorded by {envelope.expires}", str(record["timestamp"]),
+        request = self._request_of(record)
+        if isinstance(request, Fault):
+            return request
+        at = request.timestamp if request is not None and record["event"] != "command.approved" else None
+        moment = at or str(record["timestamp"])
+        if moment > envelope.expires.replace("Z", ".999999Z"):
+            return fault("actor expiry", f"recorded by {envelope.expires}", moment,
                          "the signed command had expired")
         action = Action(envelope.action)
+        if action is Action.APPROVE:
+            action = request.action if request is not None else action
+            if request is None or envelope.args.get("request_hash") != request.hash:
+                return fault("approvals", "an approval naming its request by position and hash",
+                             str(dict(envelope.args)))
         if not refusal:
             if not policy.allows(envelope.actor, action, chain):
                 return fault("authorization", f"a role allowing {action.value} on {chain}",
                              f"{envelope.actor} with roles {', '.join(sorted(actor.roles)) or '-'}",
                              f"policy at {POLICY_CHAIN} seq {policy.seq}")
-            needed = policy.approvers_needed(action)
-            approvals = record.get("approvals") or []
-            approvers = {a.get("actor") for a in approvals if isinstance(a, dict)} - {envelope.actor}
-            if len(approvers) < needed:
-                return fault("approvals", f"{needed} approval(s) by other actors", str(len(approvers)),
-                             f"{action.value} needs approvals under the policy then")
+            if record["event"] not in ("command.pending", "command.approved"):
+                problem = self._check_approvals(chain, record, policy, action, envelope.actor, signatures)
+                if problem is not None:
+                    return fault("approvals", *problem)
         signatures.jobs.append((seq, key.public_raw, signed.sig, envelope.message()))
+        return None
+
+    def _request_of(self, record: dict[str, Any]) -> _Pending | Fault | None:
+        """The pending request a record decides or approves, if it names one."""
+        request_seq = record.get("request_seq")
+        if request_seq is None:
+            return None
+        request = self.pending.get(request_seq) if isinstance(request_seq, int) else None
+        if request is None:
+            return Fault(str(record["fleet"]), int(record["seq"]), "approvals", "a pending request before it",
+                         f"request_seq {request_seq!r}")
+        return request
+
+    def _check_approvals(self, chain: str, record: dict[str, Any], policy: Policy, action: Action,
+                         requester: str, signatures: _Signatures) -> tuple[str, str, str] | None:
+        """(expected, found, detail) if the approvals the policy asked for are not all there."""
+        needed = policy.approvers_needed(action)
+        approvers: set[str] = set()
+        request = self.pending.get(record.get("request_seq", -1))
+        for entry in record.get("approvals") or []:
+            try:
+                signed = SignedEnvelope.parse(entry, "an approval")
+            except InputError as exc:
+                return "well-formed approvals", "malformed", str(exc)
+            envelope = signed.envelope
+            approver = policy.actor(envelope.actor)
+            key = approver.key_in_force(signed.kid) if approver is not None else None
+            if (request is None or envelope.action != Action.APPROVE.value
+                    or envelope.ledger != self.ledger_id or envelope.fleet != chain
+                    or envelope.args.get("request_hash") != request.hash
+                    or entry.get("actor") != envelope.actor):
+                return "approvals of this request", f"an approval by {envelope.actor} of another", ""
+            if key is None or not policy.allows(envelope.actor, action, chain):
+                return (f"approvers allowed to {action.value}", envelope.actor,
+                        f"key {signed.kid} in force and a role, at {POLICY_CHAIN} seq {policy.seq}")
+            if envelope.actor == requester:
+                return "approvals by actors other than the requester", requester, "self approval"
+            signatures.jobs.append((int(record["seq"]), key.public_raw, signed.sig, envelope.message()))
+            approvers.add(envelope.actor)
+        if len(approvers) < needed:
+            return (f"{needed} approval(s) by other actors", str(len(approvers)),
+                    f"{action.value} needs approvals under the policy then")
         return None
 
     def _raise_first(self, chain: str, faults: list[Fault], signatures: _Signatures) -> None:
@@ -288,7 +358,11 @@ def _envelope_mismatch(envelope: Envelope, record: dict[str, Any], chain: str, l
         action = Action(envelope.action)
     except ValueError:
         return "a known action", envelope.action
-    event = str(record["command"]) if refusal and "command" in record else str(record["event"])
+    if action is Action.APPROVE:
+        return None if record["event"] in ("command.approved", "command.rejected") else (
+            "an approval record", str(record["event"]))
+    pending = record["event"] == "command.pending"
+    event = str(record["command"]) if (refusal or pending) and "command" in record else str(record["event"])
     if event not in ACTION_EVENTS[action] and not refusal:
         return f"an action yielding {event}", action.value
     args = envelope.args

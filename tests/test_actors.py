@@ -45,6 +45,7 @@ ACTOR_CHECKS = frozenset({
     Check.ACTOR_UNSIGNED, Check.ENVELOPE_MISMATCH, Check.ACTOR_KEY_UNKNOWN, Check.ACTOR_SIGNATURE,
     Check.ACTOR_KEY_REVOKED, Check.NONCE_REUSED, Check.ENVELOPE_EXPIRED, Check.ROLE_DENIED,
     Check.APPROVAL_MISSING, Check.ACTOR_EXISTS, Check.ACTOR_UNKNOWN, Check.POLICY_ENFORCED,
+    Check.SELF_APPROVAL, Check.APPROVAL_REPEATED,
 })
 
 
@@ -189,7 +190,8 @@ def refused_with(env: Env, result: CliResult | Outcome, check: Check, before: in
     after = records(env)
     assert len(after) == before + 1  # exactly its refusal
     refusal = after[-1]
-    assert refusal["check"] == check.value and refusal["result"] == "rejected"
+    assert refusal["check"] == check.value
+    assert refusal["result"] == ("pending" if check is Check.APPROVAL_MISSING else "rejected")
     return refusal
 
 
@@ -293,7 +295,96 @@ def test_a_forced_rollback_without_approval_is_refused(people: People,
     result = cli(capsys, people.env, *as_(people, "olga", "rollback", "--reason", "now", "--no-drive",
                                           "--force-bad-target"))
     refusal = refused_with(people.env, result, Check.APPROVAL_MISSING, before)
-    assert refusal["actor_verified"] is True
+    assert (refusal["event"], refusal["actor_verified"]) == ("command.pending", True)
+    assert f"ledger approve {refusal['seq']}" in result.err
+
+
+# -- approvals -------------------------------------------------------------------------------------
+
+
+def test_a_forced_rollback_is_decided_once_another_actor_approves(
+        people: People, capsys: pytest.CaptureFixture[str]) -> None:
+    env = people.env
+    write_pem_key(env.dir / "oscar.key")
+    people.keys["oscar"] = env.dir / "oscar.key"
+    ok(cli(capsys, env, "actors", "add", "oscar", "--public-key", f"{env.dir / 'oscar.key'}.pub",
+           "--role", "oncall", "--actor", "alice", "--actor-key", str(people.key("alice"))))
+    live_v1_v2(people, capsys)
+    ok(cli(capsys, env, *as_(people, "olga", "mark", "bad", "v1", "--reason", "corrupts audio")))
+    result = cli(capsys, env, *as_(people, "olga", "rollback", "--to", "v1", "--force-bad-target",
+                                   "--reason", "v2 is worse", "--no-drive"))
+    assert result.code == 1 and "(approval_missing)" in result.err
+    request = records(env)[-1]["seq"]
+    steps = [("olga", Check.SELF_APPROVAL), ("dave", Check.ROLE_DENIED), ("oscar", None),
+             ("oscar", "decided")]
+    for who, expected in steps:
+        before = count(env)
+        result = cli(capsys, env, "approve", str(request), "--fleet", FLEET, "--actor", who,
+                     "--actor-key", str(people.key(who)))
+        if expected == "decided":
+            assert result.code == 2 and "was decided" in result.err
+            assert count(env) == before
+        elif expected is None:
+            ok(result)
+            assert "approvals complete" in result.out
+            approval, decision = records(env)[-2:]
+            assert (approval["event"], approval["actor"]) == ("command.approved", "oscar")
+            assert (decision["event"], decision["actor"], decision["forced"]) == (
+                "deployment.rolled_back", "olga", True)
+            assert decision["request_seq"] == request
+            assert [a["actor"] for a in decision["approvals"]] == ["oscar"]
+        else:
+            assert isinstance(expected, Check)
+            refusal = refused_with(env, result, expected, before)
+            assert refusal["request_seq"] == request
+    assert "actors: " in ok(cli(capsys, env, "verify")).out
+
+    def drop_approvals(record: dict[str, Any]) -> None:
+        record["approvals"] = []
+
+    reseal_head(env, drop_approvals)
+    with env.open(writable=False) as lg, pytest.raises(VerificationError) as caught:
+        lg.verify(lg.current_key()[1])
+    assert (caught.value.fault.seq, caught.value.fault.check) == (count(env), "approvals")
+
+
+def test_policy_changes_wait_for_other_admins_and_an_approval_counts_once(
+        people: People, capsys: pytest.CaptureFixture[str]) -> None:
+    env = people.env
+    signs = {"alice": people.key("alice"), "root": people.key("ann"), "rex": people.key("mallory")}
+
+    def as_admin(name: str) -> list[str]:
+        return ["--actor", name, "--actor-key", str(signs[name])]
+
+    for name in ("root", "rex"):
+        ok(cli(capsys, env, "actors", "add", name, "--public-key", f"{signs[name]}.pub", "--role", "admin",
+               *as_admin("alice")))
+
+    def approve(request: int, name: str) -> CliResult:
+        return cli(capsys, env, "approve", str(request), "--policy", *as_admin(name))
+
+    result = cli(capsys, env, "policy", "enable", "--persons", "3", *as_admin("alice"))
+    assert result.code == 1 and "(approval_missing)" in result.err
+    ok(approve(records(env, POLICY_CHAIN)[-1]["seq"], "root"))
+    assert orjson.loads(ok(cli(capsys, env, "policy", "show", "-o", "json")).out)["persons"] == 3
+
+    result = cli(capsys, env, "policy", "grant", "deployer", "--actions", "deploy,complete",
+                 "--fleets", "prod*", *as_admin("alice"))
+    assert result.code == 1 and "(approval_missing)" in result.err
+    request = records(env, POLICY_CHAIN)[-1]["seq"]
+    assert "waits for more approvals" in ok(approve(request, "root")).out
+    repeated = approve(request, "root")
+    assert repeated.code == 1 and "(approval_repeated)" in repeated.err
+    assert records(env, POLICY_CHAIN)[-1]["check"] == "approval_repeated"
+    ok(approve(request, "rex"))
+    granted = records(env, POLICY_CHAIN)[-1]
+    assert (granted["event"], granted["fleets"]) == ("role.granted", ["prod*"])
+    assert granted["request_seq"] == request
+    assert sorted(a["actor"] for a in granted["approvals"]) == ["rex", "root"]
+    shown = orjson.loads(ok(cli(capsys, env, "policy", "show", "-o", "json")).out)
+    assert shown["roles"]["deployer"] == {"actions": ["complete", "deploy"], "fleets": ["prod*"]}
+    assert approve(request, "rex").code == 2  # decided: nothing more to approve
+    assert "actors: " in ok(cli(capsys, env, "verify")).out
 
 
 def test_policy_changes_are_refused_by_their_checks(people: People, capsys: pytest.CaptureFixture[str]
@@ -326,6 +417,7 @@ REFUSALS_COVERED = {  # the test above each check is exercised by
     Check.ACTOR_UNSIGNED, Check.ENVELOPE_MISMATCH, Check.ACTOR_KEY_UNKNOWN, Check.ACTOR_SIGNATURE,
     Check.ACTOR_KEY_REVOKED, Check.NONCE_REUSED, Check.ENVELOPE_EXPIRED, Check.ROLE_DENIED,
     Check.APPROVAL_MISSING, Check.ACTOR_EXISTS, Check.ACTOR_UNKNOWN, Check.POLICY_ENFORCED,
+    Check.SELF_APPROVAL, Check.APPROVAL_REPEATED,
 }
 
 
