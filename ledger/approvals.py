@@ -102,7 +102,7 @@ def read_request(ledger: Ledger, chain: str, seq: int) -> Request:
             continue
         if record.get("event") == APPROVED:
             approvals.append(approval_entry(record))
-        elif record.get("event") != "command.rejected":
+        elif record.get("event") != "command.rejected":  # the decision of the request
             raise InputError(f"the request at {chain} seq {seq} was decided at seq {record['seq']}")
     envelope = signed.envelope
     return Request(chain, seq, str(first["hash"]), signed, command_from_envelope(envelope),

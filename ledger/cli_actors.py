@@ -154,7 +154,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
         print(f"approval recorded; request {chain} seq {args.request} waits for more approvals")
     elif not code:
         print(f"approvals complete: request {chain} seq {args.request} was decided "
-              f"(seq {outcome.receipt.seq})")
+              f"(seq {outcome.receipts[-2].seq})")
     return code
 
 

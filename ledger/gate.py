@@ -225,7 +225,8 @@ class FleetService:
 
         The requester and anyone who approved already are refused (recorded).
         With the last approval needed, the request's command is decided in the
-        same write, against the state at that moment, listing every approval.
+        same write, against the state at that moment, listing every approval
+        (`Outcome.receipt` is then the approval's; the decision's is just before).
         """
         if chain != POLICY_CHAIN:
             check_fleet_name(chain)
@@ -269,7 +270,9 @@ class FleetService:
                 else:
                     decision, decided = self._decide(chain, command, request.signed, head, policy, state,
                                                      request=request, approvals=approvals)
-                    bodies = [approved, *decided]
+                    # The decision first: it is decided at the head it read (its plan's ids name
+                    # its own position); the last approval follows it in the same write.
+                    bodies = [*decided, approved]
             try:
                 if state is None:
                     receipts = self.ledger.append_policy(bodies, expect_seq=head)

@@ -62,7 +62,7 @@ DEFAULT_ROLES: dict[str, tuple[tuple[Action, ...], tuple[str, ...]]] = {
     "admin": ((Action.ACTORS, Action.POLICY), ("*",)),
     "deployer": ((Action.DEPLOY, Action.SUPERSEDE, Action.COMPLETE, Action.FAIL, Action.MARK), ("*",)),
     "oncall": ((Action.ROLLBACK, Action.COMPLETE, Action.FAIL, Action.MARK, Action.FORCE,
-                Action.CLEAR), ("*",)),
+                Action.CLEAR, Action.RULE), ("*",)),
     "auditor": ((), ()),
 }
 #: Actions that need other actors' approval unless the policy says otherwise.

@@ -133,6 +133,7 @@ def test_an_open_ledger_says_actors_are_not_authenticated(env: Env, capsys: pyte
     ok(cli(capsys, env, "deploy", "v1", "--fleet", FLEET, "--actor", "anyone"))
     assert "actors are not authenticated" in ok(cli(capsys, env, "verify")).out
     assert "actors are not authenticated" in ok(cli(capsys, env, "policy", "show")).out
+    assert "actors are not authenticated" in ok(cli(capsys, env, "history", "--fleet", FLEET)).out
     assert "actor_verified" not in records(env)[0]
 
 
@@ -327,7 +328,8 @@ def test_a_forced_rollback_is_decided_once_another_actor_approves(
         elif expected is None:
             ok(result)
             assert "approvals complete" in result.out
-            approval, decision = records(env)[-2:]
+            decision, approval = records(env)[-2:]
+            assert decision["rollback_id"] == f"rb{decision['seq']}"
             assert (approval["event"], approval["actor"]) == ("command.approved", "oscar")
             assert (decision["event"], decision["actor"], decision["forced"]) == (
                 "deployment.rolled_back", "olga", True)
@@ -338,14 +340,19 @@ def test_a_forced_rollback_is_decided_once_another_actor_approves(
             refusal = refused_with(env, result, expected, before)
             assert refusal["request_seq"] == request
     assert "actors: " in ok(cli(capsys, env, "verify")).out
+    history = orjson.loads(ok(cli(capsys, env, "history", "--fleet", FLEET, "-o", "json")).out)
+    assert history["actors"]["authenticated"] is True
+    rollback = next(d for d in history["decisions"] if d["event"] == "deployment.rolled_back")
+    assert (rollback["requested_by"], rollback["approved_by"], rollback["signature_verified"]) == (
+        "olga", ["oscar"], True)
 
     def drop_approvals(record: dict[str, Any]) -> None:
         record["approvals"] = []
 
-    reseal_head(env, drop_approvals)
+    reseal_head(env, drop_approvals, back=1)
     with env.open(writable=False) as lg, pytest.raises(VerificationError) as caught:
         lg.verify(lg.current_key()[1])
-    assert (caught.value.fault.seq, caught.value.fault.check) == (count(env), "approvals")
+    assert (caught.value.fault.seq, caught.value.fault.check) == (count(env) - 1, "approvals")
 
 
 def test_policy_changes_wait_for_other_admins_and_an_approval_counts_once(
@@ -377,7 +384,7 @@ def test_policy_changes_wait_for_other_admins_and_an_approval_counts_once(
     assert repeated.code == 1 and "(approval_repeated)" in repeated.err
     assert records(env, POLICY_CHAIN)[-1]["check"] == "approval_repeated"
     ok(approve(request, "rex"))
-    granted = records(env, POLICY_CHAIN)[-1]
+    granted = records(env, POLICY_CHAIN)[-2]
     assert (granted["event"], granted["fleets"]) == ("role.granted", ["prod*"])
     assert granted["request_seq"] == request
     assert sorted(a["actor"] for a in granted["approvals"]) == ["rex", "root"]
@@ -457,18 +464,23 @@ def test_an_ssh_keygen_key_signs(people: People, capsys: pytest.CaptureFixture[s
 # -- verify: who did it ----------------------------------------------------------------------------
 
 
-def reseal_head(env: Env, change: Any) -> None:
-    """Rewrite the head record of the fleet and sign it again with the ledger key: what someone
-    holding the ledger key (and the database) can do."""
+def reseal_head(env: Env, change: Any, back: int = 0) -> None:
+    """Rewrite a record of the fleet (`back` records before the head) and seal it and those after
+    it again with the ledger key: what someone holding the ledger key and the database can do."""
     tamper = env.tamper
-    seq, data = tamper.rows()[-1]
-    record = orjson.loads(data)
-    change(record)
-    body = {k: v for k, v in record.items() if k not in ("hash", "sig")}
-    record["hash"] = hashlib.sha256(canonical(body)).hexdigest()
-    signer = load_signer(env.key)
-    record["sig"] = signer.sign(signed_message(record["hash"], _ledger_id(env)))
-    tamper.set_state(seq, canonical(record))
+    rows = tamper.rows()
+    signer, ledger_id = load_signer(env.key), _ledger_id(env)
+    prev = None
+    for seq, data in rows[len(rows) - 1 - back:]:
+        record = orjson.loads(data)
+        if prev is None:
+            change(record)
+        else:
+            record["prev"] = prev
+        body = {k: v for k, v in record.items() if k not in ("hash", "sig")}
+        record["hash"] = prev = hashlib.sha256(canonical(body)).hexdigest()
+        record["sig"] = signer.sign(signed_message(record["hash"], ledger_id))
+        tamper.set_state(seq, canonical(record))
 
 
 def test_verify_catches_an_altered_actor_signature(people: People, capsys: pytest.CaptureFixture[str]
