@@ -27,8 +27,9 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,10 +94,6 @@ def _verify_one(job: SignatureJob) -> bool:
     return True
 
 
-def _init_worker(parent: tuple[int, bool]) -> None:
-    die_with_parent(*parent)
-
-
 def _first_bad(jobs: Sequence[SignatureJob]) -> int | None:
     for job in jobs:
         if not _verify_one(job):
@@ -105,22 +102,18 @@ def _first_bad(jobs: Sequence[SignatureJob]) -> int | None:
 
 
 class _Signatures:
-    """Signature checks collected in order, run on every core when many."""
+    """Signature checks collected in record order, made at the end of a batch: every other
+    check of a record is cheap, so a batch's signatures are checked together."""
 
     def __init__(self) -> None:
-        self.jobs: list[SignatureJob] = []
+        self.batch: list[SignatureJob] = []
+
+    def add(self, job: SignatureJob) -> None:
+        self.batch.append(job)
 
     def first_bad(self) -> int | None:
-        jobs = self.jobs
-        workers = os.cpu_count() or 1
-        if len(jobs) < PARALLEL_SIGNATURES or workers < 2:
-            return _first_bad(jobs)
-        batches = [jobs[i:i + SIGNATURE_BATCH] for i in range(0, len(jobs), SIGNATURE_BATCH)]
-        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(parent_identity(),)) as pool:
-            for bad in pool.map(_first_bad, batches):
-                if bad is not None:
-                    return bad
-        return None
+        """The position of the first signature that fails."""
+        return _first_bad(self.batch)
 
 
 class _Fail(Exception):
@@ -146,9 +139,24 @@ class ActorChecker:
         self.ledger_id = ledger_id
         #: Pending requests of the chain being checked, by position.
         self.pending: dict[int, _Pending] = {}
+        self._pool: ProcessPoolExecutor | None = None
         #: The policy after each position of `@policy` (index 0: before any record).
         self.history: list[Policy] = [Policy()]
         self.timestamps: list[str] = [""]
+        self._allowed: dict[tuple[int, str, Action, str], bool] = {}
+
+    def allows(self, policy: Policy, actor: str, action: Action, chain: str) -> bool:
+        """`policy.allows`, remembered per policy position (most records repeat a few answers)."""
+        key = (policy.seq, actor, action, chain)
+        answer = self._allowed.get(key)
+        if answer is None:
+            answer = self._allowed[key] = policy.allows(actor, action, chain)
+        return answer
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
 
     @property
     def policy(self) -> Policy:
@@ -180,23 +188,79 @@ class ActorChecker:
     # -- a fleet chain ------------------------------------------------------------------------
 
     def check_chain(self, chain: str) -> int:
+        """Check every signed command of a fleet's chain; the number of verified ones."""
         policy = self.policy
         if not policy.enforced:
             return 0
-        since = policy.enforced_since or ""
         self.pending = {}
+        last = self.store.last_row(chain)
+        if last is not None and last.originator_version >= PARALLEL_SIGNATURES and (os.cpu_count() or 1) > 1:
+            return self._check_chain_parallel(chain)
         signatures = _Signatures()
         faults: list[Fault] = []
         nonces: dict[str, int] = {}
         checked = 0
         for record in self.records(chain):
-            if str(record["timestamp"]) <= since and "policy_seq" not in record:
-                continue  # decided in open mode
+            if self.open_era(record):
+                continue
             fault = self._check_record(chain, record, signatures, nonces)
             if fault is not None:
                 faults.append(fault)
                 break
             checked += record.get("actor_verified") is True
+        self._raise_first(chain, faults, signatures)
+        return checked
+
+    def open_era(self, record: dict[str, Any]) -> bool:
+        """Decided before the policy was enforced (and not claiming otherwise)."""
+        return str(record["timestamp"]) <= (self.policy.enforced_since or "") and "policy_seq" not in record
+
+    def _check_chain_parallel(self, chain: str) -> int:
+        """The same checks with the per-record work (parsing, envelope, key, role, signature) on
+        every core; the parent keeps what spans records (nonces, pending requests) in order."""
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(os.cpu_count() or 1, initializer=_init_checker,
+                                             initargs=(parent_identity(), self.ledger_id, self.history,
+                                                       self.timestamps))
+        window: deque[Future[_BatchResult]] = deque()
+        ahead = 4 * (os.cpu_count() or 1)
+        nonces: dict[str, int] = {}
+        checked = 0
+        for rows in _row_batches(self.store, chain):
+            window.append(self._pool.submit(_check_rows, chain, rows))
+            if len(window) >= ahead:
+                checked += self._merge(chain, window.popleft().result(), nonces)
+        while window:
+            checked += self._merge(chain, window.popleft().result(), nonces)
+        return checked
+
+    def _merge(self, chain: str, result: _BatchResult, nonces: dict[str, int]) -> int:
+        """Take a worker's batch in order: its nonces, the records it left to the parent, its fault."""
+        verified, deferred, fault = result
+        signatures = _Signatures()
+        faults: list[Fault] = []
+        items: list[tuple[int, str | bytes]] = [*verified]
+        items += [(int(orjson.loads(data)["seq"]), data) for data in deferred]
+        checked = 0
+        for seq, item in sorted(items, key=lambda i: i[0]):
+            if fault is not None and seq > fault.seq:
+                break
+            if isinstance(item, str):  # the nonce of a command the worker verified
+                if item in nonces:
+                    faults.append(Fault(chain, seq, "actor nonce", "a nonce used once",
+                                        f"nonce {item} of seq {nonces[item]}", "a signed command replayed"))
+                    break
+                nonces[item] = seq
+                checked += 1
+                continue
+            record = orjson.loads(item)
+            problem = self._check_record(chain, record, signatures, nonces)
+            if problem is not None:
+                faults.append(problem)
+                break
+            checked += record.get("actor_verified") is True
+        if fault is not None:
+            faults.append(fault)
         self._raise_first(chain, faults, signatures)
         return checked
 
@@ -215,7 +279,8 @@ class ActorChecker:
         return fault
 
     def _check_at_position(self, chain: str, record: dict[str, Any], signatures: _Signatures,
-                           nonces: dict[str, int], refusal: bool) -> Fault | None:
+                           nonces: dict[str, int] | None, refusal: bool) -> Fault | None:
+        """The checks of one gated record; its nonce too unless `nonces` is None (a worker's)."""
         seq = int(record["seq"])
         position = record.get("policy_seq")
         if not isinstance(position, int) or not 0 < position < len(self.history):
@@ -230,7 +295,7 @@ class ActorChecker:
         if refusal and record.get("actor_verified") is not True:
             return None  # a refused claim, recorded as unproven
         fault = self._check_command(chain, record, policy, signatures, refusal=refusal)
-        if fault is not None:
+        if fault is not None or nonces is None:
             return fault
         nonce = str(record["envelope"]["nonce"])
         request_seq = record.get("request_seq")
@@ -253,7 +318,7 @@ class ActorChecker:
             return fault("actor", "a command signed by its actor", "no verified actor signature",
                          "the policy is enforced here")
         try:
-            signed = SignedEnvelope.parse(record)
+            signed = SignedEnvelope.parse(record, stored=True)
         except InputError as exc:
             return fault("actor envelope", "a well-formed signed envelope", "malformed", str(exc))
         envelope = signed.envelope
@@ -281,7 +346,7 @@ class ActorChecker:
                 return fault("approvals", "an approval naming its request by position and hash",
                              str(dict(envelope.args)))
         if not refusal:
-            if not policy.allows(envelope.actor, action, chain):
+            if not self.allows(policy, envelope.actor, action, chain):
                 return fault("authorization", f"a role allowing {action.value} on {chain}",
                              f"{envelope.actor} with roles {', '.join(sorted(actor.roles)) or '-'}",
                              f"policy at {POLICY_CHAIN} seq {policy.seq}")
@@ -289,7 +354,7 @@ class ActorChecker:
                 problem = self._check_approvals(chain, record, policy, action, envelope.actor, signatures)
                 if problem is not None:
                     return fault("approvals", *problem)
-        signatures.jobs.append((seq, key.public_raw, signed.sig, envelope.message()))
+        signatures.add((seq, key.public_raw, signed.sig, envelope.message()))
         return None
 
     def _request_of(self, record: dict[str, Any]) -> _Pending | Fault | None:
@@ -311,7 +376,7 @@ class ActorChecker:
         request = self.pending.get(record.get("request_seq", -1))
         for entry in record.get("approvals") or []:
             try:
-                signed = SignedEnvelope.parse(entry, "an approval")
+                signed = SignedEnvelope.parse(entry, "an approval", stored=True)
             except InputError as exc:
                 return "well-formed approvals", "malformed", str(exc)
             envelope = signed.envelope
@@ -327,7 +392,7 @@ class ActorChecker:
                         f"key {signed.kid} in force and a role, at {POLICY_CHAIN} seq {policy.seq}")
             if envelope.actor == requester:
                 return "approvals by actors other than the requester", requester, "self approval"
-            signatures.jobs.append((int(record["seq"]), key.public_raw, signed.sig, envelope.message()))
+            signatures.add((int(record["seq"]), key.public_raw, signed.sig, envelope.message()))
             approvers.add(envelope.actor)
         if len(approvers) < needed:
             return (f"{needed} approval(s) by other actors", str(len(approvers)),
@@ -338,11 +403,71 @@ class ActorChecker:
         bad = signatures.first_bad()
         candidates = list(faults)
         if bad is not None:
-            candidates.append(Fault(chain, bad, "actor signature", "a valid signature by the actor's key",
-                                    "bad signature",
-                                    "the command was altered, or signed by someone else (the ledger key?)"))
+            candidates.append(_bad_signature(chain, bad))
         if candidates:
             raise VerificationError(min(candidates, key=lambda f: f.seq))
+
+
+_BatchResult = tuple[list[tuple[int, str]], list[bytes], "Fault | None"]
+_worker: list[ActorChecker] = []
+
+
+def _init_checker(parent: tuple[int, bool], ledger_id: str, history: list[Policy],
+                  timestamps: list[str]) -> None:
+    die_with_parent(*parent)
+    checker = ActorChecker(None, ledger_id)  # type: ignore[arg-type]  # a worker reads no store
+    checker.history, checker.timestamps = history, timestamps
+    _worker[:] = [checker]
+
+
+def _check_rows(chain: str, rows: list[bytes]) -> _BatchResult:
+    """A worker's share: the per-record checks of a batch, signatures included.
+
+    Returns the (seq, nonce) of each verified command, the records that name a
+    pending request (left to the parent, which knows the requests), and the
+    first fault of the batch.
+    """
+    checker = _worker[0]
+    signatures = _Signatures()
+    verified: list[tuple[int, str]] = []
+    deferred: list[bytes] = []
+    fault: Fault | None = None
+    for data in rows:
+        record = orjson.loads(data)
+        if checker.open_era(record):
+            continue
+        event_type = EVENT_TYPES.get(str(record.get("event")))
+        if event_type is None or not event_type.gated or record["event"] in COMPANIONS:
+            continue
+        if "request_seq" in record or record["event"] == "command.pending":
+            deferred.append(data)
+            continue
+        fault = checker._check_at_position(chain, record, signatures, None,
+                                           event_type.kind is EventKind.REFUSAL)
+        if fault is not None:
+            break
+        if record.get("actor_verified") is True:
+            verified.append((int(record["seq"]), str(record["envelope"]["nonce"])))
+    bad = signatures.first_bad()
+    if bad is not None and (fault is None or bad < fault.seq):
+        fault = _bad_signature(chain, bad)
+    return verified, deferred, fault
+
+
+def _row_batches(store: Store, chain: str) -> Iterator[list[bytes]]:
+    batch: list[bytes] = []
+    for row in store.scan(chain):
+        batch.append(stored_bytes(row.state))
+        if len(batch) >= SIGNATURE_BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _bad_signature(chain: str, seq: int) -> Fault:
+    return Fault(chain, seq, "actor signature", "a valid signature by the actor's key", "bad signature",
+                 "the command was altered, or signed by someone else (the ledger key?)")
 
 
 def _envelope_mismatch(envelope: Envelope, record: dict[str, Any], chain: str, ledger_id: str,
@@ -379,9 +504,12 @@ def verify_actors(store: Store, ledger_id: str, chains: Sequence[str],
         return ActorsReport(False)
     verify_chain(POLICY_CHAIN)
     checker = ActorChecker(store, ledger_id)
-    count = checker.check_policy_chain()
-    policy = checker.policy
-    if not policy.enforced:
-        return ActorsReport(False, policy_records=count)
-    signed = sum(checker.check_chain(chain) for chain in chains)
+    try:
+        count = checker.check_policy_chain()
+        policy = checker.policy
+        if not policy.enforced:
+            return ActorsReport(False, policy_records=count)
+        signed = sum(checker.check_chain(chain) for chain in chains)
+    finally:
+        checker.close()
     return ActorsReport(True, policy.enforced_since, count, signed)

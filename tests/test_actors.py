@@ -24,6 +24,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ledger import verify_actors
 from ledger.actors import ActorSigner, load_actor_signer
 from ledger.app import open_app
 from ledger.chain import signed_message
@@ -304,7 +305,7 @@ def test_a_forced_rollback_without_approval_is_refused(people: People,
 
 
 def test_a_forced_rollback_is_decided_once_another_actor_approves(
-        people: People, capsys: pytest.CaptureFixture[str]) -> None:
+        people: People, capsys: pytest.CaptureFixture[str], checking: str) -> None:
     env = people.env
     write_pem_key(env.dir / "oscar.key")
     people.keys["oscar"] = env.dir / "oscar.key"
@@ -483,26 +484,35 @@ def reseal_head(env: Env, change: Any, back: int = 0) -> None:
         tamper.set_state(seq, canonical(record))
 
 
-def test_verify_catches_an_altered_actor_signature(people: People, capsys: pytest.CaptureFixture[str]
-                                                   ) -> None:
+@pytest.fixture(params=["serial", "parallel"])
+def checking(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Verify's actor checks in-process, or (as for a long chain) in its pool of processes."""
+    if request.param == "parallel":
+        monkeypatch.setattr(verify_actors, "PARALLEL_SIGNATURES", 1)
+        monkeypatch.setattr(verify_actors, "SIGNATURE_BATCH", 2)
+    return str(request.param)
+
+
+def test_verify_catches_an_altered_actor_signature(people: People, capsys: pytest.CaptureFixture[str],
+                                                   checking: str) -> None:
     live_v1_v2(people, capsys)
     other = people.signer("dave").sign(b"something else")
 
     def alter(record: dict[str, Any]) -> None:
         record["actor_sig"] = other
 
-    reseal_head(people.env, alter)
+    reseal_head(people.env, alter, back=1)
     with people.env.open(writable=False) as lg, pytest.raises(VerificationError) as caught:
         lg.verify(lg.current_key()[1])
     fault = caught.value.fault
-    assert (fault.chain, fault.seq, fault.check) == (FLEET, count(people.env), "actor signature")
+    assert (fault.chain, fault.seq, fault.check) == (FLEET, count(people.env) - 1, "actor signature")
     result = cli(capsys, people.env, "verify")
     assert result.code == 1 and "actor signature" in result.err
 
 
 @pytest.mark.parametrize("kid", ["ledger", "actor"])
 def test_verify_catches_a_command_rewritten_and_signed_with_the_ledger_key(
-        people: People, capsys: pytest.CaptureFixture[str], kid: str) -> None:
+        people: People, capsys: pytest.CaptureFixture[str], kid: str, checking: str) -> None:
     env = people.env
     ok(cli(capsys, env, *as_(people, "dave", "deploy", "v1")))
     ledger_key = load_signer(env.key)
