@@ -19,7 +19,15 @@ from ledger.cli_output import add_output_option, print_json, wants_json
 from ledger.decide import Meta
 from ledger.errors import InputError
 from ledger.keys import public_text
-from ledger.policy import DEFAULT_APPROVAL_ACTIONS, DEFAULT_PERSONS, POLICY_CHAIN, Action, Policy, fold
+from ledger.policy import (
+    DEFAULT_APPROVAL_ACTIONS,
+    DEFAULT_PERSONS,
+    OPEN_NOTE,
+    POLICY_CHAIN,
+    Action,
+    Policy,
+    fold,
+)
 from ledger.policy_decide import (
     AddActor,
     EnablePolicy,
@@ -31,7 +39,7 @@ from ledger.policy_decide import (
 from ledger.store import default_db
 
 Common = Callable[..., None]
-OPEN_MODE = "open mode: actors are not authenticated (any holder of the ledger key can write any name)"
+OPEN_MODE = OPEN_NOTE
 
 
 def _meta(args: argparse.Namespace) -> Meta:

@@ -23,6 +23,8 @@ from typing import Any
 
 from ledger.keys import key_id, parse_public_key
 
+#: What every command that reports on actors says of a ledger in open mode.
+OPEN_NOTE = "actors are not authenticated (open mode: any holder of the ledger key can write any name)"
 #: The chain that holds the policy, beside the key chain `@keys`.
 POLICY_CHAIN = "@policy"
 #: What fleet-pattern rules match a policy change against.

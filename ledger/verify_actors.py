@@ -41,7 +41,7 @@ from ledger.children import die_with_parent, parent_identity
 from ledger.envelope import Envelope, SignedEnvelope
 from ledger.errors import Fault, InputError, VerificationError
 from ledger.events import EVENT_TYPES, EventKind
-from ledger.policy import POLICY_CHAIN, Action, Policy, PolicyEvent
+from ledger.policy import OPEN_NOTE, POLICY_CHAIN, Action, Policy, PolicyEvent
 from ledger.store import Store, stored_bytes
 
 #: Signature checks below this many run in-process; above, in a process pool on every core.
@@ -80,7 +80,7 @@ class ActorsReport:
 
     def describe(self) -> str:
         if not self.enforced:
-            return "actors are not authenticated (open mode: the policy was never enforced)"
+            return OPEN_NOTE
         return (f"actors: {self.signed_decisions} signed command(s) verified against the policy "
                 f"(enforced since {self.since}, {self.policy_records} policy records)")
 

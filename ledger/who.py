@@ -16,10 +16,8 @@ from typing import Any
 import orjson
 
 from ledger.events import EVENT_TYPES
-from ledger.policy import POLICY_CHAIN, Policy, fold
+from ledger.policy import OPEN_NOTE, POLICY_CHAIN, Policy, fold
 from ledger.store import Store, stored_bytes
-
-OPEN_NOTE = "actors are not authenticated (open mode): any holder of the ledger key can write any name"
 
 
 @dataclass(frozen=True)
