@@ -50,7 +50,7 @@ from ledger.decide import (
     Verdict,
 )
 from ledger.envelope import MAX_EXPIRY_MINUTES, SignedEnvelope
-from ledger.events import Check
+from ledger.events import EVENT_TYPES, Check
 from ledger.policy import POLICY_CHAIN, Action, Policy, fold
 from ledger.policy_decide import PolicyCommand, policy_action, policy_arguments
 from ledger.store import stored_bytes
@@ -170,7 +170,9 @@ class Authority:
                     record = orjson.loads(data)
                     record_seq = int(record["seq"])
                     envelope = record.get("envelope")
-                    if record.get("actor_verified") is True and isinstance(envelope, dict):
+                    event_type = EVENT_TYPES.get(str(record.get("event")))
+                    gated = event_type is not None and event_type.gated  # a fact's claim counts for nothing
+                    if gated and record.get("actor_verified") is True and isinstance(envelope, dict):
                         index.used[str(envelope.get("nonce"))] = record_seq
                 index.seq = record_seq
                 if index.seq >= head_seq:

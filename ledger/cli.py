@@ -35,6 +35,7 @@ from ledger.errors import InputError, LedgerError, UnknownFleetError
 from ledger.feed import FeedFilter, feed, parse_time
 from ledger.names import escape_controls, shown
 from ledger.openrtc import cli as openrtc_cli
+from ledger.policy import POLICY_CHAIN
 from ledger.postgres_url import redact, redact_text
 from ledger.store import KEY_CHAIN, default_db, is_postgres, storage_errors, storage_fault
 from projections import cli as projections_cli
@@ -213,7 +214,8 @@ def cmd_feed(args: argparse.Namespace) -> int:
         until=parse_time(args.until) if args.until else None,
     )
     with _open(args, writable=False) as ledger:
-        if not args.follow and args.fleet != KEY_CHAIN and args.fleet not in ledger.fleets():
+        own_chain = args.fleet in (KEY_CHAIN, POLICY_CHAIN)
+        if not args.follow and not own_chain and args.fleet not in ledger.fleets():
             raise UnknownFleetError(f"fleet {args.fleet!r} has no records in {ledger.store.label}")
         out = sys.stdout.buffer
         try:

@@ -257,6 +257,18 @@ def test_a_reused_nonce_is_refused(people: People) -> None:
     refused_with(people.env, _api_submit(people, command, signed=signed), Check.NONCE_REUSED, before)
 
 
+def test_a_fact_claiming_a_nonce_does_not_spend_it(people: People) -> None:
+    """Anyone may append facts; one that copies a signed envelope claims nothing."""
+    command = Deploy("v1", Meta("dave"))
+    with open_app(people.env.db, people.env.key, projections=people.env.dir / "v.db") as app:
+        signed = app.service.sign(FLEET, command, people.signer("dave"))
+        assert signed is not None
+        app.ledger.append(FLEET, {"event": "worker.started", "actor": "w1", "target": "w1",
+                                  "result": "success", "worker_id": "w1", "version": "v1",
+                                  "actor_verified": True, "envelope": signed.envelope.fields()})
+    assert _api_submit(people, command, signed=signed).accepted
+
+
 def test_an_expired_command_is_refused(people: People) -> None:
     dave = people.signer("dave")
     command = Deploy("v1", Meta("dave"))
