@@ -53,7 +53,7 @@ from ledger.errors import (
     StorageError,
     TransientStorageError,
 )
-from ledger.events import GATE_COMMANDS, check_fleet_name, validate_input
+from ledger.events import ATTESTATION_FIELDS, GATE_COMMANDS, check_fleet_name, validate_input
 from ledger.keys import (
     Signer,
     load_signer,
@@ -429,6 +429,11 @@ class Ledger:
         if event_type.gated and not gated:
             raise RecordError(f"{where}: '{event_type.name}' is a decision; it is validated and recorded "
                               f"by {GATE_COMMANDS.get(event_type.name, 'the gate')}, not appended as a fact")
+        if not gated:
+            claimed = sorted(ATTESTATION_FIELDS.intersection(record))
+            if claimed:
+                raise RecordError(f"{where}: field {claimed[0]!r} is set by the ledger when it checks an "
+                                  "actor's signature (sign the fact: --actor-key)")
         return record
 
     def head(self, chain: str) -> Head:

@@ -139,7 +139,7 @@ def command_from_envelope(envelope: Envelope) -> Command | PolicyCommand:
     if action is Action.ACTORS:
         if "keys" in args:
             return AddActor(args["name"], tuple(parse_public_key(k) for k in args["keys"]),
-                            tuple(args["roles"]), meta)
+                            tuple(args["roles"]), meta, tuple(args.get("workers") or ()))
         if "key_id" in args:
             return RevokeKey(args["name"], args["key_id"], meta)
         return RevokeActor(args["name"], meta)

@@ -45,12 +45,13 @@ from ledger.decide import (
     Deploy,
     Fail,
     Judge,
+    Meta,
     Rollback,
     SetRule,
     Verdict,
 )
 from ledger.envelope import MAX_EXPIRY_MINUTES, SignedEnvelope
-from ledger.events import EVENT_TYPES, Check
+from ledger.events import Check
 from ledger.policy import POLICY_CHAIN, Action, Policy, fold
 from ledger.policy_decide import PolicyCommand, policy_action, policy_arguments
 from ledger.store import stored_bytes
@@ -63,13 +64,23 @@ _VERIFIED_MARK = b'"actor_verified":true'
 _PAGE = 2000
 
 
-AnyCommand = Command | PolicyCommand | Approve
+@dataclass(frozen=True)
+class Report:
+    """A fact about a worker, as a reporter bound to that worker signs it (`body` without `actor`)."""
+
+    body: Mapping[str, Any]
+    meta: Meta
+
+
+AnyCommand = Command | PolicyCommand | Approve | Report
 
 
 def command_action(command: AnyCommand) -> Action:
     """The action a command asks for, as roles grant it."""
     if isinstance(command, Approve):
         return Action.APPROVE
+    if isinstance(command, Report):
+        return Action.REPORT
     if isinstance(command, Deploy):
         return Action.SUPERSEDE if command.supersede else Action.DEPLOY
     if isinstance(command, Complete):
@@ -104,6 +115,8 @@ def command_arguments(command: AnyCommand) -> dict[str, Any]:
     """Everything a command says besides who asks, as the actor signs it."""
     if isinstance(command, Approve):
         return command.arguments()
+    if isinstance(command, Report):
+        return {k: v for k, v in command.body.items() if k != "actor"}
     if not isinstance(command, Deploy | Complete | Fail | Judge | Rollback | SetRule):
         return policy_arguments(command)
     args = _plain(command)
@@ -170,9 +183,8 @@ class Authority:
                     record = orjson.loads(data)
                     record_seq = int(record["seq"])
                     envelope = record.get("envelope")
-                    event_type = EVENT_TYPES.get(str(record.get("event")))
-                    gated = event_type is not None and event_type.gated  # a fact's claim counts for nothing
-                    if gated and record.get("actor_verified") is True and isinstance(envelope, dict):
+                    # Only the gate writes `actor_verified` (a raw append of it is refused).
+                    if record.get("actor_verified") is True and isinstance(envelope, dict):
                         index.used[str(envelope.get("nonce"))] = record_seq
                 index.seq = record_seq
                 if index.seq >= head_seq:

@@ -204,6 +204,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     else:
         body = commands.worker_exit(args.worker, args.version, args.sessions, args.actor,
                                     args.reason, args.exit_code)
+    if args.actor_key:  # a reporter's signed fact: checked against the policy, or refused
+        with cli_decide.open_for(args) as app:
+            return cli_decide.report(app.service.report(args.fleet, body), f"worker {args.action}")
     return _write(args, [body])
 
 
@@ -368,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sessions", type=int, default=None, help="active sessions (sessions, exit)")
     p.add_argument("--exit-code", type=int, default=None)
     _who(p)
+    cli_decide.add_signing_options(p)
+    p.add_argument("--projections", default=None, help=argparse.SUPPRESS)
     p.set_defaults(handler=cmd_worker)
 
     p = sub.add_parser("feed", help="print records as JSON lines from a cursor")

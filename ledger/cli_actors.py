@@ -79,7 +79,8 @@ def read_policy(args: argparse.Namespace) -> Policy:
 
 def cmd_actors_add(args: argparse.Namespace) -> int:
     keys = tuple(read_actor_public_key(value) for value in args.public_key)
-    return _submit(args, AddActor(args.name, keys, tuple(args.role or ()), _meta(args)), "actors add")
+    command = AddActor(args.name, keys, tuple(args.role or ()), _meta(args), tuple(args.worker or ()))
+    return _submit(args, command, "actors add")
 
 
 def cmd_actors_revoke(args: argparse.Namespace) -> int:
@@ -183,6 +184,8 @@ def register(sub: argparse._SubParsersAction[Any], common: Common) -> None:
                    help="ed25519:<base64>, an `ssh-ed25519 AAAA...` line, or a file holding one "
                    "(repeat for several keys)")
     p.add_argument("--role", action="append", help="a role (repeat for several)")
+    p.add_argument("--worker", action="append", metavar="PATTERN",
+                   help="for a reporter: a worker id (shell glob) whose facts it may sign (repeat)")
     _who(p)
     p.set_defaults(handler=cmd_actors_add)
     p = actors_sub.add_parser("revoke", help="revoke an actor, or one key of theirs (--key-id)")

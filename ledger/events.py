@@ -75,6 +75,7 @@ class Check(StrEnum):
     VERSION_UNKNOWN = "version_unknown"
     NOT_BAD = "not_bad"
     SELF_APPROVAL = "self_approval"
+    REPORTER_UNBOUND = "reporter_unbound"
     APPROVAL_REPEATED = "approval_repeated"
     # Who asks (enforced mode, `ledger.authority`), in the order the gate checks them.
     ACTOR_UNSIGNED = "actor_unsigned"
@@ -379,7 +380,7 @@ EVENT_TYPES: dict[str, EventType] = {
             {"name": _ACTOR, "keys": {"type": "array", "items": _PUBLIC_KEY, "minItems": 1,
                                       "maxItems": 16},
              "roles": {"type": "array", "items": _ROLE, "maxItems": 16, "uniqueItems": True}},
-            {"reason": _REASON, **_GATED},
+            {"reason": _REASON, "workers": {"type": "array", "items": _TEXT, "maxItems": 64}, **_GATED},
             kind=_D,
         ),
         _t(

@@ -23,7 +23,7 @@ from ledger.actors import ActorSigner
 from ledger.analysis import RULE_FIELDS, Rule
 from ledger.api import Ledger, Receipt
 from ledger.approvals import APPROVED, PENDING, Approve, Request, approval_entry, read_request
-from ledger.authority import AnyCommand, Attestation, Authority, command_action, command_arguments
+from ledger.authority import AnyCommand, Attestation, Authority, Report, command_action, command_arguments
 from ledger.decide import (
     Accepted,
     Command,
@@ -218,6 +218,48 @@ class FleetService:
                 continue
             return Outcome(decision, tuple(receipts))
         raise HeadMovedError(f"{POLICY_CHAIN} kept moving; gave up after {MAX_DECISIONS} decisions")
+
+    def report(self, fleet: str, body: Mapping[str, Any], *, signer: ActorSigner | None = None,
+               signed: SignedEnvelope | None = None) -> Outcome:
+        """Append a fact; signed (by `signer`, the service's, or `signed`) in an enforced ledger, it is
+        checked like a command and must come from a reporter bound to its `worker_id`.
+
+        An unsigned fact is appended as it always was (facts are open to any writer);
+        a signed one that fails a check is refused and recorded, never appended.
+        """
+        check_fleet_name(fleet)
+        fact = self.ledger.validate(body)
+        command = Report(fact, Meta(str(fact["actor"])))
+        for _ in range(MAX_DECISIONS):
+            policy = self.authority.policy()
+            claim = signed or (self.sign(fleet, command, signer) if policy.enforced else None)
+            if claim is None or not policy.enforced:
+                return Outcome(Accepted((fact,)), (self.ledger.append(fleet, fact),))
+            head = self.ledger.head(fleet).seq
+            attestation = self.authority.check(fleet, command, claim, head, policy)
+            assert attestation is not None
+            failed, detail = attestation.check, attestation.detail
+            reporter = policy.actor(claim.envelope.actor)
+            worker = str(fact.get("worker_id") or fact.get("target", ""))
+            if failed is None and (reporter is None or not reporter.reports_for(worker)):
+                failed = Check.REPORTER_UNBOUND
+                detail = f"{claim.envelope.actor} is not bound to worker {worker}"
+            if failed is not None:
+                body_out = Meta(command.meta.actor).body("command.rejected", command=fact["event"],
+                                                         check=failed.value, detail=detail,
+                                                         version=fact.get("version"))
+                body_out["result"] = "rejected"
+                body_out.update(attestation.fields)
+                decision: Decision = Refused(failed, detail, body_out)
+            else:
+                body_out = {**fact, **attestation.fields}
+                decision = Accepted((body_out,))
+            try:
+                receipts = self.ledger.append_gated(fleet, [body_out], expect_seq=head)
+            except HeadMovedError:
+                continue
+            return Outcome(decision, tuple(receipts))
+        raise HeadMovedError(f"fleet {fleet} kept moving; gave up after {MAX_DECISIONS} reports")
 
     def approve(self, chain: str, request_seq: int, meta: Meta, *, signer: ActorSigner | None = None,
                 signed: SignedEnvelope | None = None) -> Outcome:

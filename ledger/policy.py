@@ -47,6 +47,8 @@ class Action(StrEnum):
     POLICY = "policy"
     #: What an approver signs; the approver's roles must allow the action approved.
     APPROVE = "approve"
+    #: A fact about a worker, signed by a reporter bound to that worker.
+    REPORT = "report"
 
 
 class PolicyEvent(StrEnum):
@@ -66,6 +68,7 @@ DEFAULT_ROLES: dict[str, tuple[tuple[Action, ...], tuple[str, ...]]] = {
     "oncall": ((Action.ROLLBACK, Action.COMPLETE, Action.FAIL, Action.MARK, Action.FORCE,
                 Action.CLEAR, Action.RULE), ("*",)),
     "auditor": ((), ()),
+    "reporter": ((Action.REPORT,), ("*",)),
 }
 #: Actions that need other actors' approval unless the policy says otherwise.
 DEFAULT_APPROVAL_ACTIONS = (Action.FORCE, Action.CLEAR, Action.POLICY)
@@ -91,6 +94,11 @@ class Actor:
     roles: frozenset[str]
     added_seq: int
     revoked_seq: int | None = None
+    #: For a reporter: the worker ids (shell globs) whose facts it may sign.
+    workers: tuple[str, ...] = ()
+
+    def reports_for(self, worker_id: str) -> bool:
+        return any(fnmatch.fnmatchcase(worker_id, pattern) for pattern in self.workers)
 
     def key_in_force(self, kid: str) -> ActorKey | None:
         if self.revoked_seq is not None:
@@ -148,7 +156,8 @@ class Policy:
             for text in record["keys"]:
                 raw = parse_public_key(str(text))
                 keys[key_id(raw)] = ActorKey(key_id(raw), raw)
-            actor = Actor(str(record["name"]), keys, frozenset(str(r) for r in record["roles"]), seq)
+            actor = Actor(str(record["name"]), keys, frozenset(str(r) for r in record["roles"]), seq,
+                          workers=tuple(str(w) for w in record.get("workers", ())))
             return replace(self, seq=seq, actors={**self.actors, actor.name: actor})
         if event == PolicyEvent.ACTOR_REVOKED:
             name = str(record["name"])

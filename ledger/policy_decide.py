@@ -42,6 +42,8 @@ class AddActor:
     keys: tuple[bytes, ...]
     roles: tuple[str, ...]
     meta: Meta
+    #: For a reporter: the worker ids (shell globs) whose facts it may sign.
+    workers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,9 @@ def check_policy_well_formed(command: PolicyCommand) -> None:
             raise InputError("an actor needs at least one public key (--public-key)")
         for role in command.roles:
             _check_role(role)
+        for pattern in command.workers:
+            if not pattern or len(pattern) > 128 or not pattern.isprintable():
+                raise InputError("a worker pattern must be printable text of 1 to 128 characters")
     if isinstance(command, GrantRole):
         _check_role(command.role)
         for pattern in command.fleets:
@@ -144,7 +149,8 @@ def decide_policy(policy: Policy, command: PolicyCommand) -> Accepted | Refused:
             return policy_refusal(command, Check.ACTOR_EXISTS, f"actor {command.name} is already registered")
         return Accepted((meta.body(PolicyEvent.ACTOR_ADDED.value, target="policy", name=command.name,
                                    keys=[public_text(k) for k in command.keys],
-                                   roles=sorted(set(command.roles))),))
+                                   roles=sorted(set(command.roles)),
+                                   workers=list(command.workers) or None),))
     if isinstance(command, GrantRole):
         return Accepted((meta.body(PolicyEvent.ROLE_GRANTED.value, target="policy", role=command.role,
                                    actions=sorted({a.value for a in command.actions}),
@@ -199,6 +205,8 @@ def policy_arguments(command: PolicyCommand) -> dict[str, Any]:
     if isinstance(command, AddActor):
         args = {"name": command.name, "keys": [public_text(k) for k in command.keys],
                 "roles": sorted(set(command.roles))}
+        if command.workers:
+            args["workers"] = list(command.workers)
     elif isinstance(command, RevokeActor):
         args = {"name": command.name}
     elif isinstance(command, RevokeKey):

@@ -62,6 +62,10 @@ ACTION_EVENTS: dict[Action, frozenset[str]] = {
     Action.ACTORS: frozenset({PolicyEvent.ACTOR_ADDED, PolicyEvent.ACTOR_REVOKED, PolicyEvent.KEY_REVOKED}),
     Action.POLICY: frozenset({PolicyEvent.ROLE_GRANTED, PolicyEvent.ENABLED}),
 }
+#: A signed fact's own fields: what its reporter signed (the rest is the chain's and the gate's).
+REPORT_FIELDS = frozenset({"event", "target", "result", "version", "worker_id", "reason",
+                           "active_sessions", "exit_code", "pid", "operation_id", "sessions_ok",
+                           "sessions_error", "sessions_dropped", "timeout_s"})
 #: Written with the deploy that supersedes it, which carries the signature for both.
 COMPANIONS = frozenset({"move.superseded"})
 
@@ -268,8 +272,10 @@ class ActorChecker:
                       nonces: dict[str, int]) -> Fault | None:
         """The checks of one record of the enforced era (facts and companions need none)."""
         event_type = EVENT_TYPES.get(str(record.get("event")))
-        if event_type is None or not event_type.gated or record["event"] in COMPANIONS:
+        if event_type is None or record["event"] in COMPANIONS:
             return None
+        if not event_type.gated and record.get("actor_verified") is not True:
+            return None  # an unsigned fact: open to any writer
         fault = self._check_at_position(chain, record, signatures, nonces,
                                         event_type.kind is EventKind.REFUSAL)
         if fault is None and record["event"] == "command.pending":
@@ -345,6 +351,11 @@ class ActorChecker:
             if request is None or envelope.args.get("request_hash") != request.hash:
                 return fault("approvals", "an approval naming its request by position and hash",
                              str(dict(envelope.args)))
+        if action is Action.REPORT and not refusal:
+            worker = str(record.get("worker_id") or record.get("target", ""))
+            if not actor.reports_for(worker):
+                return fault("reporter binding", f"a reporter bound to worker {worker}", envelope.actor,
+                             f"policy at {POLICY_CHAIN} seq {policy.seq}")
         if not refusal:
             if not self.allows(policy, envelope.actor, action, chain):
                 return fault("authorization", f"a role allowing {action.value} on {chain}",
@@ -437,7 +448,9 @@ def _check_rows(chain: str, rows: list[bytes]) -> _BatchResult:
         if checker.open_era(record):
             continue
         event_type = EVENT_TYPES.get(str(record.get("event")))
-        if event_type is None or not event_type.gated or record["event"] in COMPANIONS:
+        if event_type is None or record["event"] in COMPANIONS:
+            continue
+        if not event_type.gated and record.get("actor_verified") is not True:
             continue
         if "request_seq" in record or record["event"] == "command.pending":
             deferred.append(data)
@@ -486,6 +499,11 @@ def _envelope_mismatch(envelope: Envelope, record: dict[str, Any], chain: str, l
     if action is Action.APPROVE:
         return None if record["event"] in ("command.approved", "command.rejected") else (
             "an approval record", str(record["event"]))
+    if action is Action.REPORT:
+        recorded = {k: v for k, v in record.items() if k in envelope.args or k in REPORT_FIELDS}
+        if refusal or recorded == dict(envelope.args):
+            return None
+        return "the fact the reporter signed", f"a {record.get('event')} record with other fields"
     pending = record["event"] == "command.pending"
     event = str(record["command"]) if (refusal or pending) and "command" in record else str(record["event"])
     if event not in ACTION_EVENTS[action] and not refusal:

@@ -31,7 +31,7 @@ from ledger.chain import signed_message
 from ledger.decide import Complete, Deploy, Meta, Refused, Rollback
 from ledger.encoding import canonical
 from ledger.envelope import seal_envelope
-from ledger.errors import VerificationError
+from ledger.errors import RecordError, VerificationError
 from ledger.events import Check
 from ledger.gate import Outcome
 from ledger.keys import load_signer
@@ -46,7 +46,7 @@ ACTOR_CHECKS = frozenset({
     Check.ACTOR_UNSIGNED, Check.ENVELOPE_MISMATCH, Check.ACTOR_KEY_UNKNOWN, Check.ACTOR_SIGNATURE,
     Check.ACTOR_KEY_REVOKED, Check.NONCE_REUSED, Check.ENVELOPE_EXPIRED, Check.ROLE_DENIED,
     Check.APPROVAL_MISSING, Check.ACTOR_EXISTS, Check.ACTOR_UNKNOWN, Check.POLICY_ENFORCED,
-    Check.SELF_APPROVAL, Check.APPROVAL_REPEATED,
+    Check.SELF_APPROVAL, Check.APPROVAL_REPEATED, Check.REPORTER_UNBOUND,
 })
 
 
@@ -257,16 +257,46 @@ def test_a_reused_nonce_is_refused(people: People) -> None:
     refused_with(people.env, _api_submit(people, command, signed=signed), Check.NONCE_REUSED, before)
 
 
-def test_a_fact_claiming_a_nonce_does_not_spend_it(people: People) -> None:
-    """Anyone may append facts; one that copies a signed envelope claims nothing."""
+def test_a_raw_fact_cannot_claim_a_verified_signature_or_spend_a_nonce(people: People) -> None:
+    """Anyone may append facts, but only the gate writes what it verified."""
     command = Deploy("v1", Meta("dave"))
     with open_app(people.env.db, people.env.key, projections=people.env.dir / "v.db") as app:
         signed = app.service.sign(FLEET, command, people.signer("dave"))
         assert signed is not None
-        app.ledger.append(FLEET, {"event": "worker.started", "actor": "w1", "target": "w1",
-                                  "result": "success", "worker_id": "w1", "version": "v1",
-                                  "actor_verified": True, "envelope": signed.envelope.fields()})
+        with pytest.raises(RecordError, match="actor_verified"):
+            app.ledger.append(FLEET, {"event": "worker.started", "actor": "w1", "target": "w1",
+                                      "result": "success", "worker_id": "w1", "version": "v1",
+                                      "actor_verified": True, "envelope": signed.envelope.fields()})
     assert _api_submit(people, command, signed=signed).accepted
+
+
+# -- reporters -------------------------------------------------------------------------------------
+
+
+def test_a_reporter_signs_facts_of_its_own_workers_only(people: People,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    env = people.env
+    write_openssh_key(env.dir / "sink", "sink@pool")
+    ok(cli(capsys, env, "actors", "add", "sink-1", "--public-key", f"{env.dir / 'sink'}.pub", "--role",
+           "reporter", "--worker", "v1-*", "--actor", "alice", "--actor-key", str(people.key("alice"))))
+    sink = ["--fleet", FLEET, "--actor", "sink-1", "--actor-key", str(env.dir / "sink")]
+    ok(cli(capsys, env, "worker", "start", "v1-a", "--version", "v1", *sink))
+    assert records(env)[-1]["actor_verified"] is True
+    before = count(env)
+    result = cli(capsys, env, "worker", "start", "v2-a", "--version", "v2", *sink)
+    refusal = refused_with(env, result, Check.REPORTER_UNBOUND, before)
+    assert refusal["command"] == "worker.started"
+    ok(cli(capsys, env, "worker", "sessions", "v1-a", "--version", "v1", "--sessions", "3", *sink))
+    ok(cli(capsys, env, "worker", "start", "v9-z", "--version", "v9", "--fleet", FLEET, "--actor", "x"))
+    assert "actors: 3 signed" in ok(cli(capsys, env, "verify")).out
+
+    def more_sessions(record: dict[str, Any]) -> None:
+        record["active_sessions"] = 99
+
+    reseal_head(env, more_sessions, back=1)  # the signed sessions report
+    with env.open(writable=False) as lg, pytest.raises(VerificationError) as caught:
+        lg.verify(lg.current_key()[1])
+    assert (caught.value.fault.seq, caught.value.fault.check) == (count(env) - 1, "actor envelope")
 
 
 def test_an_expired_command_is_refused(people: People) -> None:
@@ -437,7 +467,7 @@ REFUSALS_COVERED = {  # the test above each check is exercised by
     Check.ACTOR_UNSIGNED, Check.ENVELOPE_MISMATCH, Check.ACTOR_KEY_UNKNOWN, Check.ACTOR_SIGNATURE,
     Check.ACTOR_KEY_REVOKED, Check.NONCE_REUSED, Check.ENVELOPE_EXPIRED, Check.ROLE_DENIED,
     Check.APPROVAL_MISSING, Check.ACTOR_EXISTS, Check.ACTOR_UNKNOWN, Check.POLICY_ENFORCED,
-    Check.SELF_APPROVAL, Check.APPROVAL_REPEATED,
+    Check.SELF_APPROVAL, Check.APPROVAL_REPEATED, Check.REPORTER_UNBOUND,
 }
 
 
