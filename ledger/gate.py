@@ -22,8 +22,8 @@ from typing import Any, Protocol
 from ledger.actors import ActorSigner
 from ledger.analysis import RULE_FIELDS, Rule
 from ledger.api import Ledger, Receipt
-from ledger.approvals import APPROVED, PENDING, Approve, Request, approval_entry, read_request
-from ledger.authority import AnyCommand, Attestation, Authority, Report, command_action, command_arguments
+from ledger.approvals import PENDING, Request
+from ledger.authority import AnyCommand, Attestation, Authority, command_action, command_arguments
 from ledger.decide import (
     Accepted,
     Command,
@@ -156,7 +156,7 @@ class FleetService:
             policy = self.authority.policy()
             if policy.enforced and signed is None:
                 signed = self.sign(fleet, command, signer)
-            decision, bodies = self._decide(fleet, command, signed, state.head_seq, policy, state)
+            decision, bodies = self.decide_at(fleet, command, signed, state.head_seq, policy, state)
             try:
                 receipts = self.ledger.append_gated(fleet, bodies, expect_seq=state.head_seq)
             except HeadMovedError:
@@ -164,11 +164,15 @@ class FleetService:
             return Outcome(decision, tuple(receipts))
         raise HeadMovedError(f"fleet {fleet} kept moving; gave up after {MAX_DECISIONS} decisions")
 
-    def _decide(self, chain: str, command: Command | PolicyCommand, signed: SignedEnvelope | None,
+    def decide_at(self, chain: str, command: Command | PolicyCommand, signed: SignedEnvelope | None,
                 head_seq: int, policy: Policy, state: FleetHistory | None, *,
                 request: Request | None = None, approvals: Sequence[Mapping[str, Any]] | None = None,
                 ) -> tuple[Decision, list[dict[str, Any]]]:
-        """Who asks, then what: the decision at `head_seq` and the records that state it."""
+        """Who asks, then what: the decision at `head_seq` and the records that state it.
+
+        A command the policy wants approved becomes a pending request, unless it is the
+        `request` being decided with its `approvals`.
+        """
         attestation = self.authority.check(
             chain, command, signed, head_seq, policy, approvals=approvals,
             request_seq=request.seq if request else None,
@@ -211,7 +215,7 @@ class FleetService:
             policy = self.authority.policy()
             if policy.enforced and signed is None:
                 signed = self.sign(POLICY_CHAIN, command, signer)
-            decision, bodies = self._decide(POLICY_CHAIN, command, signed, policy.seq, policy, None)
+            decision, bodies = self.decide_at(POLICY_CHAIN, command, signed, policy.seq, policy, None)
             try:
                 receipts = self.ledger.append_policy(bodies, expect_seq=policy.seq)
             except HeadMovedError:
@@ -221,109 +225,19 @@ class FleetService:
 
     def report(self, fleet: str, body: Mapping[str, Any], *, signer: ActorSigner | None = None,
                signed: SignedEnvelope | None = None) -> Outcome:
-        """Append a fact; signed (by `signer`, the service's, or `signed`) in an enforced ledger, it is
-        checked like a command and must come from a reporter bound to its `worker_id`.
+        """Append a fact, signed by a reporter bound to its worker in an enforced ledger
+        (`ledger.consent.report`)."""
+        from ledger.consent import report  # the consent paths build on this gate
 
-        An unsigned fact is appended as it always was (facts are open to any writer);
-        a signed one that fails a check is refused and recorded, never appended.
-        """
-        check_fleet_name(fleet)
-        fact = self.ledger.validate(body)
-        command = Report(fact, Meta(str(fact["actor"])))
-        for _ in range(MAX_DECISIONS):
-            policy = self.authority.policy()
-            claim = signed or (self.sign(fleet, command, signer) if policy.enforced else None)
-            if claim is None or not policy.enforced:
-                return Outcome(Accepted((fact,)), (self.ledger.append(fleet, fact),))
-            head = self.ledger.head(fleet).seq
-            attestation = self.authority.check(fleet, command, claim, head, policy)
-            assert attestation is not None
-            failed, detail = attestation.check, attestation.detail
-            reporter = policy.actor(claim.envelope.actor)
-            worker = str(fact.get("worker_id") or fact.get("target", ""))
-            if failed is None and (reporter is None or not reporter.reports_for(worker)):
-                failed = Check.REPORTER_UNBOUND
-                detail = f"{claim.envelope.actor} is not bound to worker {worker}"
-            if failed is not None:
-                body_out = Meta(command.meta.actor).body("command.rejected", command=fact["event"],
-                                                         check=failed.value, detail=detail,
-                                                         version=fact.get("version"))
-                body_out["result"] = "rejected"
-                body_out.update(attestation.fields)
-                decision: Decision = Refused(failed, detail, body_out)
-            else:
-                body_out = {**fact, **attestation.fields}
-                decision = Accepted((body_out,))
-            try:
-                receipts = self.ledger.append_gated(fleet, [body_out], expect_seq=head)
-            except HeadMovedError:
-                continue
-            return Outcome(decision, tuple(receipts))
-        raise HeadMovedError(f"fleet {fleet} kept moving; gave up after {MAX_DECISIONS} reports")
+        return report(self, fleet, body, signer=signer, signed=signed)
 
     def approve(self, chain: str, request_seq: int, meta: Meta, *, signer: ActorSigner | None = None,
                 signed: SignedEnvelope | None = None) -> Outcome:
-        """Record a signed approval of the pending request at `chain` seq `request_seq`.
+        """Record a signed approval of the pending request at `chain` seq `request_seq`; the last
+        one needed decides it (`ledger.consent.approve`)."""
+        from ledger.consent import approve
 
-        The requester and anyone who approved already are refused (recorded).
-        With the last approval needed, the request's command is decided in the
-        same write, against the state at that moment, listing every approval
-        (`Outcome.receipt` is then the approval's; the decision's is just before).
-        """
-        if chain != POLICY_CHAIN:
-            check_fleet_name(chain)
-        meta.check()
-        for _ in range(MAX_DECISIONS):
-            request = read_request(self.ledger, chain, request_seq)
-            command = request.command
-            policy = self.authority.policy()
-            state = self.state_for(chain, command) if isinstance(command, Command) else None
-            head = policy.seq if state is None else state.head_seq
-            approval = Approve(chain, request.seq, request.hash, meta)
-            approval_signed = signed or self.sign(chain, approval, signer)
-            attestation = self.authority.check(chain, approval, approval_signed, head, policy,
-                                               role_action=request.action)
-            failed = attestation.check if attestation is not None else None
-            if attestation is not None and failed is None:
-                if meta.actor == request.requester:
-                    failed = Check.SELF_APPROVAL
-                elif meta.actor in request.approvers():
-                    failed = Check.APPROVAL_REPEATED
-            if attestation is None:
-                raise InputError("the policy is not enforced: there is nothing to approve")
-            approved = meta.body(APPROVED, request_seq=request.seq,
-                                 target="policy" if state is None else "fleet")
-            approved.pop("idempotency_key", None)
-            approved.update(attestation.fields)
-            if failed is not None:
-                why = {Check.SELF_APPROVAL: "the requester never counts as their own approver",
-                       Check.APPROVAL_REPEATED: f"{meta.actor} approved this request already"}
-                body = meta.body("command.rejected", command=APPROVED, check=failed.value,
-                                 detail=why.get(failed, attestation.detail), request_seq=request.seq)
-                body.update(attestation.fields)
-                body["result"] = "rejected"
-                body.pop("idempotency_key", None)
-                decision: Decision = Refused(failed, str(body["detail"]), body)
-                bodies = [body]
-            else:
-                approvals = [*request.approvals, approval_entry(approved)]
-                if len({a["actor"] for a in approvals}) < policy.approvers_needed(request.action):
-                    decision, bodies = Accepted((approved,)), [approved]
-                else:
-                    decision, decided = self._decide(chain, command, request.signed, head, policy, state,
-                                                     request=request, approvals=approvals)
-                    # The decision first: it is decided at the head it read (its plan's ids name
-                    # its own position); the last approval follows it in the same write.
-                    bodies = [*decided, approved]
-            try:
-                if state is None:
-                    receipts = self.ledger.append_policy(bodies, expect_seq=head)
-                else:
-                    receipts = self.ledger.append_gated(chain, bodies, expect_seq=head)
-            except HeadMovedError:
-                continue
-            return Outcome(decision, tuple(receipts))
-        raise HeadMovedError(f"{chain} kept moving; gave up after {MAX_DECISIONS} decisions")
+        return approve(self, chain, request_seq, meta, signer=signer, signed=signed)
 
     def check_key(self, fleet: str, command: Command) -> None:
         """Refuse (InputError) a command whose idempotency key a different command used.
