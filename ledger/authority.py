@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -154,7 +154,7 @@ class _Nonces:
 class Authority:
     """The policy at the head of `@policy`, and the checks of signed commands against it."""
 
-    def __init__(self, ledger: Ledger, now: Any = None):
+    def __init__(self, ledger: Ledger, now: Callable[[], datetime] | None = None):
         self.ledger = ledger
         self._policy = Policy()
         self._nonces: dict[str, _Nonces] = {}
