@@ -53,7 +53,7 @@ from ledger.errors import (
     StorageError,
     TransientStorageError,
 )
-from ledger.events import GATE_COMMANDS, check_fleet_name, validate_input
+from ledger.events import ATTESTATION_FIELDS, GATE_COMMANDS, check_fleet_name, validate_input
 from ledger.keys import (
     Signer,
     load_signer,
@@ -63,6 +63,7 @@ from ledger.keys import (
     write_private_key,
     write_public_key,
 )
+from ledger.policy import POLICY_CHAIN
 from ledger.signing import BatchSigner, Signatures
 from ledger.store import (
     KEY_CHAIN,
@@ -415,6 +416,14 @@ class Ledger:
         checked = [self.validate(body, gated=True) for body in bodies]
         return self._append_chunk(fleet, checked, expect_seq=expect_seq)
 
+    def append_policy(self, bodies: Sequence[Mapping[str, Any]], *, expect_seq: int) -> list[Receipt]:
+        """Store the records of one policy decision in the policy chain, only at head `expect_seq`.
+
+        For the gate alone (`FleetService.submit_policy`), like `append_gated`.
+        """
+        checked = [self.validate(body, gated=True) for body in bodies]
+        return self._append_chunk(POLICY_CHAIN, checked, expect_seq=expect_seq)
+
     @staticmethod
     def validate(body: Mapping[str, Any], where: str = "record", *, gated: bool = False) -> dict[str, Any]:
         """A copy of the body, checked against the canonical value set and its schema.
@@ -430,6 +439,11 @@ class Ledger:
         if event_type.gated and not gated:
             raise RecordError(f"{where}: '{event_type.name}' is a decision; it is validated and recorded "
                               f"by {GATE_COMMANDS.get(event_type.name, 'the gate')}, not appended as a fact")
+        if not gated:
+            claimed = sorted(ATTESTATION_FIELDS.intersection(record))
+            if claimed:
+                raise RecordError(f"{where}: field {claimed[0]!r} is set by the ledger when it checks an "
+                                  "actor's signature (sign the fact: --actor-key)")
         return record
 
     def head(self, chain: str) -> Head:

@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ledger.actors import ActorSigner
 from ledger.api import Ledger
 from ledger.gate import FleetService
 from projections.runner import Projections
@@ -41,12 +42,15 @@ class App:
 
 def open_app(db: str | os.PathLike[str] | None = None, key: str | os.PathLike[str] | None = None, *,
              projections: str | os.PathLike[str] | None = None,
-             notice: Callable[[str], None] | None = None) -> App:
-    """Open a writable ledger at `db` with signing key `key`, its views and its gate."""
+             notice: Callable[[str], None] | None = None, signer: ActorSigner | None = None) -> App:
+    """Open a writable ledger at `db` with signing key `key`, its views and its gate.
+
+    `signer` signs this process's commands as its actor (needed once the policy is enforced).
+    """
     ledger = Ledger.open(db, key)
     try:
         views = Projections(ledger.store, projections, notice=notice)
     except BaseException:
         ledger.close()
         raise
-    return App(ledger, views, FleetService(ledger, views))
+    return App(ledger, views, FleetService(ledger, views, signer))

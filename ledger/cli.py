@@ -16,7 +16,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ledger import cli_analysis, cli_append, cli_decide, cli_evidence, cli_fleet, cli_ops, commands
+from ledger import (
+    cli_actors,
+    cli_analysis,
+    cli_append,
+    cli_decide,
+    cli_evidence,
+    cli_fleet,
+    cli_ops,
+    commands,
+)
+from ledger.actors import read_actor_public_key
 from ledger.api import Ledger
 from ledger.cli_output import add_output_option, print_json, wants_json
 from ledger.config import Config
@@ -25,6 +35,7 @@ from ledger.errors import InputError, LedgerError, UnknownFleetError
 from ledger.feed import FeedFilter, feed, parse_time
 from ledger.names import escape_controls, shown
 from ledger.openrtc import cli as openrtc_cli
+from ledger.policy import POLICY_CHAIN
 from ledger.postgres_url import redact, redact_text
 from ledger.store import KEY_CHAIN, default_db, is_postgres, storage_errors, storage_fault
 from projections import cli as projections_cli
@@ -72,6 +83,7 @@ def _fill_defaults(args: argparse.Namespace) -> Config:
     args.db, args.key, args.fleet = config.db, config.key, config.fleet
     args.projections, args.driver = config.projections, config.driver
     args.driver_config = config.driver_config
+    args.actor_key = config.actor_key
     args.config = config
     return config
 
@@ -103,6 +115,10 @@ def _write(args: argparse.Namespace, bodies: list[dict[str, Any]]) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    if bool(args.admin) != bool(args.admin_key):
+        raise InputError("--admin and --admin-key go together (the first admin's name and public key)")
+    if args.admin_key:
+        read_actor_public_key(args.admin_key)  # bad input stops init before anything exists
     with Ledger.init(args.db or default_db(), args.key, actor=args.actor or args.config.user,
                      reuse_key=args.reuse_key) as ledger:
         kid, public, _ = ledger.current_key()
@@ -113,6 +129,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"public key {public}")
         print(f"key id {kid}")
         print(f"anchor pinned at {ledger.pinned} (plain `ledger verify` trusts it)")
+    if args.admin:
+        return cli_actors.bootstrap(args, args.admin, args.admin_key)
+    print(cli_actors.OPEN_MODE)
     return 0
 
 
@@ -185,6 +204,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     else:
         body = commands.worker_exit(args.worker, args.version, args.sessions, args.actor,
                                     args.reason, args.exit_code)
+    if args.actor_key:  # a reporter's signed fact: checked against the policy, or refused
+        with cli_decide.open_for(args) as app:
+            return cli_decide.report(app.service.report(args.fleet, body), f"worker {args.action}")
     return _write(args, [body])
 
 
@@ -195,7 +217,8 @@ def cmd_feed(args: argparse.Namespace) -> int:
         until=parse_time(args.until) if args.until else None,
     )
     with _open(args, writable=False) as ledger:
-        if not args.follow and args.fleet != KEY_CHAIN and args.fleet not in ledger.fleets():
+        own_chain = args.fleet in (KEY_CHAIN, POLICY_CHAIN)
+        if not args.follow and not own_chain and args.fleet not in ledger.fleets():
             raise UnknownFleetError(f"fleet {args.fleet!r} has no records in {ledger.store.label}")
         out = sys.stdout.buffer
         try:
@@ -257,7 +280,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if wants_json(args):
         print_json({"anchor": anchor.describe(), "ledger_id": report.ledger_id, "keys": len(report.keys),
                     "fleets": [{"fleet": c.chain, "records": c.count, "head": c.head,
-                                "extends_checkpoint_of": c.checkpoint_size} for c in report.chains]})
+                                "extends_checkpoint_of": c.checkpoint_size} for c in report.chains],
+                    "actors": {"authenticated": report.actors.enforced, "since": report.actors.since,
+                               "signed_decisions": report.actors.signed_decisions,
+                               "summary": report.actors.describe()}})
         return 0
     for chain in report.chains:
         extra = ""
@@ -266,6 +292,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"verified {chain.count} records in fleet {chain.chain}, head {chain.head}{extra}")
     if not report.chains:
         print(f"verified key chain of {len(report.keys)} key(s); no fleet records yet")
+    print(report.actors.describe())
     return 0
 
 
@@ -292,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actor", default=None, help="who creates the ledger (default: your login name)")
     p.add_argument("--reuse-key", action="store_true",
                    help="sign the new ledger with the existing key file (refused otherwise)")
+    p.add_argument("--admin", default=None, help="enforce the policy from the start, with this first admin")
+    p.add_argument("--admin-key", default=None, metavar="PATH",
+                   help="the first admin's public key (ed25519:..., or an ssh-ed25519 .pub file)")
+    p.add_argument("--projections", default=None, help=argparse.SUPPRESS)
     p.set_defaults(handler=cmd_init)
 
     keys = sub.add_parser("keys", help="show or rotate the signing key")
@@ -340,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sessions", type=int, default=None, help="active sessions (sessions, exit)")
     p.add_argument("--exit-code", type=int, default=None)
     _who(p)
+    cli_decide.add_signing_options(p)
+    p.add_argument("--projections", default=None, help=argparse.SUPPRESS)
     p.set_defaults(handler=cmd_worker)
 
     p = sub.add_parser("feed", help="print records as JSON lines from a cursor")
@@ -382,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     service_cli.register(sub, _common)
     cli_evidence.register(sub, _common)
+    cli_actors.register(sub, _common)
     cli_ops.register(sub, _common, parser)
     return parser
 

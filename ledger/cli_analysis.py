@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ledger.analysis import Analysis, Rule, analyze, validate_rule
-from ledger.cli_decide import add_decision_options, open_for, report
+from ledger.cli_decide import add_decision_options, add_signing_options, open_for, report
 from ledger.cli_fleet import FleetSession, add_driver_options
 from ledger.cli_output import add_output_option, print_json, wants_json
 from ledger.decide import Meta, SetRule
@@ -179,6 +179,7 @@ def register(sub: argparse._SubParsersAction[Any], common: Common) -> None:
     p.add_argument("--until-verdict", action="store_true",
                    help="exit after the first rollback or pass it records")
     p.add_argument("--projections", default=None, help=argparse.SUPPRESS)
+    add_signing_options(p)
     add_driver_options(p)
     p.set_defaults(handler=cmd_watch)
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+from ledger.actors import ActorSigner, load_actor_signer
 from ledger.api import Ledger, Receipt
 from ledger.app import App, open_app
 from ledger.decide import (
@@ -44,8 +46,19 @@ def notice(message: str) -> None:
     print(f"ledger: {message}", file=sys.stderr)
 
 
+def actor_signer(args: argparse.Namespace) -> ActorSigner | None:
+    """The actor's signing key from `--actor-key` / `LEDGER_ACTOR_KEY`, acting as `--actor`."""
+    path = getattr(args, "actor_key", None)
+    if not path:
+        return None
+    return load_actor_signer(Path(path), getattr(args, "actor", None) or "unnamed")
+
+
 def open_for(args: argparse.Namespace) -> App:
-    return open_app(args.db, args.key, projections=getattr(args, "projections", None), notice=notice)
+    app = open_app(args.db, args.key, projections=getattr(args, "projections", None), notice=notice,
+                   signer=actor_signer(args))
+    app.service.expiry_minutes = getattr(args, "expires", None) or app.service.expiry_minutes
+    return app
 
 
 def print_receipts(receipts: Sequence[Receipt]) -> None:
@@ -160,6 +173,15 @@ def add_decision_options(p: argparse.ArgumentParser, *, reason_required: bool = 
     p.add_argument("--idempotency-key", default=None,
                    help="a retry with this key returns the first result and writes nothing new")
     p.add_argument("--projections", default=None, help=argparse.SUPPRESS)
+    add_signing_options(p)
+
+
+def add_signing_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--actor-key", default=argparse.SUPPRESS, metavar="PATH",
+                   help="the actor's Ed25519 private key (OpenSSH, PEM or raw) to sign the command "
+                   "with (env LEDGER_ACTOR_KEY; needed once the policy is enforced)")
+    p.add_argument("--expires", type=int, default=None, metavar="MINUTES",
+                   help="how long the signed command stays valid (default 10)")
 
 
 def register(sub: argparse._SubParsersAction[Any], common: Common) -> None:

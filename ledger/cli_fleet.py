@@ -15,11 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ledger.app import open_app
-from ledger.cli_decide import add_decision_options, deploy_command, notice, report
+from ledger.cli_decide import add_decision_options, deploy_command, open_for, report
 from ledger.cli_output import add_output_option, print_json, wants_json
 from ledger.decide import Accepted, Meta, Refused, Rollback, check_well_formed
-from ledger.drive import Ending, Executor
+from ledger.drive import DRIVER_ACTOR, Ending, Executor
 from ledger.drivers import DriverKind, DriverSettings, open_driver
 from ledger.errors import InputError
 from ledger.rollback import RollbackRequest
@@ -37,8 +36,7 @@ class FleetSession:
 
     def __init__(self, args: argparse.Namespace):
         self.settings = DriverSettings.load(args.driver, args.driver_config)
-        self.app = open_app(args.db, args.key, projections=getattr(args, "projections", None),
-                            notice=notice)
+        self.app = open_for(args)
         try:
             self.ledger, self.views, self.service = self.app.ledger, self.app.views, self.app.service
             assert self.ledger.signer is not None and self.ledger.signer.path is not None
@@ -50,7 +48,10 @@ class FleetSession:
         except BaseException:
             self.app.close()
             raise
+        # An actor who signs drives on their own name: the settlements they cause are theirs.
+        signer = self.service.signer
         self.executor = Executor(self.service, self.driver or WatchOnly(), self.tracker, args.fleet,
+                                 actor=signer.name if signer is not None else DRIVER_ACTOR,
                                  step_delay_s=args.step_delay, say=_say)
 
     @property

@@ -16,6 +16,7 @@ variables) come from the functions here.
 | driver | `--driver` | `LEDGER_DRIVER` | `local` |
 | driver_config | `--driver-config` | `LEDGER_DRIVER_CONFIG` | none |
 | trust | `--public-key` | `LEDGER_TRUST` | the key pinned at init |
+| actor_key | `--actor-key` | `LEDGER_ACTOR_KEY` | none (commands go unsigned) |
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class Config:
     driver_config: str | None = None
     #: Who runs this command, by the login name: the default actor of `ledger init`.
     user: str = "ledger-init"
+    #: The private key the actor signs decisions with (enforced ledgers need it).
+    actor_key: str | None = None
 
     @classmethod
     def load(cls, given: Mapping[str, Any], environ: Mapping[str, str] | None = None, *,
@@ -67,6 +70,7 @@ class Config:
             driver=pick("driver", "LEDGER_DRIVER", DEFAULT_DRIVER) or DEFAULT_DRIVER,
             driver_config=pick("driver_config", "LEDGER_DRIVER_CONFIG", None),
             user=env.get("USER") or "ledger-init",
+            actor_key=pick("actor_key", "LEDGER_ACTOR_KEY", None),
         )
 
 

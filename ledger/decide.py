@@ -24,7 +24,7 @@ from typing import Any
 
 from ledger.analysis import Rule, validate_rule
 from ledger.errors import InputError
-from ledger.events import Check
+from ledger.events import ATTESTATION_FIELDS, Check
 from ledger.model import Move, MoveKind
 from ledger.names import check_actor, check_version
 from ledger.rollback import DEFAULT_DRAIN_TIMEOUT_S, Refusal, RollbackPlan, RollbackRequest, plan_rollback
@@ -35,7 +35,7 @@ GATE_FIELDS = frozenset({
     "event", "result", "start_workers", "drain_workers", "drain_timeout_s", "rollback_id",
     "operation_id", "forced", "good_evidence_seq", "supersedes_seq", "move_seq", "check",
     "detail", "command", "operator_confirmed", "external", "superseded_by",
-})
+}) | ATTESTATION_FIELDS
 #: Fields a command states through its own arguments, never through `Meta.extra`.
 ARGUMENT_FIELDS = frozenset({
     "actor", "reason", "idempotency_key", "version", "from_version", "evidence", "dropped_calls",
@@ -265,9 +265,8 @@ def refusal(command: Command, check: Check, detail: str) -> Refused:
         body["reason"] = meta.reason or request.reason
         body["result"] = "rejected"
         return Refused(check, detail, body)
-    assert not isinstance(command, SetRule), "a valid rule is never refused"
     body = meta.body("command.rejected", command=command_event(command), check=check.value,
-                     detail=detail, version=command.version,
+                     detail=detail, version=getattr(command, "version", None),
                      from_version=getattr(command, "from_version", None))
     body["result"] = "rejected"
     return Refused(check, detail, body)

@@ -60,6 +60,9 @@ class SupersededError(Exception):
     """Another deploy or rollback replaced the move being carried out."""
 
 
+#: Who the executor's records name when no signing actor drives.
+DRIVER_ACTOR = "fleet-driver"
+
 @dataclass
 class Operation:
     """A fleet move to carry out, as its triggering record states it."""
@@ -121,7 +124,7 @@ class Executor:
     """Carries out the fleet moves the ledger records, through a driver."""
 
     def __init__(self, service: FleetService, driver: FleetDriver, tracker: Tracker,
-                 fleet: str, *, actor: str = "fleet-driver", poll_s: float = 0.2,
+                 fleet: str, *, actor: str = DRIVER_ACTOR, poll_s: float = 0.2,
                  start_timeout_s: float = DEFAULT_START_TIMEOUT_S, step_delay_s: float = 0.0,
                  say: Callable[[str], None] = lambda _line: None):
         self.service, self.driver, self.tracker = service, driver, tracker

@@ -55,6 +55,9 @@ class EventKind(StrEnum):
     DECISION = "decision"
     REFUSAL = "refusal"
     INTERNAL = "internal"
+    #: A signed command waiting for approvals, and each approval of it: written by the gate,
+    #: changing no state until the approvals are there and the command is decided.
+    REQUEST = "request"
 
 
 class Check(StrEnum):
@@ -72,6 +75,23 @@ class Check(StrEnum):
     FLEET_NOT_CLEAN = "fleet_not_clean"
     VERSION_UNKNOWN = "version_unknown"
     NOT_BAD = "not_bad"
+    SELF_APPROVAL = "self_approval"
+    REPORTER_UNBOUND = "reporter_unbound"
+    APPROVAL_REPEATED = "approval_repeated"
+    # Who asks (enforced mode, `ledger.authority`), in the order the gate checks them.
+    ACTOR_UNSIGNED = "actor_unsigned"
+    ENVELOPE_MISMATCH = "envelope_mismatch"
+    ACTOR_KEY_UNKNOWN = "actor_key_unknown"
+    ACTOR_SIGNATURE = "actor_signature"
+    ACTOR_KEY_REVOKED = "actor_key_revoked"
+    NONCE_REUSED = "nonce_reused"
+    ENVELOPE_EXPIRED = "envelope_expired"
+    ROLE_DENIED = "role_denied"
+    APPROVAL_MISSING = "approval_missing"
+    # Policy changes (`ledger.policy_decide`).
+    ACTOR_EXISTS = "actor_exists"
+    ACTOR_UNKNOWN = "actor_unknown"
+    POLICY_ENFORCED = "policy_enforced"
 
 
 _TEXT: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 256}
@@ -116,7 +136,7 @@ class EventType:
     @property
     def gated(self) -> bool:
         """Written only through the gate: decisions and the refusals of decisions."""
-        return self.kind in (EventKind.DECISION, EventKind.REFUSAL)
+        return self.kind in (EventKind.DECISION, EventKind.REFUSAL, EventKind.REQUEST)
 
 
 def _t(
@@ -147,7 +167,21 @@ _CHECK: dict[str, Any] = {"enum": [c.value for c in Check]}
 #: Cumulative counts of a worker's ended sessions by outcome, since it started: a report
 #: restates its totals (never a delta), so a lost or repeated report corrupts nothing.
 _OUTCOMES = {"sessions_ok": _COUNT, "sessions_error": _COUNT, "sessions_dropped": _COUNT}
-_GATED = {"idempotency_key": _TEXT}
+_SIGNED_FIELDS: dict[str, Any] = {
+    "actor_verified": {"type": "boolean"},
+    "envelope": {"type": "object"},
+    "actor_kid": _KID,
+    "actor_sig": {"type": "string", "pattern": "^[A-Za-z0-9+/]{86}==$"},
+    "policy_seq": _COUNT,
+    "approvals": {"type": "array", "maxItems": 64},
+    "request_seq": _COUNT,
+}
+#: Fields the gate adds to a signed command's record; no caller may supply them.
+ATTESTATION_FIELDS = frozenset(_SIGNED_FIELDS)
+#: Fields of every gated record: its idempotency key, and in enforced mode who signed it.
+_GATED = {"idempotency_key": _TEXT, **_SIGNED_FIELDS}
+_ROLE: dict[str, Any] = {"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,31}$"}
+_ACTION_NAMES: dict[str, Any] = {"type": "array", "items": _TEXT, "maxItems": 32, "uniqueItems": True}
 
 _D = EventKind.DECISION
 
@@ -327,6 +361,62 @@ EVENT_TYPES: dict[str, EventType] = {
              "source_reason": _REASON},
         ),
         _t(
+            "command.pending",
+            "A signed command that needs approvals by other actors before the gate decides it; "
+            "`ledger approve <seq>` approves it.",
+            {"command": _TEXT, "check": _CHECK, "detail": _REASON},
+            {"version": _TEXT, "from_version": _TEXT, "reason": _REASON, **_GATED},
+            kind=EventKind.REQUEST,
+        ),
+        _t(
+            "command.approved",
+            "An actor's signed approval of the pending command at `request_seq`.",
+            {"request_seq": _COUNT},
+            {"reason": _REASON, **_GATED},
+            kind=EventKind.REQUEST,
+        ),
+        _t(
+            "actor.added",
+            "Policy chain: an actor is registered with their Ed25519 public keys and roles.",
+            {"name": _ACTOR, "keys": {"type": "array", "items": _PUBLIC_KEY, "minItems": 1,
+                                      "maxItems": 16},
+             "roles": {"type": "array", "items": _ROLE, "maxItems": 16, "uniqueItems": True}},
+            {"reason": _REASON, "workers": {"type": "array", "items": _TEXT, "maxItems": 64}, **_GATED},
+            kind=_D,
+        ),
+        _t(
+            "actor.revoked",
+            "Policy chain: an actor may no longer sign commands (their earlier ones stand).",
+            {"name": _ACTOR},
+            {"reason": _REASON, **_GATED},
+            kind=_D,
+        ),
+        _t(
+            "actor.key_revoked",
+            "Policy chain: one of an actor's keys may no longer sign commands.",
+            {"name": _ACTOR, "key_id": _KID},
+            {"reason": _REASON, **_GATED},
+            kind=_D,
+        ),
+        _t(
+            "role.granted",
+            "Policy chain: a role allows these actions on fleets matching these patterns "
+            "(it replaces the role's earlier grant).",
+            {"role": _ROLE, "actions": _ACTION_NAMES, "fleets": {"type": "array", "items": _TEXT,
+                                                                 "maxItems": 64}},
+            {"reason": _REASON, **_GATED},
+            kind=_D,
+        ),
+        _t(
+            "policy.enabled",
+            "Policy chain: from here on every decision must be signed by an actor the policy "
+            "allows; `persons` distinct actors (requester included) for `approval_actions`.",
+            {"persons": {"type": "integer", "minimum": 1, "maximum": 16},
+             "approval_actions": _ACTION_NAMES},
+            {"reason": _REASON, **_GATED},
+            kind=_D,
+        ),
+        _t(
             "ledger.initialized",
             "Genesis of the key chain: the ledger's first signing key.",
             {"public_key": _PUBLIC_KEY, "new_kid": _KID, "ledger_id": _LEDGER_ID},
@@ -362,6 +452,13 @@ GATE_COMMANDS = {
     "version.cleared": "`ledger mark cleared` (Python: FleetService.submit(fleet, Judge(...)))",
     "move.superseded": "`ledger deploy --supersede`",
     "analysis.rule_set": "`ledger rule set` (Python: FleetService.submit(fleet, SetRule(...)))",
+    "actor.added": "`ledger actors add` (Python: FleetService.submit_policy(AddActor(...)))",
+    "actor.revoked": "`ledger actors revoke` (Python: FleetService.submit_policy(RevokeActor(...)))",
+    "actor.key_revoked": "`ledger actors revoke --key` (Python: FleetService.submit_policy(RevokeKey(...)))",
+    "role.granted": "`ledger policy grant` (Python: FleetService.submit_policy(GrantRole(...)))",
+    "policy.enabled": "`ledger policy enable` (Python: FleetService.submit_policy(EnablePolicy(...)))",
+    "command.pending": "the gate when a command needs approvals",
+    "command.approved": "`ledger approve` (Python: FleetService.approve(...))",
     "rollback.rejected": "the gate when it refuses a rollback",
     "command.rejected": "the gate when it refuses a command",
 }
@@ -400,7 +497,7 @@ def _chain_properties() -> dict[str, Any]:
         "hash": _HEX64,
         "kid": _KID,
         "sig": {"type": "string", "pattern": "^[A-Za-z0-9+/]{86}==$"},
-        "fleet": {"type": "string", "pattern": f"^@keys$|{FLEET_PATTERN}"},
+        "fleet": {"type": "string", "pattern": f"^@keys$|^@policy$|{FLEET_PATTERN}"},
         "timestamp": {
             "type": "string",
             "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$",

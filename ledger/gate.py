@@ -19,8 +19,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ledger.actors import ActorSigner
 from ledger.analysis import RULE_FIELDS, Rule
 from ledger.api import Ledger, Receipt
+from ledger.approvals import PENDING, Request
+from ledger.authority import AnyCommand, Attestation, Authority, command_action, command_arguments
 from ledger.decide import (
     Accepted,
     Command,
@@ -39,13 +42,25 @@ from ledger.decide import (
     command_event,
     command_versions,
     decide,
+    refusal,
 )
+from ledger.envelope import DEFAULT_EXPIRY_MINUTES, SignedEnvelope, seal_envelope
 from ledger.errors import HeadMovedError, InputError, RecordError, UnknownFleetError
-from ledger.events import GATED_EVENTS, Check, check_fleet_name
+from ledger.events import GATE_COMMANDS, GATED_EVENTS, Check, check_fleet_name
 from ledger.model import MoveKind
+from ledger.policy import POLICY_CHAIN, Policy, PolicyEvent
+from ledger.policy_decide import (
+    PolicyCommand,
+    check_policy_well_formed,
+    decide_policy,
+    policy_event,
+    policy_refusal,
+)
 from ledger.rollback import RollbackPlan, RollbackRequest, decision_from_record
 from ledger.rules import FleetHistory
 
+#: The policy chain's records: never submitted as fleet decisions.
+POLICY_EVENTS = frozenset(e.value for e in PolicyEvent)
 #: Decisions taken again after the head moved, before giving up.
 MAX_DECISIONS = 20
 
@@ -91,9 +106,14 @@ class Outcome:
 class FleetService:
     """Decide commands against the fleet's state at the head, and record them."""
 
-    def __init__(self, ledger: Ledger, states: StateSource):
+    def __init__(self, ledger: Ledger, states: StateSource, signer: ActorSigner | None = None):
         self.ledger = ledger
         self.states = states
+        #: Who signs this process's commands when a call names no signer (the CLI's --actor-key).
+        self.signer = signer
+        #: How long an envelope signed here stays valid.
+        self.expiry_minutes = DEFAULT_EXPIRY_MINUTES
+        self.authority = Authority(ledger)
 
     # -- reading the state a decision needs --------------------------------------------------
 
@@ -117,8 +137,14 @@ class FleetService:
 
     # -- the write ---------------------------------------------------------------------------
 
-    def submit(self, fleet: str, command: Command) -> Outcome:
-        """Decide `command` at the head and record the decision (or the refusal)."""
+    def submit(self, fleet: str, command: Command, *, signer: ActorSigner | None = None,
+               signed: SignedEnvelope | None = None) -> Outcome:
+        """Decide `command` at the head and record the decision (or the refusal).
+
+        In an enforced ledger the command must be signed: by `signer` (or the
+        service's own), or as an envelope signed elsewhere (`signed`). A command
+        the policy wants approved is recorded as a pending request (`approve`).
+        """
         check_fleet_name(fleet)
         check_well_formed(command)
         _check_fleet(fleet, command)
@@ -127,14 +153,91 @@ class FleetService:
             replay = self._replay(fleet, state, command)
             if replay is not None:
                 return replay
-            decision = decide(state, command)
-            bodies = decision.records if isinstance(decision, Accepted) else (decision.record,)
+            policy = self.authority.policy()
+            if policy.enforced and signed is None:
+                signed = self.sign(fleet, command, signer)
+            decision, bodies = self.decide_at(fleet, command, signed, state.head_seq, policy, state)
             try:
                 receipts = self.ledger.append_gated(fleet, bodies, expect_seq=state.head_seq)
             except HeadMovedError:
                 continue  # someone wrote meanwhile: decide again on the new head
             return Outcome(decision, tuple(receipts))
         raise HeadMovedError(f"fleet {fleet} kept moving; gave up after {MAX_DECISIONS} decisions")
+
+    def decide_at(self, chain: str, command: Command | PolicyCommand, signed: SignedEnvelope | None,
+                head_seq: int, policy: Policy, state: FleetHistory | None, *,
+                request: Request | None = None, approvals: Sequence[Mapping[str, Any]] | None = None,
+                ) -> tuple[Decision, list[dict[str, Any]]]:
+        """Who asks, then what: the decision at `head_seq` and the records that state it.
+
+        A command the policy wants approved becomes a pending request, unless it is the
+        `request` being decided with its `approvals`.
+        """
+        attestation = self.authority.check(
+            chain, command, signed, head_seq, policy, approvals=approvals,
+            request_seq=request.seq if request else None,
+            requested_at=request.requested_at if request else None)
+        failed = attestation.check if attestation is not None else None
+        if failed is Check.APPROVAL_MISSING and request is None:
+            decision: Decision = pending(command, policy, head_seq + 1)
+        elif failed is not None:
+            assert attestation is not None
+            decision = (refusal(command, failed, attestation.detail) if isinstance(command, Command)
+                        else policy_refusal(command, failed, attestation.detail))
+        elif isinstance(command, Command):
+            assert state is not None
+            decision = decide(state, command)
+        else:
+            decision = decide_policy(policy, command)
+        return decision, _attested(decision, attestation)
+
+    def sign(self, chain: str, command: AnyCommand,
+             signer: ActorSigner | None = None) -> SignedEnvelope | None:
+        """The envelope of `command` signed by `signer` (or the service's), if there is one."""
+        who = signer or self.signer
+        if who is None:
+            return None
+        if who.name != command.meta.actor:
+            who = who.as_actor(command.meta.actor)  # the key decides whether the claim holds
+        return seal_envelope(who, ledger=self.ledger.ledger_id, fleet=chain,
+                             action=command_action(command).value, args=command_arguments(command),
+                             minutes=self.expiry_minutes)
+
+    def submit_policy(self, command: PolicyCommand, *, signer: ActorSigner | None = None,
+                      signed: SignedEnvelope | None = None) -> Outcome:
+        """Decide a change of the policy at the head of `@policy`, and record it (or its refusal).
+
+        In an enforced ledger it must be signed by an actor the policy allows
+        (`actors` or `policy` action); in an open one the ledger's key vouches.
+        """
+        check_policy_well_formed(command)
+        for _ in range(MAX_DECISIONS):
+            policy = self.authority.policy()
+            if policy.enforced and signed is None:
+                signed = self.sign(POLICY_CHAIN, command, signer)
+            decision, bodies = self.decide_at(POLICY_CHAIN, command, signed, policy.seq, policy, None)
+            try:
+                receipts = self.ledger.append_policy(bodies, expect_seq=policy.seq)
+            except HeadMovedError:
+                continue
+            return Outcome(decision, tuple(receipts))
+        raise HeadMovedError(f"{POLICY_CHAIN} kept moving; gave up after {MAX_DECISIONS} decisions")
+
+    def report(self, fleet: str, body: Mapping[str, Any], *, signer: ActorSigner | None = None,
+               signed: SignedEnvelope | None = None) -> Outcome:
+        """Append a fact, signed by a reporter bound to its worker in an enforced ledger
+        (`ledger.consent.report`)."""
+        from ledger.consent import report  # the consent paths build on this gate
+
+        return report(self, fleet, body, signer=signer, signed=signed)
+
+    def approve(self, chain: str, request_seq: int, meta: Meta, *, signer: ActorSigner | None = None,
+                signed: SignedEnvelope | None = None) -> Outcome:
+        """Record a signed approval of the pending request at `chain` seq `request_seq`; the last
+        one needed decides it (`ledger.consent.approve`)."""
+        from ledger.consent import approve
+
+        return approve(self, chain, request_seq, meta, signer=signer, signed=signed)
 
     def check_key(self, fleet: str, command: Command) -> None:
         """Refuse (InputError) a command whose idempotency key a different command used.
@@ -174,6 +277,33 @@ class FleetService:
     def submit_record(self, fleet: str, body: Mapping[str, Any]) -> Outcome:
         """Decide a decision that arrives as a record body (`ledger append`, an import)."""
         return self.submit(fleet, command_from_record(fleet, body))
+
+
+def pending(command: Command | PolicyCommand, policy: Policy, seq: int) -> Refused:
+    """The record of a command that waits for approvals: `command.pending` at `seq`."""
+    needed = policy.approvers_needed(command_action(command))
+    if isinstance(command, Command):
+        event = command_event(command)
+        version = command.request.to_version if isinstance(command, Rollback) else getattr(
+            command, "version", None)
+    else:
+        event, version = policy_event(command), None
+    detail = (f"{command_action(command).value} needs the approval of {needed} other actor(s): "
+              f"request recorded at seq {seq}, approve it with `ledger approve {seq}`")
+    body = command.meta.body(PENDING, target="fleet" if isinstance(command, Command) else "policy",
+                             command=event, check=Check.APPROVAL_MISSING.value, detail=detail,
+                             version=version)
+    body["result"] = "pending"
+    body.pop("idempotency_key", None)  # the key names the decision, recorded once approved
+    return Refused(Check.APPROVAL_MISSING, detail, body)
+
+
+def _attested(decision: Decision, attestation: Attestation | None) -> list[dict[str, Any]]:
+    """The records to write: the decision's, its main (last) record carrying who signed it."""
+    bodies = [dict(b) for b in (decision.records if isinstance(decision, Accepted) else (decision.record,))]
+    if attestation is not None:
+        bodies[-1].update(attestation.fields)
+    return bodies
 
 
 def _check_fleet(fleet: str, command: Command) -> None:
@@ -258,6 +388,8 @@ def command_from_record(fleet: str, body: Mapping[str, Any]) -> Command:
         return Fail(version, meta, kind, from_version)
     if event in ("version.verified", "version.marked_bad", "version.cleared"):
         return Judge(Verdict(event), version, meta)
+    if event in POLICY_EVENTS:
+        raise RecordError(f"'{event}' is a change of the policy; it is decided by {GATE_COMMANDS[event]}")
     if event == "deployment.rolled_back":
         request = RollbackRequest(fleet=fleet, actor=meta.actor, reason=meta.reason or "",
                                   to_version=version, from_version=from_version,

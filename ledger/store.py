@@ -230,7 +230,8 @@ def faults_as(label: str, doing: str, *, server: bool = False,
 
 
 def stream_id(chain: str) -> str:
-    return chain if chain == KEY_CHAIN else FLEET_PREFIX + chain
+    """The stream of a chain: `@keys` and `@policy` as they are, a fleet under its prefix."""
+    return chain if chain.startswith("@") else FLEET_PREFIX + chain
 
 
 def is_postgres(db: str) -> bool:

@@ -43,6 +43,7 @@ from ledger.events import INTERNAL_EVENTS, stored_schema_error
 from ledger.keys import key_id, parse_public_key, verify_signature
 from ledger.names import is_ledger_id, shown
 from ledger.store import KEY_CHAIN, Store
+from ledger.verify_actors import ActorsReport, verify_actors
 
 SPAN = 1024  # records per unit of work: a power of two, so each full span is one Merkle subtree
 PARALLEL_THRESHOLD = 4096
@@ -82,6 +83,8 @@ class LedgerReport:
     keys: list[KeyEpoch] = field(default_factory=list)
     ledger_id: str = NO_LEDGER
     chains: list[ChainReport] = field(default_factory=list)
+    #: Who did what: the policy chain and every signed decision (`ledger.verify_actors`).
+    actors: ActorsReport = field(default_factory=lambda: ActorsReport(False))
 
 
 class RecordSource(Protocol):
@@ -586,4 +589,6 @@ def verify_ledger(
         names = list(fleets) if fleets is not None else store.chains()
         for name in names:
             report.chains.append(verifier.verify_chain(name, checkpoint))
+        if isinstance(store, Store):  # records held elsewhere (a bundle) carry no policy chain
+            report.actors = verify_actors(store, verifier.ledger_id, names, verifier.verify_chain)
     return report

@@ -18,6 +18,7 @@ from ledger.errors import NotFoundError
 from ledger.names import escape_controls
 from ledger.rules import STATUSES, LastGood
 from ledger.store import default_db
+from ledger.who import actors_summary, decisions_by_actor
 from projections.runner import Projections
 
 Common = Callable[..., None]
@@ -88,8 +89,11 @@ def _notes(entry: dict[str, Any]) -> str:
 def cmd_history(args: argparse.Namespace) -> int:
     with _open(args) as views:
         answer = views.history(args.fleet)
+        actors = actors_summary(views.store)
+        if wants_json(args):
+            who = decisions_by_actor(views.store, args.fleet)
     if wants_json(args):
-        print_json(answer)
+        print_json({**answer, "actors": actors.to_dict(), "decisions": who})
         return 0
     print(f"fleet {answer['fleet']}: head seq {answer['head_seq']}, current {answer['current'] or '-'}, "
           f"in flight: {_flight(answer['in_flight'])}")
@@ -103,6 +107,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         seqs = ", ".join(str(n) for n in unacted["seqs"])
         print(f"{unacted['count']} decision(s) reported by outside systems were kept, not acted on "
               f"(audit.external at seq {seqs}; see `ledger feed --event audit.external`)")
+    print(actors.note())
     return 0
 
 

@@ -92,7 +92,7 @@ def test_wait_returns_when_another_writer_settles_the_move(env: Env, settle: dic
     waiter = subprocess.Popen([sys.executable, "-m", "ledger.cli", "wait", *env.args(), "--fleet", "prod",
                                "--timeout", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
-    time.sleep(1.0)
+    time.sleep(2.0)  # the waiter, a new process, reads the deploy in flight first
     with env.open() as lg:
         submit(lg, "prod", settle)
     out, err = waiter.communicate(timeout=60)
@@ -105,7 +105,8 @@ def test_wait_says_a_deploy_replaced_by_a_rollback_with_exit_1(env: Env,
     with env.open() as lg:
         seed(lg)
         submit(lg, "prod", build.deploy("v2", "ci"))
-    threading.Timer(0.5, lambda: run_cli(capsys, "rollback", *env.args(), "--fleet", "prod", "--actor", "o",
+    # Late enough that the waiter, a new process, has read the deploy in flight first.
+    threading.Timer(2.0, lambda: run_cli(capsys, "rollback", *env.args(), "--fleet", "prod", "--actor", "o",
                                          "--reason", "bad", "--no-drive")).start()
     done = run_process("wait", *env.args(), "--fleet", "prod", "--timeout", "30")
     assert done.returncode == 1 and b"deploy to v2 (seq 7) replaced" in done.stdout

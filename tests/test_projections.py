@@ -466,13 +466,16 @@ def test_cli_history_table_and_json(cli_env: Env, capsys: pytest.CaptureFixture[
     lines = out.splitlines()
     assert lines[0].startswith(f"fleet {A}: head seq 8, current v2")
     assert lines[1].split()[:3] == ["VERSION", "STATUS", "GOOD"]
-    assert [line.split()[:3] for line in lines[2:]] == [
+    assert [line.split()[:3] for line in lines[2:-1]] == [
         ["v1", "superseded", "yes"], ["v2", "rolling_out", "yes"], ["v3", "rolled_back", "no"]]
+    assert lines[-1].startswith("actors are not authenticated (open mode")
     assert "rolled back to v2 at seq 8 by on-call" in out
     code, out, _ = run(capsys, "history", *cli_env.args(), "--fleet", A, "--json")
     data = orjson.loads(out)
     assert code == 0 and [v["status"] for v in data["versions"]] == ["superseded", "rolling_out",
                                                                      "rolled_back"]
+    assert data["actors"]["authenticated"] is False
+    assert [d["event"] for d in data["decisions"]][-1] == "deployment.rolled_back"
 
 
 def test_cli_last_good(cli_env: Env, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,11 +3,16 @@
 v1 is deployed to two real worker processes and completes; a rollback rule is
 recorded; `ledger watch` follows the fleet; v2 replaces v1 and its calls start
 failing; the watcher's analysis (v2's error rate against v1's, from the
-workers' own outcome reports) fails the rule and it records the rollback as
-`ledger-watch` with the evidence, then drives the fleet back to v1 (start v1
-workers, drain v2 workers to zero calls, confirm clean), and the ledger verifies. It runs the real `ledger`
-commands in a fresh directory and prints each one before its output, so what
-it shows is exactly what a user would type.
+workers' own outcome reports) fails the rule and it records the rollback with
+the evidence, then drives the fleet back to v1 (start v1 workers, drain v2
+workers to zero calls, confirm clean), and the ledger verifies. It runs the
+real `ledger` commands in a fresh directory and prints each one before its
+output, so what it shows is exactly what a user would type.
+
+The ledger is enforced from `init`: alice (admin) registers two actors with
+OpenSSH keys, dave the deployer and olga the on-call. Every decision is
+signed by the actor who asks for it: dave's deploys, olga's rule, and the
+rollback, which olga's watcher signs with her key; verify re-checks them all.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.api import Ledger
 from ledger.sim.local_driver import LocalProcessDriver
@@ -42,6 +50,24 @@ def run(workdir: Path, *argv: str, expect: tuple[int, ...] = (0,)) -> str:
     if done.returncode not in expect:
         raise SystemExit(f"demo: `ledger {shlex.join(argv)}` exited {done.returncode}")
     return done.stdout
+
+
+#: Who acts, and with which role (each gets an OpenSSH key pair in the work directory).
+ACTORS = {"dave": "deployer", "olga": "oncall"}
+
+
+def write_ssh_key(path: Path, comment: str) -> None:
+    """An Ed25519 key pair in the files `ssh-keygen -t ed25519` writes (private key, `.pub` line)."""
+    key = Ed25519PrivateKey.generate()
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                       serialization.NoEncryption()))
+    path.chmod(0o600)
+    line = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    path.with_name(path.name + ".pub").write_bytes(line + f" {comment}\n".encode())
+
+
+def as_actor(name: str) -> list[str]:
+    return ["--actor", name, "--actor-key", f"{name}.ssh"]
 
 
 def session_errors(workdir: Path, version: str) -> tuple[int, int]:
@@ -87,19 +113,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         (workdir / "sim.json").write_text(json.dumps(SIMULATION) + "\n")
         print(f"# the local driver's simulated workers (sim.json): {json.dumps(SIMULATION)}")
-        run(workdir, "init", "--actor", "demo")
-        run(workdir, "deploy", "v1", "--actor", "ci", "--reason", "release 1", "--drive",
+        for name in ("alice", *ACTORS):
+            write_ssh_key(workdir / f"{name}.ssh", f"{name}@example.com")
+        print("# OpenSSH Ed25519 keys (as `ssh-keygen -t ed25519` writes them): alice.ssh, dave.ssh, "
+              "olga.ssh and their .pub files")
+        run(workdir, "init", "--actor", "alice", "--admin", "alice", "--admin-key", "alice.ssh.pub")
+        for name, role in ACTORS.items():
+            run(workdir, "actors", "add", name, "--public-key", f"{name}.ssh.pub", "--role", role,
+                *as_actor("alice"))
+        run(workdir, "deploy", "v1", *as_actor("dave"), "--reason", "release 1", "--drive",
             "--workers", "2", *DRIVER, *fleet)
-        run(workdir, "rule", "set", *RULE, "--actor", "sre", "--reason", "roll back on evidence",
+        run(workdir, "rule", "set", *RULE, *as_actor("olga"), "--reason", "roll back on evidence",
             *fleet)
-        watch_argv = ["watch", "--until-verdict", *DRIVER, *fleet]
+        watch_argv = ["watch", "--until-verdict", *as_actor("olga"), *DRIVER, *fleet]
         print(f"\n$ ledger {shlex.join(watch_argv)} &    # its output is shown when it exits", flush=True)
         watcher = subprocess.Popen([sys.executable, "-m", "ledger.cli", *watch_argv], cwd=workdir,
                                    text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         watch_errors(workdir, "v1", 6)  # v1's baseline
         # The watcher may roll back v2 while this deploy is still in flight: the drive then
         # ends with the move replaced (exit 1), which is the point.
-        run(workdir, "deploy", "v2", "--actor", "ci", "--reason", "release 2", "--drive",
+        run(workdir, "deploy", "v2", *as_actor("dave"), "--reason", "release 2", "--drive",
             *DRIVER, *fleet, expect=(0, 1))
         try:
             output, _ = watcher.communicate(timeout=90)
@@ -111,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         run(workdir, "fleet", *fleet)
         run(workdir, "history", *fleet)
         run(workdir, "last-good", *fleet)
-        run(workdir, "feed", "--event", "deployment.rolled_back", *fleet)
+        rolled = run(workdir, "feed", "--event", "deployment.rolled_back", *fleet)
+        record = json.loads(rolled.splitlines()[0])
+        print(f"\n# the rollback was signed by {record['actor']} (key {record['actor_kid']}, "
+              f"verified by the gate: {record['actor_verified']}); `ledger verify` checks it again below")
+        run(workdir, "actors", "list")
         run(workdir, "verify")
         checkpoint = run(workdir, "checkpoint", *fleet)
         (workdir / "prod.checkpoint").write_text(checkpoint)
