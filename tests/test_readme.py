@@ -16,6 +16,7 @@ from tests.docs import ROOT, ExampleFailed, blocks, output_matches, run_document
 README = ROOT / "README.md"
 
 
+@pytest.mark.openrtc  # the OpenRTC section's examples run an AgentPool
 def test_every_readme_example_runs_as_written(tmp_path: Path) -> None:
     ran = run_document(README, tmp_path)
     runnable = [b for b in blocks(README.read_text(encoding="utf-8")) if b.runnable]
