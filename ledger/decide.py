@@ -367,7 +367,7 @@ def unclean_workers(state: FleetHistory, target: str) -> list[str]:
 
 def dropped_since_move(state: FleetHistory) -> int:
     """Calls held by workers that exited since the move in flight started (dropped calls)."""
-    return sum(int((w.exited or {}).get("dropped_sessions", 0)) for w in state.recent_exits)
+    return sum(w.exited.dropped_sessions for w in state.recent_exits if w.exited is not None)
 
 
 def _complete(state: FleetHistory, command: Complete) -> Decision:

@@ -249,7 +249,7 @@ class Executor:
                 live = state.workers.get(worker_id)
                 drained_at = steps.drained.get(worker_id)
                 if drained_at is None and live is not None and live.draining and live.drain_started:
-                    drained_at = live.drain_started["timestamp"]  # drained before this move began
+                    drained_at = live.drain_started.timestamp  # drained before this move began
                 if drained_at is None:
                     if live is None and not self.driver.is_alive(worker_id):
                         continue  # gone before the operation: nothing to drain

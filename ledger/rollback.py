@@ -156,7 +156,7 @@ def plan_rollback(state: FleetHistory, request: RollbackRequest) -> RollbackPlan
     count = request.workers or max(1, from_workers)
     return RollbackPlan(
         fleet=state.fleet, target=target, from_version=current,
-        good_evidence_seq=evidence["seq"] if evidence else None, forced=forced,
+        good_evidence_seq=evidence.seq if evidence else None, forced=forced,
         head_seq=state.head_seq, rollback_id=rollback_id,
         start_workers=[f"{target}-{rollback_id}-{i}" for i in range(1, count + 1)],
         drain_workers=live_bad, drain_timeout_s=request.drain_timeout_s,
