@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ledger.chain import leaf_hash, node_hash, parse_checkpoint
-from ledger.errors import Fault, InputError, StorageError, VerificationError
-from ledger.evidence import MemoryStore, Trust, read_key_chain
+from ledger.errors import Fault, FaultCheck, InputError, StorageError, VerificationError
+from ledger.evidence import CheckpointRole, MemoryStore, Trust, read_key_chain
 from ledger.schemas import all_schemas, render
 from ledger.store import KEY_CHAIN
 from ledger.verify import ChainReport, Verifier
@@ -109,7 +109,7 @@ def _write_new(path: Path, data: bytes) -> None:
     """Write a file that must not change: equal content is left alone, other content refused."""
     if path.exists():
         if path.read_bytes() != data:
-            raise VerificationError(Fault(str(path), 0, "bundle", "the same tile as exported before",
+            raise VerificationError(Fault(str(path), 0, FaultCheck.BUNDLE, "the same tile as exported before",
                                           "different content", "the history was rewritten since"))
         return
     _write(path, data)
@@ -145,7 +145,7 @@ def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise VerificationError(Fault(str(path.name), 0, "bundle", what, "missing",
+        raise VerificationError(Fault(str(path.name), 0, FaultCheck.BUNDLE, what, "missing",
                                       "the bundle is incomplete")) from None
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
@@ -168,7 +168,7 @@ def verify_bundle(directory: Path, anchor_raw: bytes) -> BundleReport:
         text = _read(directory / "checkpoint", "a checkpoint").decode("utf-8")
     except UnicodeDecodeError:
         raise InputError("the bundle's checkpoint is not UTF-8 text") from None
-    checkpoint, fleet = trust.checkpoint(text, "checkpoint")
+    checkpoint, fleet = trust.checkpoint(text, CheckpointRole.CHECKPOINT)
     records: list[bytes] = []
     full, rest = divmod(checkpoint.size, TILE_WIDTH)
     for n in range(full + (1 if rest else 0)):
@@ -179,13 +179,13 @@ def verify_bundle(directory: Path, anchor_raw: bytes) -> BundleReport:
         at = 0
         while at < len(data):
             if at + 2 > len(data):
-                raise VerificationError(Fault(fleet, n * TILE_WIDTH + len(entries) + 1, "bundle",
+                raise VerificationError(Fault(fleet, n * TILE_WIDTH + len(entries) + 1, FaultCheck.BUNDLE,
                                               "a length-prefixed entry", "truncated bundle"))
             (length,) = struct.unpack(">H", data[at:at + 2])
             entries.append(data[at + 2:at + 2 + length])
             at += 2 + length
         if len(entries) != width or at != len(data):
-            raise VerificationError(Fault(fleet, n * TILE_WIDTH + 1, "bundle", f"{width} entries",
+            raise VerificationError(Fault(fleet, n * TILE_WIDTH + 1, FaultCheck.BUNDLE, f"{width} entries",
                                           f"{len(entries)} entries", f"in {path.relative_to(directory)}"))
         records.extend(entries)
     store = MemoryStore({KEY_CHAIN: key_chain, fleet: records})
@@ -195,6 +195,7 @@ def verify_bundle(directory: Path, anchor_raw: bytes) -> BundleReport:
     expected = tiles(records, [leaf_hash(r) for r in records])
     for name, data in expected.items():
         if not name.startswith("tile/entries/") and _read(directory / name, name) != data:
-            raise VerificationError(Fault(fleet, checkpoint.size, "tile", f"{name} as the records hash",
+            raise VerificationError(Fault(fleet, checkpoint.size, FaultCheck.TILE,
+                                          f"{name} as the records hash",
                                           "other hashes", "a hash tile does not match the records"))
     return BundleReport(fleet, chain, len(expected))

@@ -36,7 +36,7 @@ from ledger.chain import (
 )
 from ledger.children import die_with_parent, parent_identity
 from ledger.encoding import canonical
-from ledger.errors import Fault, InputError, VerificationError
+from ledger.errors import Fault, FaultCheck, InputError, VerificationError
 from ledger.events import INTERNAL_EVENTS, stored_schema_error
 from ledger.keys import key_id, parse_public_key, verify_signature
 from ledger.names import is_ledger_id, shown
@@ -49,7 +49,7 @@ Progress = Callable[[int, int], None]
 # (seq, prev, hash, kid, timestamp, leaf hash, event type, new key or None, sig)
 RecordInfo = tuple[int, str, str, str, str, bytes, str, "tuple[str, str] | None", str]
 # (seq, check, expected, found, detail)
-RawFault = tuple[int, str, str, str, str]
+RawFault = tuple[int, FaultCheck, str, str, str]
 
 
 @dataclass(frozen=True)
@@ -96,37 +96,37 @@ def check_batch(
         try:
             record = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
-            return infos, (position, "encoding", "a JSON record", "undecodable bytes", str(exc))
+            return infos, (position, FaultCheck.ENCODING, "a JSON record", "undecodable bytes", str(exc))
         if not isinstance(record, dict):
-            return infos, (position, "encoding", "a JSON object", type(record).__name__, "")
+            return infos, (position, FaultCheck.ENCODING, "a JSON object", type(record).__name__, "")
         if canonical(record) != data:
-            return infos, (position, "encoding", "canonical JSON bytes", "non-canonical bytes", "")
+            return infos, (position, FaultCheck.ENCODING, "canonical JSON bytes", "non-canonical bytes", "")
         seq = record.get("seq")
         if seq != position:
-            return infos, (position, "seq", str(position), repr(seq), "record stored out of place")
+            return infos, (position, FaultCheck.SEQ, str(position), repr(seq), "record stored out of place")
         schema_error = stored_schema_error(record)
         if schema_error is not None:
-            return infos, (position, "schema", "a valid record", "invalid record", schema_error)
+            return infos, (position, FaultCheck.SCHEMA, "a valid record", "invalid record", schema_error)
         if record["fleet"] != chain:
-            return infos, (position, "fleet", chain, record["fleet"], "record moved between chains")
+            return infos, (position, FaultCheck.FLEET, chain, record["fleet"], "record moved between chains")
         stated = record["hash"]
         body = {k: v for k, v in record.items() if k != "hash" and k != "sig"}
         actual = hashlib.sha256(canonical(body)).hexdigest()
         if actual != stated:
-            return infos, (position, "hash", actual, stated, "record content changed")
+            return infos, (position, FaultCheck.HASH, actual, stated, "record content changed")
         kid = record["kid"]
         public_raw = keys.get(kid)
         if public_raw is None:
-            return infos, (position, "signature", "a key of this ledger", f"unknown key {kid}", "")
+            return infos, (position, FaultCheck.SIGNATURE, "a key of this ledger", f"unknown key {kid}", "")
         if signatures and not verify_signature(public_raw, record["sig"],
                                                signed_message(actual, ledger_id)):
-            return infos, (position, "signature", f"valid signature by {kid} for ledger {ledger_id}",
+            return infos, (position, FaultCheck.SIGNATURE, f"valid signature by {kid} for ledger {ledger_id}",
                            "bad signature", "forged, altered, or signed for another ledger")
         new_key = None
         if record["event"] in ("ledger.initialized", "key.rotated"):
             new_key = (record["new_kid"], record["public_key"])
         if (record["event"] in INTERNAL_EVENTS) != (chain == KEY_CHAIN):
-            return infos, (position, "event", "an event of this chain", record["event"], "")
+            return infos, (position, FaultCheck.EVENT, "an event of this chain", record["event"], "")
         infos.append(
             (position, record["prev"], actual, kid, record["timestamp"], leaf_hash(data),
              record["event"], new_key, record["sig"])
@@ -182,28 +182,29 @@ class _Linker:
         #: kid -> (seq, hash, sig) of the last record it signed: where its signature carries the proof.
         self.last_by_key: dict[str, tuple[int, str, str]] = {}
 
-    def fault(self, seq: int, check: str, expected: str, found: str, detail: str = "") -> None:
+    def fault(self, seq: int, check: FaultCheck, expected: str, found: str, detail: str = "") -> None:
         raise VerificationError(Fault(self.report.chain, seq, check, expected, found, detail))
 
     def expect_position(self, seq: int) -> None:
         """Fault unless `seq` is the next position: records before it are missing."""
         count = self.report.count
         if seq != count + 1:
-            self.fault(count + 1, "seq", str(count + 1), str(seq), f"{seq - count - 1} record(s) missing")
+            self.fault(count + 1, FaultCheck.SEQ, str(count + 1), str(seq),
+                       f"{seq - count - 1} record(s) missing")
 
     def link(self, info: RecordInfo) -> None:
         seq, prev, digest, kid, timestamp, leaf, _event, _new_key, sig = info
         report = self.report
         self.expect_position(seq)
         if prev != report.head:
-            self.fault(seq, "prev", report.head, prev, "link to the record before is broken")
+            self.fault(seq, FaultCheck.PREV, report.head, prev, "link to the record before is broken")
         if timestamp < self.last_timestamp:
-            self.fault(seq, "timestamp", f">= {self.last_timestamp}", timestamp, "time went back")
+            self.fault(seq, FaultCheck.TIMESTAMP, f">= {self.last_timestamp}", timestamp, "time went back")
         epoch = self.epochs.get(kid)
         if epoch is None:
-            self.fault(seq, "signature", "a key of this ledger", f"unknown key {kid}")
+            self.fault(seq, FaultCheck.SIGNATURE, "a key of this ledger", f"unknown key {kid}")
         elif timestamp < epoch.start or (epoch.end is not None and timestamp > epoch.end):
-            self.fault(seq, "key", f"key {kid} in force {epoch.start}..{epoch.end or 'now'}",
+            self.fault(seq, FaultCheck.KEY, f"key {kid} in force {epoch.start}..{epoch.end or 'now'}",
                        timestamp, "signed outside the key's time in force (retired key?)")
         self.last_timestamp = timestamp
         self.last_by_key[kid] = (seq, digest, sig)
@@ -217,10 +218,10 @@ class _Linker:
         assert self.checkpoint is not None
         root = self.accumulator.root()
         if root != self.checkpoint.root:
-            self.fault(seq, "checkpoint root", base64.b64encode(self.checkpoint.root).decode(),
+            self.fault(seq, FaultCheck.CHECKPOINT_ROOT, base64.b64encode(self.checkpoint.root).decode(),
                        base64.b64encode(root).decode(), "history differs from the checkpoint")
         if self.report.head != self.checkpoint.head:
-            self.fault(seq, "checkpoint head", self.checkpoint.head, self.report.head)
+            self.fault(seq, FaultCheck.CHECKPOINT_HEAD, self.checkpoint.head, self.report.head)
         self.report.checkpoint_size = seq
 
     def finish(self) -> ChainReport:
@@ -230,7 +231,7 @@ class _Linker:
             if checkpoint.size == 0:
                 self.report.checkpoint_size = 0
             elif self.report.count < checkpoint.size:
-                self.fault(self.report.count + 1, "truncated", f"{checkpoint.size} records",
+                self.fault(self.report.count + 1, FaultCheck.TRUNCATED, f"{checkpoint.size} records",
                            f"{self.report.count} records",
                            "the ledger no longer extends the checkpoint")
         return self.report
@@ -295,25 +296,26 @@ class Verifier:
                 new_kid, new_public = new_key
                 raw = parse_public_key(new_public)
                 if key_id(raw) != new_kid:
-                    linker.fault(seq, "key", f"kid {key_id(raw)}", new_kid, "kid does not match key")
+                    linker.fault(seq, FaultCheck.KEY, f"kid {key_id(raw)}", new_kid, "kid does not match key")
                 if seq == 1:
                     if event != "ledger.initialized" or new_kid != anchor_kid:
-                        linker.fault(1, "anchor", f"ledger initialized with key {anchor_kid}",
+                        linker.fault(1, FaultCheck.ANCHOR, f"ledger initialized with key {anchor_kid}",
                                      f"{event} introducing {new_kid}",
                                      "this ledger was not made with the trusted key")
                     epochs.append(KeyEpoch(new_kid, raw, timestamp))
                 else:
                     if event != "key.rotated":
-                        linker.fault(seq, "key chain", "key.rotated", event)
+                        linker.fault(seq, FaultCheck.KEY_CHAIN, "key.rotated", event)
                     current = epochs[-1]
                     if kid != current.kid:
-                        linker.fault(seq, "key", f"rotation signed by current key {current.kid}", kid)
+                        linker.fault(seq, FaultCheck.KEY,
+                                     f"rotation signed by current key {current.kid}", kid)
                     epochs[-1] = KeyEpoch(current.kid, current.public_raw, current.start, timestamp)
                     epochs.append(KeyEpoch(new_kid, raw, timestamp))
                 keys = {e.kid: e.public_raw for e in epochs}
                 linker.epochs = {e.kid: e for e in epochs}
         if not epochs:
-            raise VerificationError(Fault(KEY_CHAIN, 1, "anchor", "ledger.initialized", "no records",
+            raise VerificationError(Fault(KEY_CHAIN, 1, FaultCheck.ANCHOR, "ledger.initialized", "no records",
                                           "the key chain is empty"))
         self.epochs = {e.kid: e for e in epochs}
         return epochs
@@ -354,7 +356,8 @@ class Verifier:
             for kid, (seq, digest, sig) in sorted(linker.last_by_key.items(), key=lambda i: i[1][0]):
                 if not verify_signature(self.epochs[kid].public_raw, sig,
                                         signed_message(digest, self.ledger_id)):
-                    linker.fault(seq, "signature", f"valid signature by {kid} for ledger {self.ledger_id}",
+                    linker.fault(seq, FaultCheck.SIGNATURE,
+                                 f"valid signature by {kid} for ledger {self.ledger_id}",
                                  "bad signature", "forged, altered, or signed for another ledger")
         return linker.finish()
 

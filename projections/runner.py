@@ -40,7 +40,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 
 from ledger.api import Ledger
 from ledger.chain import unsigned_hash
-from ledger.errors import NotInitializedError, StorageError, UnknownFleetError
+from ledger.errors import FaultCheck, NotInitializedError, StorageError, UnknownFleetError
 from ledger.events import check_fleet_name
 from ledger.postgres_url import postgres_env, redact
 from ledger.rules import FleetHistory, LastGood, Version
@@ -506,7 +506,7 @@ class Projections:
                 return False
             if unsigned_hash(orjson.loads(stored_bytes(rows[0].state))) != exc.head_hash:
                 return False
-        if exc.fault.check == "seq":
+        if exc.fault.check is FaultCheck.SEQ:
             following = self._ledger(lambda: self.store.page(fleet, head_seq, 1))
             found = following[0].originator_version if following else None
             return found is not None and found > head_seq + 1
