@@ -28,6 +28,7 @@ from eventsourcing.persistence import (
     PersistenceError,
 )
 
+from ledger import commands
 from ledger.chain import (
     NO_LEDGER,
     Checkpoint,
@@ -191,11 +192,10 @@ class Ledger:
                     write_private_key(key_path, signer)
                 if not public_key_path(key_path).exists():
                     write_public_key(public_key_path(key_path), signer.public_raw)
-                ledger._append_chunk(KEY_CHAIN, [{
-                    "event": "ledger.initialized", "actor": actor, "target": "ledger",
-                    "result": "success", "public_key": signer.public_text, "new_kid": signer.kid,
-                    "ledger_id": ledger_id,
-                }], check_key=False)
+                ledger._append_chunk(KEY_CHAIN, [commands.record(
+                    "ledger.initialized", actor, "ledger", public_key=signer.public_text,
+                    new_kid=signer.kid, ledger_id=ledger_id,
+                )], check_key=False)
             except BaseException:
                 made = True  # when unsure whether the genesis landed, keep the pin
                 with contextlib.suppress(LedgerError):
@@ -269,12 +269,8 @@ class Ledger:
         new = Signer.generate()
         staged = next_key_path(signer.path, new.kid)  # named by its kid: rotations never collide
         write_private_key(staged, new)
-        body: dict[str, Any] = {
-            "event": "key.rotated", "actor": actor, "target": "ledger", "result": "success",
-            "public_key": new.public_text, "new_kid": new.kid,
-        }
-        if reason:
-            body["reason"] = reason
+        body = commands.record("key.rotated", actor, "ledger", public_key=new.public_text, new_kid=new.kid,
+                      reason=reason or None)
         try:
             validate_input(body)
             receipt = self._rotate(body, signer)
