@@ -45,7 +45,7 @@ def open_app(db: str | os.PathLike[str] | None = None, key: str | os.PathLike[st
     """Open a writable ledger at `db` with signing key `key`, its views and its gate."""
     ledger = Ledger.open(db, key)
     try:
-        views = Projections(ledger.store, projections, notice=notice)
+        views = Projections.of(ledger, projections, notice=notice)
     except BaseException:
         ledger.close()
         raise

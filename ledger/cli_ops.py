@@ -27,7 +27,7 @@ from ledger.events import check_fleet_name
 from ledger.model import Move, MoveKind, Settlement
 from ledger.rules import FleetHistory
 from ledger.store import default_db, is_postgres
-from ledger.verify import Verifier, check_batch
+from ledger.verify import check_batch
 from projections.runner import Projections
 
 Common = Callable[..., None]
@@ -112,7 +112,7 @@ class RecordCheck:
 def check_one(ledger: Ledger, fleet: str, seq: int, data: bytes, anchor_raw: bytes) -> list[RecordCheck]:
     """Check one record as a feed consumer would: its bytes, hash and signature under a key of the
     verified key chain in force at its time, and its links to the records on either side."""
-    verifier = Verifier(ledger.store, anchor_raw)
+    verifier = ledger.verifier(anchor_raw)
     try:
         epochs = {e.kid: e for e in verifier.verify_keys()}
         keys = {kid: e.public_raw for kid, e in epochs.items()}

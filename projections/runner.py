@@ -281,10 +281,16 @@ class Projections:
         ledger, or in a PostgreSQL ledger's own database and schema)."""
         ledger = Ledger.open(db if db is not None else default_db(), writable=False)
         try:
-            return cls(ledger.store, path, notice=notice, owns_store=True)
+            return cls.of(ledger, path, notice=notice, owns_store=True)
         except BaseException:
             ledger.close()
             raise
+
+    @classmethod
+    def of(cls, ledger: Ledger, path: str | os.PathLike[str] | None = None, *,
+           notice: Notice | None = None, owns_store: bool = False) -> Projections:
+        """The views of an open ledger, reading its records (closing it too with `owns_store`)."""
+        return cls(ledger.store, path, notice=notice, owns_store=owns_store)  # the views read its store
 
     @property
     def where(self) -> str:
@@ -392,10 +398,7 @@ class Projections:
         return self._ledger(self.store.max_notification_id)
 
     def _read(self, after: int, limit: int) -> list[Any]:
-        page = self._ledger(lambda: self.store.recorder.select_notifications(
-            after, limit, inclusive_of_start=False))
-        mapper = self.store.app.mapper
-        return [(n.id, mapper.to_domain_event(n)) for n in page]
+        return self._ledger(lambda: self.store.notifications(after, limit))
 
     def catch_up(self) -> int:
         """Apply every ledger record the views have not seen; return how many fleet records.

@@ -221,7 +221,7 @@ def submit(ledger: Ledger, fleet: str, *bodies: dict[str, Any]) -> list[Receipt]
     Every decision must be accepted (a refusal here is a broken test setup).
     """
     receipts: list[Receipt] = []
-    with Projections(ledger.store, notice=lambda _m: None) as views:
+    with Projections.of(ledger, notice=lambda _m: None) as views:
         service = FleetService(ledger, views)
         for body in bodies:
             if body["event"] in GATED_EVENTS:
