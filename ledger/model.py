@@ -18,6 +18,17 @@ from typing import Any, ClassVar, TypeVar
 _T = TypeVar("_T", bound="_Codec")
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(kind: type) -> tuple[str, ...]:
+    """A dataclass's field names, in order (looked up once per class: the codec runs per stamp)."""
+    names = _FIELD_NAMES.get(kind)
+    if names is None:
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in fields(kind))
+    return names
+
+
 class _Codec:
     """One JSON codec for the stamps: the fields that are set, in declaration order.
 
@@ -30,16 +41,16 @@ class _Codec:
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
-        for f in fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            if value is not None or f.name in self.ALWAYS:
-                data[f.name] = value.value if isinstance(value, StrEnum) else value
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
+            if value is not None or name in self.ALWAYS:
+                data[name] = value.value if isinstance(value, StrEnum) else value
         return data
 
     @classmethod
     def from_dict(cls: type[_T], data: Mapping[str, Any]) -> _T:
-        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        unknown = set(data) - names
+        names = _field_names(cls)
+        unknown = set(data).difference(names)
         if unknown or not isinstance(data.get("seq"), int):
             raise ValueError(f"{cls.__name__} needs an int 'seq' and only {sorted(names)}: "
                              f"{dict(data)!r:.200}")
