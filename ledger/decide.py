@@ -82,10 +82,14 @@ class Meta:
 
     def body(self, event: str, *, result: str = "success", reason: str | None = None,
              **fields: Any) -> dict[str, Any]:
-        """A record body: the caller's extra fields, then the decision's own."""
-        return record(event, self.actor, str(self.extra.get("target", "fleet")), result=result,
+        """A record body: the caller's extra fields, then the decision's own.
+
+        A required field the caller left out (a reason) is left for the schema to
+        name when the body is validated: bad input, not a broken builder.
+        """
+        return record(event, self.actor, self.extra.get("target", "fleet"), result=result,
                       extra=self.extra, reason=self.reason or reason or None,
-                      idempotency_key=self.idempotency_key or None, **fields)
+                      idempotency_key=self.idempotency_key or None, partial=True, **fields)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from ledger import commands
 from ledger.commands import record
 from ledger.errors import RecordError
 from ledger.events import EVENT_TYPES, validate_input
+from tests.conftest import Env, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,3 +93,15 @@ def test_the_vocabulary_and_the_builder_agree_on_every_event_type() -> None:
         fields = {f: None for f in (*event_type.required, *event_type.optional)}
         body = record(name, "a", "t", partial=True, **fields)  # every declared field is accepted
         assert body["event"] == name
+
+
+def test_a_decisions_own_fields_are_checked_as_given_not_coerced(sqlite_env: Env,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    body = '{"event": "deployment.started", "actor": "ci", "target": 5, "result": "success", "version": "v1"}'
+    result = run_cli(capsys, "append", *sqlite_env.args(), "--fleet", "prod", "--json", body)
+    assert result.code == 2, result.err
+    assert "target" in result.err and result.err.count("\n") == 1
+    result = run_cli(capsys, "append", *sqlite_env.args(), "--fleet", "prod", "--json",
+                     '{"event": "version.marked_bad", "actor": "qa", "target": "fleet", "result": "success", '
+                     '"version": "v1"}')
+    assert result.code == 2 and "reason" in result.err, result.err  # bad input, not a broken builder
