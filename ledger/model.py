@@ -18,14 +18,16 @@ from typing import Any, ClassVar, TypeVar
 _T = TypeVar("_T", bound="_Codec")
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_FIELD_NAMES: dict[type, tuple[tuple[str, ...], frozenset[str]]] = {}
 
 
-def _field_names(kind: type) -> tuple[str, ...]:
-    """A dataclass's field names, in order (looked up once per class: the codec runs per stamp)."""
+def _field_names(kind: type) -> tuple[tuple[str, ...], frozenset[str]]:
+    """A dataclass's field names, in order and as a set (looked up once per class: the
+    codec runs for every stamp a view stores or loads)."""
     names = _FIELD_NAMES.get(kind)
     if names is None:
-        names = _FIELD_NAMES[kind] = tuple(f.name for f in fields(kind))
+        ordered = tuple(f.name for f in fields(kind))
+        names = _FIELD_NAMES[kind] = (ordered, frozenset(ordered))
     return names
 
 
@@ -40,18 +42,18 @@ class _Codec:
     ALWAYS: ClassVar[tuple[str, ...]] = ()
 
     def to_dict(self) -> dict[str, Any]:
+        always = self.ALWAYS
         data: dict[str, Any] = {}
-        for name in _field_names(type(self)):
+        for name in _field_names(type(self))[0]:
             value = getattr(self, name)
-            if value is not None or name in self.ALWAYS:
-                data[name] = value.value if isinstance(value, StrEnum) else value
+            if value is not None or name in always:
+                data[name] = value
         return data
 
     @classmethod
     def from_dict(cls: type[_T], data: Mapping[str, Any]) -> _T:
-        names = _field_names(cls)
-        unknown = set(data).difference(names)
-        if unknown or not isinstance(data.get("seq"), int):
+        names = _field_names(cls)[1]
+        if not isinstance(data.get("seq"), int) or not names.issuperset(data):
             raise ValueError(f"{cls.__name__} needs an int 'seq' and only {sorted(names)}: "
                              f"{dict(data)!r:.200}")
         return cls._decode(data)
@@ -99,10 +101,18 @@ class Stamp(_Codec):
     outcome_seq: int | None = None
     outcome_timestamp: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        data = _Codec.to_dict(self)
+        if self.outcome is not None:
+            data["outcome"] = self.outcome.value  # plain JSON values, as the views store them
+        return data
+
     @classmethod
     def _decode(cls, data: Mapping[str, Any]) -> Stamp:
         outcome = data.get("outcome")
-        return cls(**{**data, "outcome": Settlement(outcome) if outcome is not None else None})
+        if outcome is None:
+            return cls(**data)
+        return cls(**{**data, "outcome": Settlement(outcome)})
 
 
 @dataclass(frozen=True, slots=True)
