@@ -38,7 +38,6 @@ class _Codec:
     so a stamp's JSON holds exactly what its record said.
     """
 
-    __slots__ = ()
     ALWAYS: ClassVar[tuple[str, ...]] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,7 +59,12 @@ class _Codec:
 
     @classmethod
     def _decode(cls: type[_T], data: Mapping[str, Any]) -> _T:
-        return cls(**data)
+        # Views load many stamps per question: fill the instance directly (a frozen
+        # dataclass's __init__ costs a guarded setattr per field); fields the JSON
+        # leaves out read the class defaults, None.
+        stamp = object.__new__(cls)
+        stamp.__dict__.update(data)
+        return stamp
 
 
 class Settlement(StrEnum):
@@ -72,7 +76,7 @@ class Settlement(StrEnum):
     SUPERSEDED = "superseded"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Stamp(_Codec):
     """Who did it, when and why: the evidence the fold keeps from one record.
 
@@ -111,11 +115,11 @@ class Stamp(_Codec):
     def _decode(cls, data: Mapping[str, Any]) -> Stamp:
         outcome = data.get("outcome")
         if outcome is None:
-            return cls(**data)
-        return cls(**{**data, "outcome": Settlement(outcome)})
+            return super()._decode(data)
+        return super()._decode({**data, "outcome": Settlement(outcome)})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Moment(_Codec):
     """Where a worker's start or drain was recorded: the record's seq and time."""
 
@@ -125,7 +129,7 @@ class Moment(_Codec):
     timestamp: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Exit(_Codec):
     """A worker's `worker.exited`: where, when, the calls it dropped, and its exit code if known."""
 
