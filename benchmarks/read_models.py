@@ -193,7 +193,7 @@ def run(records: int, small: int = 10_000, queries: int = 2000, log: Log | None 
         try:
             say(f"building a ledger of {small:,} records ...")
             builder.grow_to(small)
-            with Projections(builder.ledger.store, views_at, notice=say) as views:
+            with Projections.of(builder.ledger, views_at, notice=say) as views:
                 say(f"measuring answer latencies at {small:,} records ...")
                 at_small = latencies(views, builder.ledger, queries)
                 say(f"building on to {records:,} records ...")

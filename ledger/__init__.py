@@ -3,6 +3,7 @@
 from ledger.api import Ledger, Receipt
 from ledger.errors import (
     Fault,
+    FaultCheck,
     InputError,
     LedgerError,
     NotFoundError,
@@ -14,6 +15,7 @@ from ledger.feed import FeedFilter, feed
 
 __all__ = [
     "Fault",
+    "FaultCheck",
     "FeedFilter",
     "InputError",
     "Ledger",

@@ -28,6 +28,7 @@ from eventsourcing.persistence import (
     PersistenceError,
 )
 
+from ledger import commands
 from ledger.chain import (
     NO_LEDGER,
     Checkpoint,
@@ -54,6 +55,7 @@ from ledger.errors import (
     TransientStorageError,
 )
 from ledger.events import ATTESTATION_FIELDS, GATE_COMMANDS, check_fleet_name, validate_input
+from ledger.evidence import prove_consistency, prove_inclusion
 from ledger.keys import (
     Signer,
     load_signer,
@@ -78,7 +80,7 @@ from ledger.store import (
     stream_id,
 )
 from ledger.trust import Anchor, pin_anchor, resolve_anchor
-from ledger.verify import LedgerReport, Progress, claimed_ledger_id, verify_ledger
+from ledger.verify import LedgerReport, Progress, Verifier, claimed_ledger_id, verify_ledger
 
 CHUNK = 1000
 MAX_ATTEMPTS = 60
@@ -139,16 +141,20 @@ class Ledger:
 
     @classmethod
     def open(cls, db: str | os.PathLike[str] | None = None, key: str | os.PathLike[str] | None = None,
-             *, writable: bool = True, read_only: bool | None = None) -> Ledger:
+             *, writable: bool = True, read_only: bool | None = None,
+             lock_timeout_s: float | None = None) -> Ledger:
         """Open an initialised ledger; `writable` loads the signing key.
 
         `read_only` (by default: when not `writable`) opens a SQLite file so
         that nothing is written to it or beside it, which lets a reviewer
-        verify and query a copy they may not write.
+        verify and query a copy they may not write. `lock_timeout_s` shortens
+        how long a SQLite write waits for another writer's lock (default 30 s).
         """
         store = Store(str(db) if db is not None else default_db(),
                       read_only=not writable if read_only is None else read_only)
         try:
+            if lock_timeout_s is not None:
+                store.set_lock_timeout(lock_timeout_s)
             if store.last(KEY_CHAIN) is None:
                 raise NotInitializedError(f"{store.label} holds no ledger (run `ledger init`)")
             ledger_id = claimed_ledger_id(store)
@@ -193,11 +199,10 @@ class Ledger:
                     write_private_key(key_path, signer)
                 if not public_key_path(key_path).exists():
                     write_public_key(public_key_path(key_path), signer.public_raw)
-                ledger._append_chunk(KEY_CHAIN, [{
-                    "event": "ledger.initialized", "actor": actor, "target": "ledger",
-                    "result": "success", "public_key": signer.public_text, "new_kid": signer.kid,
-                    "ledger_id": ledger_id,
-                }], check_key=False)
+                ledger._append_chunk(KEY_CHAIN, [commands.record(
+                    "ledger.initialized", actor, "ledger", public_key=signer.public_text,
+                    new_kid=signer.kid, ledger_id=ledger_id,
+                )], check_key=False)
             except BaseException:
                 made = True  # when unsure whether the genesis landed, keep the pin
                 with contextlib.suppress(LedgerError):
@@ -271,12 +276,8 @@ class Ledger:
         new = Signer.generate()
         staged = next_key_path(signer.path, new.kid)  # named by its kid: rotations never collide
         write_private_key(staged, new)
-        body: dict[str, Any] = {
-            "event": "key.rotated", "actor": actor, "target": "ledger", "result": "success",
-            "public_key": new.public_text, "new_kid": new.kid,
-        }
-        if reason:
-            body["reason"] = reason
+        body = commands.record("key.rotated", actor, "ledger", public_key=new.public_text, new_kid=new.kid,
+                      reason=reason or None)
         try:
             validate_input(body)
             receipt = self._rotate(body, signer)
@@ -567,8 +568,22 @@ class Ledger:
 
     # -- reading --------------------------------------------------------------
 
+    @property
+    def db(self) -> str:
+        """Where the ledger lives: a SQLite file path or a `postgresql://` URL (it may hold a password)."""
+        return self.store.db
+
+    @property
+    def label(self) -> str:
+        """Where the ledger lives, fit for a message (a URL's password redacted)."""
+        return self.store.label
+
     def fleets(self) -> list[str]:
         return self.store.chains()
+
+    def follow(self, fleet: str, after: int = 0) -> Iterator[bytes]:
+        """Stored bytes of a fleet's records after `after`, then each new one as it lands; endless."""
+        return self.store.follow(fleet, after)
 
     def raw_records(self, fleet: str, after: int = 0) -> Iterator[bytes]:
         """Stored bytes of a fleet's records after position `after`, in order, a page at a time."""
@@ -585,6 +600,18 @@ class Ledger:
             yield orjson.loads(data)
 
     # -- proving --------------------------------------------------------------
+
+    def verifier(self, anchor_raw: bytes) -> Verifier:
+        """A verifier of this ledger's records under the anchor key `anchor_raw`."""
+        return Verifier(self.store, anchor_raw)
+
+    def prove_inclusion(self, fleet: str, seq: int, checkpoint_text: str) -> str:
+        """The proof that record `seq` of `fleet` is in the tree of a signed checkpoint."""
+        return prove_inclusion(self.store, fleet, seq, checkpoint_text)
+
+    def prove_consistency(self, old_checkpoint: str, new_checkpoint: str) -> str:
+        """The proof that the tree of `new_checkpoint` extends the one of `old_checkpoint`."""
+        return prove_consistency(self.store, old_checkpoint, new_checkpoint)
 
     def trust_anchor(self, public_key: str | None = None) -> Anchor:
         """The anchor to verify against: given, else `LEDGER_TRUST`, else pinned at init.

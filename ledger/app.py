@@ -49,7 +49,7 @@ def open_app(db: str | os.PathLike[str] | None = None, key: str | os.PathLike[st
     """
     ledger = Ledger.open(db, key)
     try:
-        views = Projections(ledger.store, projections, notice=notice)
+        views = Projections.of(ledger, projections, notice=notice)
     except BaseException:
         ledger.close()
         raise

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ledger.chain import EMPTY_TREE_ROOT, leaf_hash, node_hash, parse_checkpoint, subtree_peaks
-from ledger.errors import Fault, InputError, StorageError, VerificationError
-from ledger.evidence import MemoryStore, Trust, read_key_chain
+from ledger.errors import Fault, FaultCheck, InputError, StorageError, VerificationError
+from ledger.evidence import CheckpointRole, MemoryStore, Trust, read_key_chain
 from ledger.schemas import all_schemas, render
 from ledger.store import KEY_CHAIN
 from ledger.verify import ChainReport, Verifier
@@ -147,7 +147,7 @@ def _write_new(path: Path, data: bytes) -> None:
     """Write a file that must not change: equal content is left alone, other content refused."""
     if path.exists():
         if path.read_bytes() != data:
-            raise VerificationError(Fault(str(path), 0, "bundle", "the same tile as exported before",
+            raise VerificationError(Fault(str(path), 0, FaultCheck.BUNDLE, "the same tile as exported before",
                                           "different content", "the history was rewritten since"))
         return
     _write(path, data)
@@ -176,7 +176,7 @@ def write_bundle(out: Path, checkpoint: str, records: Iterable[bytes], key_chain
         builder.add(record)
     root = builder.finish()
     if builder.size != parsed.size or root != parsed.root:
-        raise VerificationError(Fault(parsed.origin, builder.size, "bundle",
+        raise VerificationError(Fault(parsed.origin, builder.size, FaultCheck.BUNDLE,
                                       f"the {parsed.size} records the checkpoint signs",
                                       f"{builder.size} records of another tree",
                                       "the ledger changed while it was exported"))
@@ -193,7 +193,7 @@ def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise VerificationError(Fault(str(path.name), 0, "bundle", what, "missing",
+        raise VerificationError(Fault(str(path.name), 0, FaultCheck.BUNDLE, what, "missing",
                                       "the bundle is incomplete")) from None
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
@@ -245,13 +245,15 @@ class BundleSource:
         at = 0
         while at < len(data):
             if at + 2 > len(data):
-                raise VerificationError(Fault(self.fleet, n * TILE_WIDTH + len(entries) + 1, "bundle",
+                raise VerificationError(Fault(self.fleet, n * TILE_WIDTH + len(entries) + 1,
+                                              FaultCheck.BUNDLE,
                                               "a length-prefixed entry", "truncated bundle"))
             (length,) = struct.unpack(">H", data[at:at + 2])
             entries.append(data[at + 2:at + 2 + length])
             at += 2 + length
         if len(entries) != width or at != len(data):
-            raise VerificationError(Fault(self.fleet, n * TILE_WIDTH + 1, "bundle", f"{width} entries",
+            raise VerificationError(Fault(self.fleet, n * TILE_WIDTH + 1, FaultCheck.BUNDLE,
+                                          f"{width} entries",
                                           f"{len(entries)} entries",
                                           f"in {path.relative_to(self.directory)}"))
         return entries
@@ -267,7 +269,7 @@ def verify_bundle(directory: Path, anchor_raw: bytes) -> BundleReport:
         text = _read(directory / "checkpoint", "a checkpoint").decode("utf-8")
     except UnicodeDecodeError:
         raise InputError("the bundle's checkpoint is not UTF-8 text") from None
-    checkpoint, fleet = trust.checkpoint(text, "checkpoint")
+    checkpoint, fleet = trust.checkpoint(text, CheckpointRole.CHECKPOINT)
     source = BundleSource(directory, fleet, checkpoint.size, key_chain)
     full, rest = divmod(checkpoint.size, TILE_WIDTH)
     for n in range(full + (1 if rest else 0)):  # every bundle's shape first, as a reader meets them
@@ -280,7 +282,8 @@ def verify_bundle(directory: Path, anchor_raw: bytes) -> BundleReport:
     def compare(name: str, data: bytes) -> None:
         tiles[0] += 1
         if not name.startswith("tile/entries/") and _read(directory / name, name) != data:
-            raise VerificationError(Fault(fleet, checkpoint.size, "tile", f"{name} as the records hash",
+            raise VerificationError(Fault(fleet, checkpoint.size, FaultCheck.TILE,
+                                          f"{name} as the records hash",
                                           "other hashes", "a hash tile does not match the records"))
 
     builder = TileBuilder(compare)

@@ -124,7 +124,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         kid, public, _ = ledger.current_key()
         genesis = ledger.head(KEY_CHAIN)
         print(f"appended {KEY_CHAIN} seq {genesis.seq} hash {genesis.hash}")
-        print(f"initialised ledger {ledger.store.label}")
+        print(f"initialised ledger {ledger.label}")
         print(f"ledger id {ledger.ledger_id}")
         print(f"public key {public}")
         print(f"key id {kid}")
@@ -219,7 +219,7 @@ def cmd_feed(args: argparse.Namespace) -> int:
     with _open(args, writable=False) as ledger:
         own_chain = args.fleet in (KEY_CHAIN, POLICY_CHAIN)
         if not args.follow and not own_chain and args.fleet not in ledger.fleets():
-            raise UnknownFleetError(f"fleet {args.fleet!r} has no records in {ledger.store.label}")
+            raise UnknownFleetError(f"fleet {args.fleet!r} has no records in {ledger.label}")
         out = sys.stdout.buffer
         try:
             for data in feed(ledger, args.fleet, after=args.after, limit=args.limit, where=where,
@@ -268,7 +268,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     progress = _ProgressBar()
     with _open(args, writable=False) as ledger:
         if args.fleet and args.fleet not in ledger.fleets():
-            raise UnknownFleetError(f"fleet {args.fleet!r} has no records in {ledger.store.label}")
+            raise UnknownFleetError(f"fleet {args.fleet!r} has no records in {ledger.label}")
         anchor = ledger.trust_anchor(args.public_key)
         if not wants_json(args):
             print(f"anchor: {anchor.describe()}")
@@ -299,7 +299,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_checkpoint(args: argparse.Namespace) -> int:
     with _open(args, writable=True, read_only=True) as ledger:  # signs, but writes no record
         if args.fleet not in ledger.fleets():
-            raise UnknownFleetError(f"fleet {args.fleet!r} has no records in {ledger.store.label}")
+            raise UnknownFleetError(f"fleet {args.fleet!r} has no records in {ledger.label}")
         sys.stdout.write(ledger.checkpoint(args.fleet, args.public_key))
     return 0
 

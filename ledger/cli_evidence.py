@@ -16,7 +16,7 @@ from typing import Any
 from ledger.api import Ledger
 from ledger.bundle import verify_bundle, write_bundle
 from ledger.errors import InputError, UnknownFleetError
-from ledger.evidence import Trust, prove_consistency, prove_inclusion, read_key_chain, verify_proof_text
+from ledger.evidence import Trust, read_key_chain, verify_proof_text
 from ledger.keys import read_public_key
 from ledger.names import shown
 from ledger.store import KEY_CHAIN, default_db
@@ -49,17 +49,17 @@ def cmd_prove(args: argparse.Namespace) -> int:
             else:
                 fleet = old.split("\n", 1)[0].split("/", 2)[-1]
                 new = ledger.checkpoint(fleet, args.public_key)
-            sys.stdout.write(prove_consistency(ledger.store, old, new))
+            sys.stdout.write(ledger.prove_consistency(old, new))
             return 0
         if args.seq is None:
             raise InputError("`ledger prove` needs --seq N (inclusion) or --consistency OLD [NEW]")
         if args.fleet not in ledger.fleets():
-            raise UnknownFleetError(f"fleet {args.fleet!r} has no records in {ledger.store.label}")
+            raise UnknownFleetError(f"fleet {args.fleet!r} has no records in {ledger.label}")
         if args.checkpoint:
             checkpoint = _read_text(args.checkpoint, "checkpoint")
         else:
             checkpoint = ledger.checkpoint(args.fleet, args.public_key)
-        sys.stdout.write(prove_inclusion(ledger.store, args.fleet, args.seq, checkpoint))
+        sys.stdout.write(ledger.prove_inclusion(args.fleet, args.seq, checkpoint))
     return 0
 
 
@@ -67,7 +67,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     with Ledger.open(args.db or default_db(), args.key, writable=True, read_only=True) as ledger:
         if args.fleet not in ledger.fleets():
-            raise UnknownFleetError(f"fleet {args.fleet!r} has no records in {ledger.store.label}")
+            raise UnknownFleetError(f"fleet {args.fleet!r} has no records in {ledger.label}")
         checkpoint = ledger.checkpoint(args.fleet, args.public_key)  # verifies the fleet first
         size = int(checkpoint.split("\n", 2)[1])
         key_chain = list(ledger.raw_records(KEY_CHAIN))

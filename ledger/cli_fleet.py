@@ -41,10 +41,10 @@ class FleetSession:
             self.ledger, self.views, self.service = self.app.ledger, self.app.views, self.app.service
             assert self.ledger.signer is not None and self.ledger.signer.path is not None
             rundir = args.rundir or self.settings.options.get("rundir")
-            self.driver = open_driver(self.settings, db=self.ledger.store.db,
+            self.driver = open_driver(self.settings, db=self.ledger.db,
                                       key=str(self.ledger.signer.path), fleet=args.fleet,
                                       rundir=Path(rundir) if rundir else None)
-            self.tracker = Tracker(self.ledger.store.db, "fleet-driver")
+            self.tracker = Tracker(self.ledger.db, "fleet-driver")
         except BaseException:
             self.app.close()
             raise

@@ -24,10 +24,10 @@ from ledger.chain import GENESIS_PREV
 from ledger.cli_output import add_output_option, print_json, wants_json
 from ledger.errors import InputError, NotFoundError, StorageError
 from ledger.events import check_fleet_name
-from ledger.model import Move, MoveKind
+from ledger.model import Move, MoveKind, Settlement
 from ledger.rules import FleetHistory
 from ledger.store import default_db, is_postgres
-from ledger.verify import Verifier, check_batch
+from ledger.verify import check_batch
 from projections.runner import Projections
 
 Common = Callable[..., None]
@@ -50,13 +50,13 @@ def move_ending(state: FleetHistory, move: Move) -> str | None:
         return "replaced"
     if move.kind is MoveKind.ROLLBACK:
         for item in entry.rolled_back_to:
-            if item["seq"] == move.seq:
-                outcome = str(item.get("outcome", "pending"))
-                return "replaced" if outcome in ("superseded", "pending") else outcome
+            if item.seq == move.seq:
+                outcome = item.outcome or Settlement.PENDING
+                return "replaced" if outcome in (Settlement.SUPERSEDED, Settlement.PENDING) else outcome.value
         return "replaced"
-    if entry.completed is not None and entry.completed["seq"] > move.seq:
+    if entry.completed is not None and entry.completed.seq > move.seq:
         return "completed"
-    if entry.failed is not None and entry.failed["seq"] > move.seq:
+    if entry.failed is not None and entry.failed.seq > move.seq:
         return "failed"
     return "replaced"
 
@@ -112,7 +112,7 @@ class RecordCheck:
 def check_one(ledger: Ledger, fleet: str, seq: int, data: bytes, anchor_raw: bytes) -> list[RecordCheck]:
     """Check one record as a feed consumer would: its bytes, hash and signature under a key of the
     verified key chain in force at its time, and its links to the records on either side."""
-    verifier = Verifier(ledger.store, anchor_raw)
+    verifier = ledger.verifier(anchor_raw)
     try:
         epochs = {e.kid: e for e in verifier.verify_keys()}
         keys = {kid: e.public_raw for kid, e in epochs.items()}

@@ -1,23 +1,62 @@
-"""Builders for the common record bodies, so callers need not spell every field.
+"""Record bodies built from the event vocabulary, so no caller spells a body by hand.
 
-Facts (`worker_*`) go to `Ledger.append`; decision bodies (`deploy`,
-`complete`, `verdict`) are what `ledger append` and
-`FleetService.submit_record` take and turn into a command for the gate. Every
-body is validated like any other record: these are conveniences, not a
-second set of rules.
+`record` builds the body of any event type in `ledger.events.EVENT_TYPES`
+and refuses, as a programming error, a field that type does not declare or
+a required field left out: a builder cannot write what the vocabulary lacks.
+The named builders below are the common bodies. Facts (`worker_*`) go to
+`Ledger.append`; decision bodies (`deploy`, `complete`, `verdict`) are what
+`ledger append` and `FleetService.submit_record` take and turn into a command
+for the gate. Every body is still validated like any other record when it is
+appended: these are conveniences, not a second set of rules.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import cache
 from typing import Any
+
+from ledger.events import CORE_REQUIRED, EVENT_TYPES
+
+#: Fields any event type may carry besides its own (`version` and `reason` are typed for all).
+_COMMON = frozenset({*CORE_REQUIRED, "version", "reason"})
+
+
+@cache
+def _declared(event: str) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The fields `event` may carry, and those it must."""
+    try:
+        event_type = EVENT_TYPES[event]
+    except KeyError:
+        raise ValueError(f"no event type {event!r} in the vocabulary") from None
+    return _COMMON | event_type.required.keys() | event_type.optional.keys(), tuple(event_type.required)
+
+
+def record(event: str, actor: str, target: str, *, result: str = "success",
+           extra: Mapping[str, Any] | None = None, partial: bool = False, **fields: Any) -> dict[str, Any]:
+    """The body of an `event` record; fields given as None are left out.
+
+    `extra` holds fields the vocabulary leaves open (a caller's own, or an
+    outside source's), passed through as given: the schema checks their values
+    when the body is appended. The ledger's own fields go in `fields` and must
+    be declared by the event type. `partial` leaves missing required fields to
+    that schema check, for bodies mapped from outside data that may lack them.
+    """
+    allowed, required = _declared(event)
+    unknown = sorted(fields.keys() - allowed)
+    if unknown:
+        raise ValueError(f"{event} declares no field {', '.join(map(repr, unknown))}")
+    body: dict[str, Any] = {**(extra or {}), "event": event, "actor": actor, "target": target,
+                            "result": result}
+    body.update((k, v) for k, v in fields.items() if v is not None)
+    missing = [name for name in required if name not in body]
+    if missing and not partial:
+        raise ValueError(f"{event} needs field {', '.join(map(repr, missing))}")
+    return body
 
 
 def _body(event: str, actor: str, target: str, reason: str | None, **fields: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"event": event, "actor": actor, "target": target, "result": "success"}
-    body.update({k: v for k, v in fields.items() if v is not None})
-    if reason:
-        body["reason"] = reason
-    return body
+    return record(event, actor, target, reason=reason or None, **fields)
 
 
 def deploy(version: str, actor: str, reason: str | None = None,

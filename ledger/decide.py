@@ -23,6 +23,7 @@ from enum import StrEnum
 from typing import Any
 
 from ledger.analysis import Rule, validate_rule
+from ledger.commands import record
 from ledger.errors import InputError
 from ledger.events import ATTESTATION_FIELDS, Check
 from ledger.model import Move, MoveKind
@@ -79,17 +80,16 @@ class Meta:
         if stated:
             raise InputError(f"field {stated[0]!r} is an argument of the command, not an extra field")
 
-    def body(self, event: str, **fields: Any) -> dict[str, Any]:
-        """A record body: the caller's extra fields, then the decision's own."""
-        body: dict[str, Any] = {**self.extra, "event": event, "actor": self.actor,
-                                "result": "success"}
-        body.setdefault("target", "fleet")
-        if self.reason:
-            body["reason"] = self.reason
-        if self.idempotency_key:
-            body["idempotency_key"] = self.idempotency_key
-        body.update({k: v for k, v in fields.items() if v is not None})
-        return body
+    def body(self, event: str, *, result: str = "success", reason: str | None = None,
+             **fields: Any) -> dict[str, Any]:
+        """A record body: the caller's extra fields, then the decision's own.
+
+        A required field the caller left out (a reason) is left for the schema to
+        name when the body is validated: bad input, not a broken builder.
+        """
+        return record(event, self.actor, self.extra.get("target", "fleet"), result=result,
+                      extra=self.extra, reason=self.reason or reason or None,
+                      idempotency_key=self.idempotency_key or None, partial=True, **fields)
 
 
 @dataclass(frozen=True)
@@ -250,7 +250,8 @@ def decide(state: FleetHistory, command: Command) -> Decision:
     if isinstance(command, Judge):
         return _judge(state, command)
     if isinstance(command, SetRule):
-        return Accepted((command.meta.body("analysis.rule_set", **command.rule.to_fields()),))
+        rule: dict[str, Any] = {**command.rule.to_fields()}
+        return Accepted((command.meta.body("analysis.rule_set", **rule),))
     return _rollback(state, command)
 
 
@@ -259,16 +260,13 @@ def refusal(command: Command, check: Check, detail: str) -> Refused:
     meta = command.meta
     if isinstance(command, Rollback):
         request = command.request
-        body = meta.body("rollback.rejected", check=check.value, detail=detail,
-                         version=request.to_version, from_version=request.from_version,
+        body = meta.body("rollback.rejected", result="rejected", reason=request.reason, check=check.value,
+                         detail=detail, version=request.to_version, from_version=request.from_version,
                          **command.source)
-        body["reason"] = meta.reason or request.reason
-        body["result"] = "rejected"
         return Refused(check, detail, body)
-    body = meta.body("command.rejected", command=command_event(command), check=check.value,
-                     detail=detail, version=getattr(command, "version", None),
+    body = meta.body("command.rejected", result="rejected", command=command_event(command),
+                     check=check.value, detail=detail, version=getattr(command, "version", None),
                      from_version=getattr(command, "from_version", None))
-    body["result"] = "rejected"
     return Refused(check, detail, body)
 
 
@@ -366,7 +364,7 @@ def unclean_workers(state: FleetHistory, target: str) -> list[str]:
 
 def dropped_since_move(state: FleetHistory) -> int:
     """Calls held by workers that exited since the move in flight started (dropped calls)."""
-    return sum(int((w.exited or {}).get("dropped_sessions", 0)) for w in state.recent_exits)
+    return sum(w.exited.dropped_sessions for w in state.recent_exits if w.exited is not None)
 
 
 def _complete(state: FleetHistory, command: Complete) -> Decision:
@@ -403,13 +401,12 @@ def _fail(state: FleetHistory, command: Fail) -> Decision:
         return found
     flight = found
     if flight.kind is MoveKind.DEPLOY:
-        body = command.meta.body("deployment.failed", version=command.version,
+        body = command.meta.body("deployment.failed", result="failure", version=command.version,
                                  from_version=flight.from_version, move_seq=flight.seq)
     else:
-        body = command.meta.body("rollback.failed", version=command.version,
+        body = command.meta.body("rollback.failed", result="failure", version=command.version,
                                  from_version=flight.from_version, move_seq=flight.seq,
                                  rollback_id=_rollback_id(flight))
-    body["result"] = "failure"
     return Accepted((body,))
 
 

@@ -252,7 +252,7 @@ class Executor:
                 live = state.workers.get(worker_id)
                 drained_at = steps.drained.get(worker_id)
                 if drained_at is None and live is not None and live.draining and live.drain_started:
-                    drained_at = live.drain_started["timestamp"]  # drained before this move began
+                    drained_at = live.drain_started.timestamp  # drained before this move began
                 if drained_at is None:
                     if live is None and not self.driver.is_alive(worker_id):
                         continue  # gone before the operation: nothing to drain
@@ -275,11 +275,11 @@ class Executor:
                     continue
                 self.driver.drain(worker_id)  # harmless again; covers a restart mid-step
                 if _age_seconds(drained_at) > op.drain_timeout_s and worker_id not in steps.stuck:
-                    body = {"event": "deployment.drain_stuck", "actor": self.actor, "target": worker_id,
-                            "result": "failure", "worker_id": worker_id, "version": version,
-                            "active_sessions": live.active_sessions if live else 0,
-                            "timeout_s": op.drain_timeout_s, "operation_id": op.operation_id}
-                    self._record(body)
+                    self._record(commands.record(
+                        "deployment.drain_stuck", self.actor, worker_id, result="failure",
+                        worker_id=worker_id, version=version,
+                        active_sessions=live.active_sessions if live else 0,
+                        timeout_s=op.drain_timeout_s, operation_id=op.operation_id))
                     self._catch_up(op, steps)
                 waiting.append(worker_id)
             if not waiting:

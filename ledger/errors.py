@@ -12,6 +12,7 @@ since nothing about the records was learned.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 
 class LedgerError(Exception):
@@ -66,6 +67,55 @@ class NotFoundError(LedgerError):
     exit_code = 3
 
 
+class FaultCheck(StrEnum):
+    """Which rule stored history broke; the value is the name printed and put in JSON."""
+
+    # one record on its own
+    ENCODING = "encoding"
+    SEQ = "seq"
+    SCHEMA = "schema"
+    FLEET = "fleet"
+    HASH = "hash"
+    SIGNATURE = "signature"
+    EVENT = "event"
+    POSITION = "position"
+    # records linked into a chain, and the keys in force
+    PREV = "prev"
+    TIMESTAMP = "timestamp"
+    KEY = "key"
+    KEY_CHAIN = "key chain"
+    ANCHOR = "anchor"
+    # checkpoints, proofs, bundles and witnesses
+    CHECKPOINT_ROOT = "checkpoint root"
+    CHECKPOINT_HEAD = "checkpoint head"
+    CHECKPOINT_ORIGIN = "checkpoint origin"
+    CHECKPOINT_SIGNATURE = "checkpoint signature"
+    OLD_CHECKPOINT_ORIGIN = "old checkpoint origin"
+    OLD_CHECKPOINT_SIGNATURE = "old checkpoint signature"
+    NEW_CHECKPOINT_ORIGIN = "new checkpoint origin"
+    NEW_CHECKPOINT_SIGNATURE = "new checkpoint signature"
+    TRUNCATED = "truncated"
+    TRUNCATION = "truncation"
+    FORK = "fork"
+    ORIGIN = "origin"
+    CONSISTENCY = "consistency"
+    INCLUSION = "inclusion"
+    RECORD = "record"
+    BUNDLE = "bundle"
+    TILE = "tile"
+    # who did it: signed commands and the policy in force
+    ACTOR = "actor"
+    ACTOR_ENVELOPE = "actor envelope"
+    ACTOR_EXPIRY = "actor expiry"
+    ACTOR_KEY = "actor key"
+    ACTOR_NONCE = "actor nonce"
+    ACTOR_SIGNATURE = "actor signature"
+    APPROVALS = "approvals"
+    AUTHORIZATION = "authorization"
+    POLICY_POSITION = "policy position"
+    REPORTER_BINDING = "reporter binding"
+
+
 @dataclass(frozen=True)
 class Fault:
     """Evidence of the first place where stored history breaks.
@@ -76,7 +126,7 @@ class Fault:
 
     chain: str
     seq: int
-    check: str
+    check: FaultCheck
     expected: str
     found: str
     detail: str = ""

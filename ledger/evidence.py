@@ -32,6 +32,7 @@ import base64
 import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from hashlib import sha256
 
 import orjson
@@ -45,7 +46,7 @@ from ledger.chain import (
     signed_message,
 )
 from ledger.encoding import canonical
-from ledger.errors import Fault, InputError, VerificationError
+from ledger.errors import Fault, FaultCheck, InputError, VerificationError
 from ledger.keys import key_id, verify_signature
 from ledger.proofs import (
     Node,
@@ -94,6 +95,22 @@ def read_key_chain(text: bytes) -> list[bytes]:
     return [line for line in text.split(b"\n") if line.strip()]
 
 
+class CheckpointRole(StrEnum):
+    """Which checkpoint a check is about (a proof may carry two): named in refusals."""
+
+    CHECKPOINT = "checkpoint"
+    OLD = "old checkpoint"
+    NEW = "new checkpoint"
+
+    @property
+    def origin_check(self) -> FaultCheck:
+        return FaultCheck(f"{self.value} origin")
+
+    @property
+    def signature_check(self) -> FaultCheck:
+        return FaultCheck(f"{self.value} signature")
+
+
 @dataclass(frozen=True)
 class Trust:
     """What a proof's checkpoints must be signed by: the keys proven from the anchor."""
@@ -108,7 +125,7 @@ class Trust:
         ledger_id, epochs = verify_key_chain(key_chain, anchor_raw)
         return cls([e.public_raw for e in epochs], ledger_id)
 
-    def checkpoint(self, text: str, what: str) -> tuple[Checkpoint, str]:
+    def checkpoint(self, text: str, what: CheckpointRole) -> tuple[Checkpoint, str]:
         """The checkpoint and its fleet, once its signature and origin check out."""
         checkpoint, signatures = parse_checkpoint(text)
         parts = checkpoint.origin.split("/", 2)
@@ -116,11 +133,11 @@ class Trust:
             raise InputError(f"{what} origin is not a deploy-ledger origin")
         fleet = parts[2]
         if self.ledger_id is not None and parts[1] != self.ledger_id:
-            raise VerificationError(Fault(fleet, checkpoint.size, f"{what} origin",
+            raise VerificationError(Fault(fleet, checkpoint.size, what.origin_check,
                                           f"ledger {self.ledger_id}", f"ledger {parts[1]}",
                                           "a checkpoint of another ledger"))
         if not checkpoint_signed_by(checkpoint, signatures, self.keys):
-            raise VerificationError(Fault(fleet, checkpoint.size, f"{what} signature",
+            raise VerificationError(Fault(fleet, checkpoint.size, what.signature_check,
                                           "a signature by a trusted key", "none",
                                           "forged or altered checkpoint, or a key not given "
                                           "(pass the key chain with --keys)"))
@@ -146,7 +163,7 @@ def _leaves(store: Store, fleet: str, size: int) -> list[bytes]:
             break
         leaves.append(leaf_hash(bytes(row.state)))
     if len(leaves) < size:
-        raise VerificationError(Fault(fleet, len(leaves) + 1, "truncated", f"{size} records",
+        raise VerificationError(Fault(fleet, len(leaves) + 1, FaultCheck.TRUNCATED, f"{size} records",
                                       f"{len(leaves)} records",
                                       "the ledger no longer extends the checkpoint"))
     return leaves
@@ -163,7 +180,8 @@ def tree_nodes(store: Store, fleet: str, size: int) -> Node:
 def _root_check(node: Node, checkpoint: Checkpoint, fleet: str) -> None:
     root = subtree_hash(0, checkpoint.size, node)
     if root != checkpoint.root:
-        raise VerificationError(Fault(fleet, checkpoint.size, "checkpoint root", _b64s(checkpoint.root),
+        raise VerificationError(Fault(fleet, checkpoint.size, FaultCheck.CHECKPOINT_ROOT,
+                                      _b64s(checkpoint.root),
                                       _b64s(root), "history differs from the checkpoint"))
 
 
@@ -177,7 +195,7 @@ def prove_inclusion(store: Store, fleet: str, seq: int, checkpoint_text: str) ->
     rows = store.page(fleet, seq - 1, 1)
     record = bytes(rows[0].state) if rows else b""
     if leaf_hash(record) != node(0, seq - 1):
-        raise VerificationError(Fault(fleet, seq, "record", "the record the tree holds",
+        raise VerificationError(Fault(fleet, seq, FaultCheck.RECORD, "the record the tree holds",
                                       "other bytes" if rows else "no record",
                                       "the stored record changed since it was appended"))
     path = inclusion_proof(seq - 1, checkpoint.size, node)
@@ -248,12 +266,12 @@ def _verify_inclusion(lines: list[str], rest: str, trust: Trust) -> ProofVerdict
     index = int(index_text)
     path = [_b64(line, f"audit path line {n}") for n, line in enumerate(lines[2:], 1)]
     [note] = split_notes(rest, 1)
-    checkpoint, fleet = trust.checkpoint(note, "checkpoint")
+    checkpoint, fleet = trust.checkpoint(note, CheckpointRole.CHECKPOINT)
     seq = index + 1
     try:
         verify_inclusion(index, checkpoint.size, leaf_hash(record_bytes), path, checkpoint.root)
     except ProofError as exc:
-        raise VerificationError(Fault(fleet, seq, "inclusion", "the record in the signed tree",
+        raise VerificationError(Fault(fleet, seq, FaultCheck.INCLUSION, "the record in the signed tree",
                                       "a proof that fails", str(exc))) from None
     record = _record_checks(record_bytes, fleet, seq, trust)
     return ProofVerdict("inclusion", fleet,
@@ -264,40 +282,41 @@ def _verify_inclusion(lines: list[str], rest: str, trust: Trust) -> ProofVerdict
 def _record_checks(data: bytes, fleet: str, seq: int, trust: Trust) -> dict[str, object]:
     """The record is what the proof says: canonical, at its place, its hash right, and
     signed when its key is known."""
-    def fault(check: str, expected: str, found: str) -> VerificationError:
+    def fault(check: FaultCheck, expected: str, found: str) -> VerificationError:
         return VerificationError(Fault(fleet, seq, check, expected, found, "in the proven record"))
     try:
         record = orjson.loads(data)
     except orjson.JSONDecodeError:
-        raise fault("encoding", "a JSON record", "undecodable bytes") from None
+        raise fault(FaultCheck.ENCODING, "a JSON record", "undecodable bytes") from None
     if not isinstance(record, dict) or canonical(record) != data:
-        raise fault("encoding", "canonical JSON bytes", "other bytes")
+        raise fault(FaultCheck.ENCODING, "canonical JSON bytes", "other bytes")
     if record.get("seq") != seq or record.get("fleet") != fleet:
-        raise fault("position", f"{fleet} seq {seq}", f"{record.get('fleet')} seq {record.get('seq')}")
+        raise fault(FaultCheck.POSITION, f"{fleet} seq {seq}",
+                    f"{record.get('fleet')} seq {record.get('seq')}")
     body = {k: v for k, v in record.items() if k not in ("hash", "sig")}
     digest = sha256(canonical(body)).hexdigest()
     if digest != record.get("hash"):
-        raise fault("hash", digest, str(record.get("hash")))
+        raise fault(FaultCheck.HASH, digest, str(record.get("hash")))
     keys = {key_id(raw): raw for raw in trust.keys}
     raw = keys.get(str(record.get("kid")))
     if raw is not None and trust.ledger_id is not None and not verify_signature(
             raw, str(record.get("sig")), signed_message(digest, trust.ledger_id)):
-        raise fault("signature", f"valid signature by {record.get('kid')}", "bad signature")
+        raise fault(FaultCheck.SIGNATURE, f"valid signature by {record.get('kid')}", "bad signature")
     return record
 
 
 def _verify_consistency(lines: list[str], rest: str, trust: Trust) -> ProofVerdict:
     path = [_b64(line, f"consistency path line {n}") for n, line in enumerate(lines, 1) if line]
     old_note, new_note = split_notes(rest, 2)
-    old, fleet = trust.checkpoint(old_note, "old checkpoint")
-    new, new_fleet = trust.checkpoint(new_note, "new checkpoint")
+    old, fleet = trust.checkpoint(old_note, CheckpointRole.OLD)
+    new, new_fleet = trust.checkpoint(new_note, CheckpointRole.NEW)
     if old.origin != new.origin:
-        raise VerificationError(Fault(new_fleet, new.size, "origin", old.origin, new.origin,
+        raise VerificationError(Fault(new_fleet, new.size, FaultCheck.ORIGIN, old.origin, new.origin,
                                       "checkpoints of different logs"))
     try:
         verify_consistency(old.size, new.size, old.root, new.root, path)
     except ProofError as exc:
-        raise VerificationError(Fault(fleet, new.size, "consistency",
+        raise VerificationError(Fault(fleet, new.size, FaultCheck.CONSISTENCY,
                                       f"a tree of {new.size} extending the one of {old.size}",
                                       "a proof that fails", str(exc))) from None
     return ProofVerdict("consistency", fleet,

@@ -65,7 +65,7 @@ def feed(
     where = where or FeedFilter()
     plain = where == FeedFilter()
     sent = 0
-    source = ledger.store.follow(fleet, after) if follow else ledger.raw_records(fleet, after)
+    source = ledger.follow(fleet, after) if follow else ledger.raw_records(fleet, after)
     for data in source:
         if plain or where.matches(orjson.loads(data)):
             yield data

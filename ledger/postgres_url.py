@@ -8,6 +8,7 @@ PGPASSFILE). Passwords are never printed: `redact` is for messages.
 
 from __future__ import annotations
 
+import importlib
 import re
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -16,7 +17,16 @@ from ledger.errors import InputError, StorageError
 
 
 def postgres_env(url: str) -> dict[str, str]:
-    """eventsourcing's postgres settings for a URL (POSTGRES_ENABLE_DB_FUNCTIONS stays off)."""
+    """eventsourcing's postgres settings for a URL (POSTGRES_ENABLE_DB_FUNCTIONS stays off).
+
+    Every way to a PostgreSQL ledger passes here, so an install without the
+    postgres extra refuses such a URL here, in one line, before any import fails.
+    """
+    try:
+        importlib.import_module("psycopg")
+    except ImportError:
+        raise InputError(f"a PostgreSQL ledger ({redact(url)}) needs the postgres extra: "
+                         "pip install 'deploy-ledger[postgres]'") from None
     parts = urlsplit(url)
     try:
         port = parts.port
@@ -65,10 +75,10 @@ def redact_text(text: str) -> str:
 
 def ensure_schema(url: str) -> None:
     """Create the URL's `?schema=NAME` if it is missing, for `ledger init` (a new ledger's home)."""
+    env = postgres_env(url)  # first: without the postgres extra, it says so
     import psycopg
     from psycopg import sql
 
-    env = postgres_env(url)
     schema = env.get("POSTGRES_SCHEMA")
     if not schema:
         return
@@ -87,9 +97,9 @@ def ensure_schema(url: str) -> None:
 
 def check_connection(url: str) -> None:
     """Connect once, briefly, so a bad password or an unreachable server is one clear line."""
+    env = postgres_env(url)  # first: without the postgres extra, it says so
     import psycopg
 
-    env = postgres_env(url)
     try:
         psycopg.connect(
             dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ledger.commands import record
 from ledger.errors import InputError
 from ledger.events import Check
 from ledger.model import MoveKind
@@ -65,18 +66,13 @@ class RollbackPlan:
     candidates: list[Candidate] = field(default_factory=list)
 
     def record(self, request: RollbackRequest) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "event": "deployment.rolled_back", "actor": request.actor, "target": "fleet",
-            "result": "success", "version": self.target, "from_version": self.from_version,
-            "reason": request.reason, "rollback_id": self.rollback_id, "forced": self.forced,
-            "start_workers": self.start_workers, "drain_workers": self.drain_workers,
-            "drain_timeout_s": self.drain_timeout_s,
-        }
-        if self.good_evidence_seq is not None:
-            body["good_evidence_seq"] = self.good_evidence_seq
-        if request.idempotency_key:
-            body["idempotency_key"] = request.idempotency_key
-        return body
+        return record(
+            "deployment.rolled_back", request.actor, "fleet", version=self.target,
+            from_version=self.from_version, reason=request.reason, rollback_id=self.rollback_id,
+            forced=self.forced, start_workers=self.start_workers, drain_workers=self.drain_workers,
+            drain_timeout_s=self.drain_timeout_s, good_evidence_seq=self.good_evidence_seq,
+            idempotency_key=request.idempotency_key or None,
+        )
 
     def describe(self) -> list[str]:
         lines = [
@@ -104,18 +100,11 @@ class Refusal:
     from_version: str | None = None
 
     def record(self, request: RollbackRequest) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "event": "rollback.rejected", "actor": request.actor, "target": "fleet",
-            "result": "rejected", "check": self.check.value, "reason": request.reason,
-            "detail": self.reason,
-        }
-        if self.target:
-            body["version"] = self.target
-        if self.from_version:
-            body["from_version"] = self.from_version
-        if request.idempotency_key:
-            body["idempotency_key"] = request.idempotency_key
-        return body
+        return record(
+            "rollback.rejected", request.actor, "fleet", result="rejected", check=self.check.value,
+            reason=request.reason, detail=self.reason, version=self.target or None,
+            from_version=self.from_version or None, idempotency_key=request.idempotency_key or None,
+        )
 
 
 def plan_rollback(state: FleetHistory, request: RollbackRequest) -> RollbackPlan | Refusal:
@@ -156,7 +145,7 @@ def plan_rollback(state: FleetHistory, request: RollbackRequest) -> RollbackPlan
     count = request.workers or max(1, from_workers)
     return RollbackPlan(
         fleet=state.fleet, target=target, from_version=current,
-        good_evidence_seq=evidence["seq"] if evidence else None, forced=forced,
+        good_evidence_seq=evidence.seq if evidence else None, forced=forced,
         head_seq=state.head_seq, rollback_id=rollback_id,
         start_workers=[f"{target}-{rollback_id}-{i}" for i in range(1, count + 1)],
         drain_workers=live_bad, drain_timeout_s=request.drain_timeout_s,

@@ -32,11 +32,11 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, TypeVar
 
 from ledger.events import DECISION_EVENTS, GATED_EVENTS
-from ledger.model import Move, MoveKind
+from ledger.model import Exit, Moment, Move, MoveKind, Settlement, Stamp
 
 #: Statuses of a version in its fleet's history, in the order they are checked.
 STATUSES: dict[str, str] = {
@@ -54,9 +54,6 @@ STATUSES: dict[str, str] = {
 RECENT_EXITS = 1000
 #: At most this many seqs of outside decisions not acted on are listed (all are counted).
 UNACTED_LISTED = 100
-
-Stamp = dict[str, Any]
-
 
 class MalformedRecordError(ValueError):
     """A record lacks a field the rules need (the schema would have refused it)."""
@@ -88,16 +85,36 @@ def _count(record: Mapping[str, Any], name: str) -> int:
 
 def _stamp(record: Mapping[str, Any], **extra: Any) -> Stamp:
     """Who did it, when and why: the evidence kept from a record."""
-    stamp: Stamp = {
-        "seq": record["seq"],
-        "timestamp": record.get("timestamp"),
-        "actor": record.get("actor"),
-    }
-    reason = record.get("reason")
-    if reason is not None:
-        stamp["reason"] = reason
-    stamp.update({k: v for k, v in extra.items() if v is not None})
-    return stamp
+    return Stamp(record["seq"], record.get("timestamp"), record.get("actor"), record.get("reason"), **extra)
+
+
+def _moment(record: Mapping[str, Any]) -> Moment:
+    return Moment(record["seq"], record.get("timestamp"))
+
+
+class _Encodable(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+_D = TypeVar("_D", Stamp, Moment, Exit)
+
+
+def _encode(value: _Encodable | None) -> dict[str, Any] | None:
+    return None if value is None else value.to_dict()
+
+
+def _decoder(kind: type[_D], data: Mapping[str, Any]) -> Callable[[str], _D | None]:
+    """Reads the field `name` of `data` as a `kind` (or None when it is null or absent)."""
+    def read(name: str) -> _D | None:
+        value = data.get(name)
+        return None if value is None else kind.from_dict(value)
+    return read
+
+
+def _list_decoder(kind: type[_D], data: Mapping[str, Any]) -> Callable[[str], list[_D]]:
+    def read(name: str) -> list[_D]:
+        return [kind.from_dict(v) for v in data.get(name, ())]
+    return read
 
 
 # -- the parts of a fleet's state ---------------------------------------------------
@@ -132,7 +149,7 @@ class Version:
         if not self.good:
             return None
         assert self.completed is not None
-        if self.restored is not None and self.restored["seq"] > self.completed["seq"]:
+        if self.restored is not None and self.restored.seq > self.completed.seq:
             return self.restored
         return self.completed
 
@@ -140,19 +157,19 @@ class Version:
         return {
             "version": self.name,
             "order": self.order,
-            "started": self.started,
+            "started": _encode(self.started),
             "starts": self.starts,
-            "completed": self.completed,
+            "completed": _encode(self.completed),
             "completions": self.completions,
-            "failed": self.failed,
-            "drains": list(self.drains),
+            "failed": _encode(self.failed),
+            "drains": [s.to_dict() for s in self.drains],
             "worker_drains": self.worker_drains,
-            "verdicts": list(self.verdicts),
-            "verified": self.verified,
-            "bad": self.bad,
-            "restored": self.restored,
-            "rolled_back_from": list(self.rolled_back_from),
-            "rolled_back_to": list(self.rolled_back_to),
+            "verdicts": [s.to_dict() for s in self.verdicts],
+            "verified": _encode(self.verified),
+            "bad": _encode(self.bad),
+            "restored": _encode(self.restored),
+            "rolled_back_from": [s.to_dict() for s in self.rolled_back_from],
+            "rolled_back_to": [s.to_dict() for s in self.rolled_back_to],
         }
 
     @classmethod
@@ -160,12 +177,13 @@ class Version:
         name, order = data.get("version"), data.get("order")
         if not isinstance(name, str) or not isinstance(order, int):
             raise ValueError(f"version entry needs a 'version' string and an 'order' int: {data!r:.200}")
+        stamp = _decoder(Stamp, data)
+        stamps = _list_decoder(Stamp, data)
         return cls(
-            name, order, data.get("started"), int(data.get("starts", 0)), data.get("completed"),
-            int(data.get("completions", 0)), data.get("failed"), list(data.get("drains", ())),
-            int(data.get("worker_drains", 0)), list(data.get("verdicts", ())), data.get("verified"),
-            data.get("bad"), data.get("restored"), list(data.get("rolled_back_from", ())),
-            list(data.get("rolled_back_to", ())),
+            name, order, stamp("started"), int(data.get("starts", 0)), stamp("completed"),
+            int(data.get("completions", 0)), stamp("failed"), stamps("drains"),
+            int(data.get("worker_drains", 0)), stamps("verdicts"), stamp("verified"),
+            stamp("bad"), stamp("restored"), stamps("rolled_back_from"), stamps("rolled_back_to"),
         )
 
 
@@ -178,9 +196,9 @@ class Worker:
     draining: bool = False
     stuck: bool = False
     active_sessions: int = 0
-    started: Stamp | None = None
-    drain_started: Stamp | None = None
-    exited: Stamp | None = None
+    started: Moment | None = None
+    drain_started: Moment | None = None
+    exited: Exit | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -189,9 +207,9 @@ class Worker:
             "draining": self.draining,
             "stuck": self.stuck,
             "active_sessions": self.active_sessions,
-            "started": self.started,
-            "drain_started": self.drain_started,
-            "exited": self.exited,
+            "started": _encode(self.started),
+            "drain_started": _encode(self.drain_started),
+            "exited": _encode(self.exited),
         }
 
     @classmethod
@@ -199,10 +217,11 @@ class Worker:
         worker_id, version = data.get("worker_id"), data.get("version")
         if not isinstance(worker_id, str) or not isinstance(version, str):
             raise ValueError(f"worker entry needs 'worker_id' and 'version' strings: {data!r:.200}")
+        moment = _decoder(Moment, data)
         return cls(
             worker_id, version, bool(data.get("draining")), bool(data.get("stuck")),
-            int(data.get("active_sessions", 0)), data.get("started"), data.get("drain_started"),
-            data.get("exited"),
+            int(data.get("active_sessions", 0)), moment("started"), moment("drain_started"),
+            _decoder(Exit, data)("exited"),
         )
 
 
@@ -235,10 +254,10 @@ class LastGood:
             raise ValueError(f"version {entry.name!r} is not good")
         return cls(
             entry.name,
-            evidence["seq"],
-            str(evidence.get("event", "deployment.completed")),
-            entry.completed["seq"],
-            entry.verified["seq"] if entry.verified is not None else None,
+            evidence.seq,
+            evidence.event or "deployment.completed",
+            entry.completed.seq,
+            entry.verified.seq if entry.verified is not None else None,
             leaving,
         )
 
@@ -348,12 +367,12 @@ class FleetHistory:
         if old is not None:
             self._dirty.add(old.version)
             if old.kind is MoveKind.ROLLBACK and (flight is None or flight.seq != old.seq):
-                self._settle_rollback(old.version, old.from_version, old.seq, "superseded", None)
+                self._settle_rollback(old.version, old.from_version, old.seq, Settlement.SUPERSEDED, None)
         if flight is not None:
             self._dirty.add(flight.version)
         self.in_flight = flight
 
-    def _settle_rollback(self, target: str, source: str | None, seq: int, outcome: str,
+    def _settle_rollback(self, target: str, source: str | None, seq: int, outcome: Settlement,
                          stamp: Stamp | None) -> None:
         """Write a rollback's outcome on both versions' entries (pending ones only)."""
         for name, entries in ((target, "rolled_back_to"), (source, "rolled_back_from")):
@@ -363,11 +382,10 @@ class FleetHistory:
             items: list[Stamp] = getattr(version, entries)
             for index in range(len(items) - 1, -1, -1):
                 entry = items[index]
-                if entry["seq"] == seq and entry.get("outcome") == "pending":
-                    settled = {**entry, "outcome": outcome}  # a new dict: stamps are never mutated
+                if entry.seq == seq and entry.outcome is Settlement.PENDING:
+                    settled = replace(entry, outcome=outcome)
                     if stamp is not None:
-                        settled["outcome_seq"] = stamp["seq"]
-                        settled["outcome_timestamp"] = stamp["timestamp"]
+                        settled = replace(settled, outcome_seq=stamp.seq, outcome_timestamp=stamp.timestamp)
                     items[index] = settled
                     self._dirty.add(version.name)
                     break
@@ -400,7 +418,8 @@ class FleetHistory:
         version.completions += 1
         flight = self.in_flight
         if flight is not None and flight.kind is MoveKind.ROLLBACK and flight.version == name:
-            self._settle_rollback(name, flight.from_version, flight.seq, "completed", version.completed)
+            self._settle_rollback(name, flight.from_version, flight.seq, Settlement.COMPLETED,
+                                  version.completed)
             self.in_flight = None
             self._dirty.add(name)
         else:
@@ -427,18 +446,18 @@ class FleetHistory:
             if version is not None:
                 version.drains.append(_stamp(r))
                 self._dirty.add(name)
-            stamp = {"seq": r["seq"], "timestamp": r.get("timestamp")}
+            moment = _moment(r)
             for worker in self.workers.values():
                 if worker.version == name and not worker.draining:
                     worker.draining = True
-                    worker.drain_started = stamp
+                    worker.drain_started = moment
             return
         if not isinstance(worker_id, str) or not worker_id:
             raise MalformedRecordError(r, "worker_id")
         worker = self._worker(worker_id, name)
         if not worker.draining:  # a repeated drain of one worker is one fact, counted once
             worker.draining = True
-            worker.drain_started = {"seq": r["seq"], "timestamp": r.get("timestamp")}
+            worker.drain_started = _moment(r)
             version = self.versions.get(name)
             if version is not None:
                 version.worker_drains += 1
@@ -451,17 +470,17 @@ class FleetHistory:
         worker.stuck = True
         if not worker.draining:
             worker.draining = True
-            worker.drain_started = {"seq": r["seq"], "timestamp": r.get("timestamp")}
+            worker.drain_started = _moment(r)
 
     def _rolled_back(self, r: Mapping[str, Any]) -> None:
         target, source = _text(r, "version"), _text(r, "from_version")
         seq = r["seq"]
         extra = {k: r.get(k) for k in ("rollback_id", "forced", "good_evidence_seq")}
         leaving = self._version(source)
-        leaving.rolled_back_from.append(_stamp(r, to_version=target, outcome="pending", **extra))
+        leaving.rolled_back_from.append(_stamp(r, to_version=target, outcome=Settlement.PENDING, **extra))
         leaving.bad = _stamp(r, event="deployment.rolled_back")
         self._version(target).rolled_back_to.append(
-            _stamp(r, from_version=source, outcome="pending", **extra))
+            _stamp(r, from_version=source, outcome=Settlement.PENDING, **extra))
         external = bool(r.get("external"))  # the platform moves the workers; the ledger watches
         self._set_in_flight(Move(MoveKind.ROLLBACK, target, source, seq, r.get("timestamp"), r.get("actor"),
                                  external, r.get("drain_timeout_s") if external else None))
@@ -479,7 +498,7 @@ class FleetHistory:
         if flight is None or flight.kind is not MoveKind.ROLLBACK or flight.version != target:
             return  # no such rollback in flight: nothing to settle
         source = flight.from_version
-        self._settle_rollback(target, source, flight.seq, "failed", _stamp(r))
+        self._settle_rollback(target, source, flight.seq, Settlement.FAILED, _stamp(r))
         self.in_flight = None
         self._dirty.add(target)
         # The fleet did not confirm leaving `source`: count it as still there, so a
@@ -509,7 +528,7 @@ class FleetHistory:
     def _worker_started(self, r: Mapping[str, Any]) -> None:
         worker_id, name = _text(r, "worker_id"), _text(r, "version")
         self.workers[worker_id] = Worker(
-            worker_id, name, started={"seq": r["seq"], "timestamp": r.get("timestamp")})
+            worker_id, name, started=_moment(r))
 
     def _worker_sessions(self, r: Mapping[str, Any]) -> None:
         worker_id, name, sessions = _text(r, "worker_id"), _text(r, "version"), _count(r, "active_sessions")
@@ -520,9 +539,7 @@ class FleetHistory:
         worker = self.workers.pop(worker_id, None) or Worker(worker_id, name)
         worker.version = name
         worker.active_sessions = 0
-        worker.exited = {"seq": r["seq"], "timestamp": r.get("timestamp"), "dropped_sessions": sessions}
-        if "exit_code" in r:
-            worker.exited["exit_code"] = r["exit_code"]
+        worker.exited = Exit(r["seq"], r.get("timestamp"), sessions, r.get("exit_code"))
         self.dropped_sessions += sessions
         self.recent_exits.appendleft(worker)
 
@@ -564,7 +581,7 @@ class FleetHistory:
             "command_rejections": self.command_rejections,
             "unacted": self.unacted,
             "unacted_seqs": list(self.unacted_seqs),
-            "last_rejection": self.last_rejection,
+            "last_rejection": _encode(self.last_rejection),
             "workers_rejected": self.workers_rejected,
             "dropped_sessions": self.dropped_sessions,
             "idempotency": dict(self.idempotency),
@@ -594,7 +611,7 @@ class FleetHistory:
         state.command_rejections = int(data.get("command_rejections", 0))
         state.unacted = int(data.get("unacted", 0))
         state.unacted_seqs.extend(int(n) for n in data.get("unacted_seqs", ()))
-        state.last_rejection = data.get("last_rejection")
+        state.last_rejection = _decoder(Stamp, data)("last_rejection")
         state.workers_rejected = int(data.get("workers_rejected", 0))
         state.dropped_sessions = int(data.get("dropped_sessions", 0))
         state.idempotency = dict(data.get("idempotency", {}))
@@ -650,9 +667,9 @@ def status(state: FleetHistory, version: str) -> str:
     if flight is not None and flight.version == version:
         return "rolling_out"
     if entry.bad is not None:
-        return "rolled_back" if entry.bad.get("event") == "deployment.rolled_back" else "marked_bad"
+        return "rolled_back" if entry.bad.event == "deployment.rolled_back" else "marked_bad"
     completed = entry.completed
-    if entry.failed is not None and (completed is None or entry.failed["seq"] > completed["seq"]):
+    if entry.failed is not None and (completed is None or entry.failed.seq > completed.seq):
         return "failed"
     if completed is None:
         return "abandoned"
@@ -660,7 +677,7 @@ def status(state: FleetHistory, version: str) -> str:
 
 
 def _rank(entry: Version) -> tuple[int, int]:
-    return (entry.completed["seq"] if entry.completed is not None else 0, entry.order)
+    return (entry.completed.seq if entry.completed is not None else 0, entry.order)
 
 
 def candidates(state: FleetHistory, leaving: str | None = None) -> list[Candidate]:
@@ -674,15 +691,15 @@ def candidates(state: FleetHistory, leaving: str | None = None) -> list[Candidat
         if entry.completed is None:
             skipped: str | None = "never completed"
         elif entry.bad is not None:
-            how = "rolled back from" if entry.bad.get("event") == "deployment.rolled_back" else "marked bad"
-            skipped = f"{how} at seq {entry.bad['seq']}, not cleared"
+            how = "rolled back from" if entry.bad.event == "deployment.rolled_back" else "marked bad"
+            skipped = f"{how} at seq {entry.bad.seq}, not cleared"
         elif entry.name == leaving:
             skipped = "is the version being left"
         else:
             skipped = None
         evidence = entry.evidence()
         result.append(Candidate(entry.name, entry.good, skipped,
-                                evidence["seq"] if evidence is not None else None))
+                                evidence.seq if evidence is not None else None))
     return result
 
 
@@ -706,7 +723,7 @@ def version_view(state: FleetHistory, version: str) -> dict[str, Any]:
     view["status"] = status(state, version)
     view["good"] = entry.good
     evidence = entry.evidence()
-    view["good_evidence_seq"] = evidence["seq"] if evidence is not None else None
+    view["good_evidence_seq"] = evidence.seq if evidence is not None else None
     return view
 
 

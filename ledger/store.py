@@ -528,6 +528,32 @@ class Store:
         with self.reading():
             return int(self.recorder.max_notification_id() or 0)
 
+    def notifications(self, after: int, limit: int) -> list[tuple[int, Any]]:
+        """Up to `limit` records of every chain after notification id `after`, in the order
+        they were stored: (notification id, the record as `insert` took it)."""
+        page = self.recorder.select_notifications(after, limit, inclusive_of_start=False)
+        mapper = self.app.mapper
+        return [(n.id, mapper.to_domain_event(n)) for n in page]
+
+    def set_lock_timeout(self, seconds: float) -> bool:
+        """Shorten how long a SQLite write waits for the file's lock, on the connections
+        open now and those opened later; False (and nothing changed) for PostgreSQL, whose
+        own connect and lock timeouts apply.
+
+        For a writer that must not hold up its caller (an audit sink on an application's
+        thread); eventsourcing takes whole seconds only, so the pool is set here.
+        """
+        pool = getattr(getattr(self.recorder, "datastore", None), "pool", None)
+        if pool is None or not hasattr(pool, "lock_timeout"):
+            return False
+        pool.lock_timeout = seconds  # new connections
+        for connection in list(getattr(pool, "_pool", ())):  # connections already open
+            raw = getattr(connection, "_sqlite_conn", None)
+            if raw is not None:
+                with contextlib.suppress(Exception):
+                    raw.execute(f"PRAGMA busy_timeout = {max(1, int(seconds * 1000))}")
+        return True
+
 
 def stored_bytes(state: object) -> bytes:
     """A stored record's bytes, whatever type the database hands back.

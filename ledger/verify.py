@@ -38,7 +38,7 @@ from ledger.chain import (
     subtree_peaks,
 )
 from ledger.children import die_with_parent, parent_identity
-from ledger.errors import Fault, InputError, VerificationError
+from ledger.errors import Fault, FaultCheck, InputError, VerificationError
 from ledger.events import INTERNAL_EVENTS, stored_schema_error
 from ledger.keys import key_id, parse_public_key, verify_signature
 from ledger.names import is_ledger_id, shown
@@ -52,7 +52,7 @@ Progress = Callable[[int, int], None]
 # (seq, prev, hash, kid, timestamp, leaf hash, event type, new key or None, sig)
 RecordInfo = tuple[int, str, str, str, str, bytes, str, "tuple[str, str] | None", str]
 # (seq, check, expected, found, detail)
-RawFault = tuple[int, str, str, str, str]
+RawFault = tuple[int, FaultCheck, str, str, str]
 # (record, its computed hash, its sig) of a record that passed every check made alone
 Checked = tuple[dict[str, Any], str, str]
 
@@ -116,19 +116,19 @@ def check_record(
     try:
         record = _loads(data)
     except orjson.JSONDecodeError as exc:
-        return (position, "encoding", "a JSON record", "undecodable bytes", str(exc))
+        return (position, FaultCheck.ENCODING, "a JSON record", "undecodable bytes", str(exc))
     if type(record) is not dict:
-        return (position, "encoding", "a JSON object", type(record).__name__, "")
+        return (position, FaultCheck.ENCODING, "a JSON object", type(record).__name__, "")
     if _dumps(record, option=_SORTED) != data:  # `canonical`, called directly: this runs per record
-        return (position, "encoding", "canonical JSON bytes", "non-canonical bytes", "")
+        return (position, FaultCheck.ENCODING, "canonical JSON bytes", "non-canonical bytes", "")
     seq = record.get("seq")
     if seq != position:
-        return (position, "seq", str(position), repr(seq), "record stored out of place")
+        return (position, FaultCheck.SEQ, str(position), repr(seq), "record stored out of place")
     schema_error = stored_schema_error(record, linked=linked)
     if schema_error is not None:
-        return (position, "schema", "a valid record", "invalid record", schema_error)
+        return (position, FaultCheck.SCHEMA, "a valid record", "invalid record", schema_error)
     if record["fleet"] != chain:
-        return (position, "fleet", chain, record["fleet"], "record moved between chains")
+        return (position, FaultCheck.FLEET, chain, record["fleet"], "record moved between chains")
     # The hash covers the record less `hash` and `sig`: take them out to encode it, then back.
     stated = record.pop("hash")
     sig = record.pop("sig")
@@ -137,24 +137,24 @@ def check_record(
     record["sig"] = sig
     if actual != stated:
         return _schema_fault(position, record, linked) or (
-            position, "hash", actual, stated, "record content changed")
+            position, FaultCheck.HASH, actual, stated, "record content changed")
     kid = record["kid"]
     public_raw = keys.get(kid)
     if public_raw is None:
         return _schema_fault(position, record, linked) or (
-            position, "signature", "a key of this ledger", f"unknown key {kid}", "")
+            position, FaultCheck.SIGNATURE, "a key of this ledger", f"unknown key {kid}", "")
     if signatures and not verify_signature(public_raw, sig, signed_message(actual, ledger_id)):
-        return (position, "signature", f"valid signature by {kid} for ledger {ledger_id}",
+        return (position, FaultCheck.SIGNATURE, f"valid signature by {kid} for ledger {ledger_id}",
                 "bad signature", "forged, altered, or signed for another ledger")
     if (record["event"] in INTERNAL_EVENTS) != (chain == KEY_CHAIN):
-        return (position, "event", "an event of this chain", record["event"], "")
+        return (position, FaultCheck.EVENT, "an event of this chain", record["event"], "")
     return record, actual, sig
 
 
 def _schema_fault(position: int, record: dict[str, Any], linked: bool) -> RawFault | None:
     """The schema fault a record checked `linked` has, found only once a value check failed."""
     error = stored_schema_error(record) if linked else None
-    return None if error is None else (position, "schema", "a valid record", "invalid record", error)
+    return None if error is None else (position, FaultCheck.SCHEMA, "a valid record", "invalid record", error)
 
 
 def _is_hex64(value: str) -> bool:
@@ -236,7 +236,7 @@ class SpanChecker:
         key_kid, key_end = "", None
         for position, data in rows:
             if position != expected:
-                span.fault = (expected, "seq", str(expected), str(position),
+                span.fault = (expected, FaultCheck.SEQ, str(expected), str(position),
                               f"{position - expected} record(s) missing")
                 break
             checked = check_record(chain, position, data, keys, ledger_id, signatures, linked=True)
@@ -250,7 +250,7 @@ class SpanChecker:
             if position == first:  # its link is the parent's to check; its form is checked here
                 if not _is_hex64(prev):
                     span.fault = _schema_fault(position, record, True) or (
-                        position, "prev", "64 lowercase hex digits", prev, "")
+                        position, FaultCheck.PREV, "64 lowercase hex digits", prev, "")
                     break
                 span.prev, span.first_timestamp, span.first_kid = prev, timestamp, kid
             elif (prev != head or timestamp < last_timestamp or kid != key_kid
@@ -278,15 +278,15 @@ def _link_fault(seq: int, prev: str, head: str, timestamp: str, last_timestamp: 
                 epochs: dict[str, tuple[str, str | None]]) -> RawFault | None:
     """Why a record does not follow the one before it (hash `head`, time `last_timestamp`)."""
     if prev != head:
-        return (seq, "prev", head, prev, "link to the record before is broken")
+        return (seq, FaultCheck.PREV, head, prev, "link to the record before is broken")
     if timestamp < last_timestamp:
-        return (seq, "timestamp", f">= {last_timestamp}", timestamp, "time went back")
+        return (seq, FaultCheck.TIMESTAMP, f">= {last_timestamp}", timestamp, "time went back")
     epoch = epochs.get(kid)
     if epoch is None:
-        return (seq, "signature", "a key of this ledger", f"unknown key {kid}", "")
+        return (seq, FaultCheck.SIGNATURE, "a key of this ledger", f"unknown key {kid}", "")
     start, end = epoch
     if timestamp < start or (end is not None and timestamp > end):
-        return (seq, "key", f"key {kid} in force {start}..{end or 'now'}", timestamp,
+        return (seq, FaultCheck.KEY, f"key {kid} in force {start}..{end or 'now'}", timestamp,
                 "signed outside the key's time in force (retired key?)")
     return None
 
@@ -338,14 +338,15 @@ class _Linker:
         #: kid -> (seq, hash, sig) of the last record it signed: where its signature carries the proof.
         self.last_by_key: dict[str, tuple[int, str, str]] = {}
 
-    def fault(self, seq: int, check: str, expected: str, found: str, detail: str = "") -> None:
+    def fault(self, seq: int, check: FaultCheck, expected: str, found: str, detail: str = "") -> None:
         raise VerificationError(Fault(self.report.chain, seq, check, expected, found, detail))
 
     def expect_position(self, seq: int) -> None:
         """Fault unless `seq` is the next position: records before it are missing."""
         count = self.report.count
         if seq != count + 1:
-            self.fault(count + 1, "seq", str(count + 1), str(seq), f"{seq - count - 1} record(s) missing")
+            self.fault(count + 1, FaultCheck.SEQ, str(count + 1), str(seq),
+                       f"{seq - count - 1} record(s) missing")
 
     def link(self, info: RecordInfo) -> None:
         """Join one record (the key chain's way: a record at a time)."""
@@ -391,10 +392,10 @@ class _Linker:
     def _match_checkpoint(self, seq: int, root: bytes, head: str) -> None:
         assert self.checkpoint is not None
         if root != self.checkpoint.root:
-            self.fault(seq, "checkpoint root", base64.b64encode(self.checkpoint.root).decode(),
+            self.fault(seq, FaultCheck.CHECKPOINT_ROOT, base64.b64encode(self.checkpoint.root).decode(),
                        base64.b64encode(root).decode(), "history differs from the checkpoint")
         if head != self.checkpoint.head:
-            self.fault(seq, "checkpoint head", self.checkpoint.head, head)
+            self.fault(seq, FaultCheck.CHECKPOINT_HEAD, self.checkpoint.head, head)
         self.report.checkpoint_size = seq
 
     def finish(self) -> ChainReport:
@@ -404,7 +405,7 @@ class _Linker:
             if checkpoint.size == 0:
                 self.report.checkpoint_size = 0
             elif self.report.count < checkpoint.size:
-                self.fault(self.report.count + 1, "truncated", f"{checkpoint.size} records",
+                self.fault(self.report.count + 1, FaultCheck.TRUNCATED, f"{checkpoint.size} records",
                            f"{self.report.count} records",
                            "the ledger no longer extends the checkpoint")
         return self.report
@@ -468,25 +469,26 @@ class Verifier:
                 new_kid, new_public = new_key
                 raw = parse_public_key(new_public)
                 if key_id(raw) != new_kid:
-                    linker.fault(seq, "key", f"kid {key_id(raw)}", new_kid, "kid does not match key")
+                    linker.fault(seq, FaultCheck.KEY, f"kid {key_id(raw)}", new_kid, "kid does not match key")
                 if seq == 1:
                     if event != "ledger.initialized" or new_kid != anchor_kid:
-                        linker.fault(1, "anchor", f"ledger initialized with key {anchor_kid}",
+                        linker.fault(1, FaultCheck.ANCHOR, f"ledger initialized with key {anchor_kid}",
                                      f"{event} introducing {new_kid}",
                                      "this ledger was not made with the trusted key")
                     epochs.append(KeyEpoch(new_kid, raw, timestamp))
                 else:
                     if event != "key.rotated":
-                        linker.fault(seq, "key chain", "key.rotated", event)
+                        linker.fault(seq, FaultCheck.KEY_CHAIN, "key.rotated", event)
                     current = epochs[-1]
                     if kid != current.kid:
-                        linker.fault(seq, "key", f"rotation signed by current key {current.kid}", kid)
+                        linker.fault(seq, FaultCheck.KEY,
+                                     f"rotation signed by current key {current.kid}", kid)
                     epochs[-1] = KeyEpoch(current.kid, current.public_raw, current.start, timestamp)
                     epochs.append(KeyEpoch(new_kid, raw, timestamp))
                 keys = {e.kid: e.public_raw for e in epochs}
                 linker.epochs = {e.kid: e for e in epochs}
         if not epochs:
-            raise VerificationError(Fault(KEY_CHAIN, 1, "anchor", "ledger.initialized", "no records",
+            raise VerificationError(Fault(KEY_CHAIN, 1, FaultCheck.ANCHOR, "ledger.initialized", "no records",
                                           "the key chain is empty"))
         self.epochs = {e.kid: e for e in epochs}
         return epochs
@@ -535,7 +537,8 @@ class Verifier:
             for kid, (seq, digest, sig) in sorted(linker.last_by_key.items(), key=lambda i: i[1][0]):
                 if not verify_signature(self.epochs[kid].public_raw, sig,
                                         signed_message(digest, self.ledger_id)):
-                    linker.fault(seq, "signature", f"valid signature by {kid} for ledger {self.ledger_id}",
+                    linker.fault(seq, FaultCheck.SIGNATURE,
+                                 f"valid signature by {kid} for ledger {self.ledger_id}",
                                  "bad signature", "forged, altered, or signed for another ledger")
         return linker.finish()
 

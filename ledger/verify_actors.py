@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ledger.children import die_with_parent, parent_identity
 from ledger.envelope import Envelope, SignedEnvelope
-from ledger.errors import Fault, InputError, VerificationError
+from ledger.errors import Fault, FaultCheck, InputError, VerificationError
 from ledger.events import EVENT_TYPES, EventKind
 from ledger.policy import OPEN_NOTE, POLICY_CHAIN, Action, Policy, PolicyEvent
 from ledger.store import Store, stored_bytes
@@ -251,7 +251,7 @@ class ActorChecker:
                 break
             if isinstance(item, str):  # the nonce of a command the worker verified
                 if item in nonces:
-                    faults.append(Fault(chain, seq, "actor nonce", "a nonce used once",
+                    faults.append(Fault(chain, seq, FaultCheck.ACTOR_NONCE, "a nonce used once",
                                         f"nonce {item} of seq {nonces[item]}", "a signed command replayed"))
                     break
                 nonces[item] = seq
@@ -290,11 +290,12 @@ class ActorChecker:
         seq = int(record["seq"])
         position = record.get("policy_seq")
         if not isinstance(position, int) or not 0 < position < len(self.history):
-            return Fault(chain, seq, "policy position",
+            return Fault(chain, seq, FaultCheck.POLICY_POSITION,
                          f"a position of {POLICY_CHAIN} (1..{len(self.history) - 1})", repr(position),
                          "a decision of an enforced ledger names the policy it was decided against")
         if self.timestamps[position] > str(record["timestamp"]):
-            return Fault(chain, seq, "policy position", f"a policy recorded by {record['timestamp']}",
+            return Fault(chain, seq, FaultCheck.POLICY_POSITION,
+                         f"a policy recorded by {record['timestamp']}",
                          f"{POLICY_CHAIN} seq {position} of {self.timestamps[position]}",
                          "decided against a policy not yet recorded")
         policy = self.history[position]
@@ -306,7 +307,7 @@ class ActorChecker:
         nonce = str(record["envelope"]["nonce"])
         request_seq = record.get("request_seq")
         if nonce in nonces and not (record["event"] != "command.approved" and nonces[nonce] == request_seq):
-            return Fault(chain, seq, "actor nonce", "a nonce used once",
+            return Fault(chain, seq, FaultCheck.ACTOR_NONCE, "a nonce used once",
                          f"nonce {nonce} of seq {nonces[nonce]}", "a signed command replayed")
         nonces.setdefault(nonce, seq)
         return None
@@ -317,25 +318,25 @@ class ActorChecker:
                        *, refusal: bool = False) -> Fault | None:
         seq = int(record["seq"])
 
-        def fault(check: str, expected: str, found: str, detail: str = "") -> Fault:
+        def fault(check: FaultCheck, expected: str, found: str, detail: str = "") -> Fault:
             return Fault(chain, seq, check, expected, found, detail)
 
         if record.get("actor_verified") is not True:
-            return fault("actor", "a command signed by its actor", "no verified actor signature",
+            return fault(FaultCheck.ACTOR, "a command signed by its actor", "no verified actor signature",
                          "the policy is enforced here")
         try:
             signed = SignedEnvelope.parse(record, stored=True)
         except InputError as exc:
-            return fault("actor envelope", "a well-formed signed envelope", "malformed", str(exc))
+            return fault(FaultCheck.ACTOR_ENVELOPE, "a well-formed signed envelope", "malformed", str(exc))
         envelope = signed.envelope
         mismatch = _envelope_mismatch(envelope, record, chain, self.ledger_id, refusal)
         if mismatch is not None:
-            return fault("actor envelope", mismatch[0], mismatch[1],
+            return fault(FaultCheck.ACTOR_ENVELOPE, mismatch[0], mismatch[1],
                          "the record is not what the actor signed")
         actor = policy.actor(envelope.actor)
         key = actor.key_in_force(signed.kid) if actor is not None else None
         if actor is None or key is None:
-            return fault("actor key", f"a key of {envelope.actor} in force at {POLICY_CHAIN} seq "
+            return fault(FaultCheck.ACTOR_KEY, f"a key of {envelope.actor} in force at {POLICY_CHAIN} seq "
                          f"{policy.seq}", f"key {signed.kid}", "not registered, or revoked, then")
         request = self._request_of(record)
         if isinstance(request, Fault):
@@ -343,28 +344,29 @@ class ActorChecker:
         at = request.timestamp if request is not None and record["event"] != "command.approved" else None
         moment = at or str(record["timestamp"])
         if moment > envelope.expires.replace("Z", ".999999Z"):
-            return fault("actor expiry", f"recorded by {envelope.expires}", moment,
+            return fault(FaultCheck.ACTOR_EXPIRY, f"recorded by {envelope.expires}", moment,
                          "the signed command had expired")
         action = Action(envelope.action)
         if action is Action.APPROVE:
             action = request.action if request is not None else action
             if request is None or envelope.args.get("request_hash") != request.hash:
-                return fault("approvals", "an approval naming its request by position and hash",
+                return fault(FaultCheck.APPROVALS, "an approval naming its request by position and hash",
                              str(dict(envelope.args)))
         if action is Action.REPORT and not refusal:
             worker = str(record.get("worker_id") or record.get("target", ""))
             if not actor.reports_for(worker):
-                return fault("reporter binding", f"a reporter bound to worker {worker}", envelope.actor,
+                return fault(FaultCheck.REPORTER_BINDING,
+                             f"a reporter bound to worker {worker}", envelope.actor,
                              f"policy at {POLICY_CHAIN} seq {policy.seq}")
         if not refusal:
             if not self.allows(policy, envelope.actor, action, chain):
-                return fault("authorization", f"a role allowing {action.value} on {chain}",
+                return fault(FaultCheck.AUTHORIZATION, f"a role allowing {action.value} on {chain}",
                              f"{envelope.actor} with roles {', '.join(sorted(actor.roles)) or '-'}",
                              f"policy at {POLICY_CHAIN} seq {policy.seq}")
             if record["event"] not in ("command.pending", "command.approved"):
                 problem = self._check_approvals(chain, record, policy, action, envelope.actor, signatures)
                 if problem is not None:
-                    return fault("approvals", *problem)
+                    return fault(FaultCheck.APPROVALS, *problem)
         signatures.add((seq, key.public_raw, signed.sig, envelope.message()))
         return None
 
@@ -375,7 +377,8 @@ class ActorChecker:
             return None
         request = self.pending.get(request_seq) if isinstance(request_seq, int) else None
         if request is None:
-            return Fault(str(record["fleet"]), int(record["seq"]), "approvals", "a pending request before it",
+            return Fault(str(record["fleet"]), int(record["seq"]), FaultCheck.APPROVALS,
+                         "a pending request before it",
                          f"request_seq {request_seq!r}")
         return request
 
@@ -479,7 +482,8 @@ def _row_batches(store: Store, chain: str) -> Iterator[list[bytes]]:
 
 
 def _bad_signature(chain: str, seq: int) -> Fault:
-    return Fault(chain, seq, "actor signature", "a valid signature by the actor's key", "bad signature",
+    return Fault(chain, seq, FaultCheck.ACTOR_SIGNATURE,
+                 "a valid signature by the actor's key", "bad signature",
                  "the command was altered, or signed by someone else (the ledger key?)")
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ledger import commands
 from ledger.analysis import Analysis, Rule, analyze
 from ledger.decide import Meta, Rollback
 from ledger.gate import FleetService, Outcome
@@ -177,9 +178,9 @@ class Watcher:
 
     def _passed(self, action: Action) -> None:
         move, analysis = action.move, action.analysis
-        body = {"event": "analysis.passed", "actor": self.actor, "target": "fleet",
-                "result": "success", "version": move.version, "move_seq": move.seq,
-                "reason": analysis.summary(), "analysis": {**analysis.snapshot(), "move_seq": move.seq}}
+        body = commands.record("analysis.passed", self.actor, "fleet", version=move.version,
+                               move_seq=move.seq, reason=analysis.summary(),
+                               analysis={**analysis.snapshot(), "move_seq": move.seq})
         receipt = self.service.ledger.append(self.fleet, body)
         self.say(f"passed: {analysis.summary()}; recorded at seq {receipt.seq}")
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ledger.chain import EM_DASH, Checkpoint, parse_checkpoint
-from ledger.errors import Fault, InputError, StorageError, VerificationError
-from ledger.evidence import CONSISTENCY_HEADER, Trust, split_notes
+from ledger.errors import Fault, FaultCheck, InputError, StorageError, VerificationError
+from ledger.evidence import CONSISTENCY_HEADER, CheckpointRole, Trust, split_notes
 from ledger.keys import Signer, load_signer, write_private_key
 from ledger.proofs import ProofError, verify_consistency
 
@@ -88,21 +88,21 @@ class Witness:
             except ValueError:
                 raise InputError("the consistency proof's hashes are not base64") from None
             old_text, new_text = split_notes(rest, 2)
-            old, _ = self.trust.checkpoint(old_text, "old checkpoint")
+            old, _ = self.trust.checkpoint(old_text, CheckpointRole.OLD)
         else:
             new_text, old = text, None
-        new, fleet = self.trust.checkpoint(new_text, "checkpoint")
+        new, fleet = self.trust.checkpoint(new_text, CheckpointRole.CHECKPOINT)
         last = self.last(new.origin)
 
-        def refuse(check: str, expected: str, found: str, why: str) -> VerificationError:
+        def refuse(check: FaultCheck, expected: str, found: str, why: str) -> VerificationError:
             return VerificationError(Fault(fleet, new.size, check, expected, found, why))
 
         if last is not None:
             if new.size < last.size:
-                raise refuse("truncation", f">= {last.size} records", f"{new.size} records",
+                raise refuse(FaultCheck.TRUNCATION, f">= {last.size} records", f"{new.size} records",
                              "the log shrank since the checkpoint this witness cosigned")
             if new.size == last.size and new.root != last.root:
-                raise refuse("fork", f"root {base64.b64encode(last.root).decode()}",
+                raise refuse(FaultCheck.FORK, f"root {base64.b64encode(last.root).decode()}",
                              f"root {base64.b64encode(new.root).decode()}",
                              "same size, another history than the one this witness cosigned")
             if new.size > last.size:
@@ -116,7 +116,7 @@ class Witness:
                 try:
                     verify_consistency(old.size, new.size, old.root, new.root, proof)
                 except ProofError as exc:
-                    raise refuse("fork", f"a tree extending the one of {last.size} records",
+                    raise refuse(FaultCheck.FORK, f"a tree extending the one of {last.size} records",
                                  "a proof that fails", str(exc)) from None
         signer = self._signer()
         timestamp = int(time.time()) if now is None else now

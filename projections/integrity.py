@@ -17,7 +17,7 @@ import orjson
 
 from ledger.chain import GENESIS_PREV, unsigned_hash
 from ledger.encoding import canonical
-from ledger.errors import Fault, VerificationError
+from ledger.errors import Fault, FaultCheck, VerificationError
 from ledger.events import stored_schema_error
 
 
@@ -39,38 +39,39 @@ def checked_record(
 ) -> dict[str, Any]:
     """Decode a stored record and check it against its chain's head; raise on a fault."""
 
-    def fault(seq: int, check: str, expected: str, found: str, detail: str = "") -> VerificationError:
+    def fault(seq: int, check: FaultCheck, expected: str, found: str, detail: str = "") -> VerificationError:
         return VerificationError(Fault(chain, seq, check, expected, found, detail))
 
     try:
         record = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise fault(position, "encoding", "a JSON record", "undecodable bytes", str(exc)) from None
+        raise fault(position, FaultCheck.ENCODING, "a JSON record", "undecodable bytes", str(exc)) from None
     if not isinstance(record, dict):
-        raise fault(position, "encoding", "a JSON object", type(record).__name__)
+        raise fault(position, FaultCheck.ENCODING, "a JSON object", type(record).__name__)
     if canonical(record) != data:
-        raise fault(position, "encoding", "canonical JSON bytes", "non-canonical bytes")
+        raise fault(position, FaultCheck.ENCODING, "canonical JSON bytes", "non-canonical bytes")
     seq = record.get("seq")
     if seq != position:
-        raise fault(position, "seq", str(position), repr(seq), "record stored out of place")
+        raise fault(position, FaultCheck.SEQ, str(position), repr(seq), "record stored out of place")
     stated = record.get("hash")
     actual = unsigned_hash(record)
     if record.get("fleet") != chain or actual != stated:
         # Report what verify would report first: it checks the schema before these.
         schema_error = stored_schema_error(record)
         if schema_error is not None:
-            raise fault(position, "schema", "a valid record", "invalid record", schema_error)
+            raise fault(position, FaultCheck.SCHEMA, "a valid record", "invalid record", schema_error)
         if record.get("fleet") != chain:
-            raise fault(position, "fleet", chain, str(record.get("fleet")), "record moved between chains")
-        raise fault(position, "hash", actual, str(stated), "record content changed")
+            raise fault(position, FaultCheck.FLEET, chain, str(record.get("fleet")),
+                        "record moved between chains")
+        raise fault(position, FaultCheck.HASH, actual, str(stated), "record content changed")
     head = head_hash or GENESIS_PREV
     if seq != head_seq + 1:
         raise LinkFaultError(
-            Fault(chain, head_seq + 1, "seq", str(head_seq + 1), str(seq),
+            Fault(chain, head_seq + 1, FaultCheck.SEQ, str(head_seq + 1), str(seq),
                   f"{seq - head_seq - 1} record(s) missing"), head_seq, head)
     prev = record.get("prev")
     if prev != head:
         raise LinkFaultError(
-            Fault(chain, seq, "prev", head, str(prev), "link to the record before is broken"),
+            Fault(chain, seq, FaultCheck.PREV, head, str(prev), "link to the record before is broken"),
             head_seq, head)
     return record

@@ -17,7 +17,7 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 
 from ledger.chain import GENESIS_PREV
-from ledger.errors import Fault, VerificationError
+from ledger.errors import Fault, FaultCheck, VerificationError
 from ledger.events import stored_schema_error
 from ledger.rules import (
     FleetHistory,
@@ -132,7 +132,7 @@ class FleetProjection(Projection[LedgerViews]):
                     state.apply(record)
                 except MalformedRecordError as exc:
                     detail = stored_schema_error(record) or str(exc)
-                    raise VerificationError(Fault(fleet, record["seq"], "schema", "a valid record",
+                    raise VerificationError(Fault(fleet, record["seq"], FaultCheck.SCHEMA, "a valid record",
                                                   "invalid record", detail)) from None
                 applied += 1
             self.view.write([fleet_update(state) for state in touched.values()], tracking)

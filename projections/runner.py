@@ -40,7 +40,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 
 from ledger.api import Ledger
 from ledger.chain import unsigned_hash
-from ledger.errors import NotInitializedError, StorageError, UnknownFleetError
+from ledger.errors import FaultCheck, NotInitializedError, StorageError, UnknownFleetError
 from ledger.events import check_fleet_name
 from ledger.postgres_url import postgres_env, redact
 from ledger.rules import FleetHistory, LastGood, Version
@@ -281,10 +281,16 @@ class Projections:
         ledger, or in a PostgreSQL ledger's own database and schema)."""
         ledger = Ledger.open(db if db is not None else default_db(), writable=False)
         try:
-            return cls(ledger.store, path, notice=notice, owns_store=True)
+            return cls.of(ledger, path, notice=notice, owns_store=True)
         except BaseException:
             ledger.close()
             raise
+
+    @classmethod
+    def of(cls, ledger: Ledger, path: str | os.PathLike[str] | None = None, *,
+           notice: Notice | None = None, owns_store: bool = False) -> Projections:
+        """The views of an open ledger, reading its records (closing it too with `owns_store`)."""
+        return cls(ledger.store, path, notice=notice, owns_store=owns_store)  # the views read its store
 
     @property
     def where(self) -> str:
@@ -392,10 +398,7 @@ class Projections:
         return self._ledger(self.store.max_notification_id)
 
     def _read(self, after: int, limit: int) -> list[Any]:
-        page = self._ledger(lambda: self.store.recorder.select_notifications(
-            after, limit, inclusive_of_start=False))
-        mapper = self.store.app.mapper
-        return [(n.id, mapper.to_domain_event(n)) for n in page]
+        return self._ledger(lambda: self.store.notifications(after, limit))
 
     def catch_up(self) -> int:
         """Apply every ledger record the views have not seen; return how many fleet records.
@@ -506,7 +509,7 @@ class Projections:
                 return False
             if unsigned_hash(orjson.loads(stored_bytes(rows[0].state))) != exc.head_hash:
                 return False
-        if exc.fault.check == "seq":
+        if exc.fault.check is FaultCheck.SEQ:
             following = self._ledger(lambda: self.store.page(fleet, head_seq, 1))
             found = following[0].originator_version if following else None
             return found is not None and found > head_seq + 1

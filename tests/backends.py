@@ -11,8 +11,6 @@ import sqlite3
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-import psycopg
-
 from ledger.postgres_url import postgres_env
 
 
@@ -52,11 +50,15 @@ class PostgresRows:
         self.table = f'"{schema}"."deployledger_events"'
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        import psycopg  # the postgres extra, loaded only for a PostgreSQL ledger
+
         with psycopg.connect(**self.conninfo) as c:
             return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
                     for row in c.execute(sql, params).fetchall()]  # type: ignore[arg-type]
 
     def execute(self, *statements: tuple[str, tuple[Any, ...]]) -> None:
+        import psycopg
+
         with psycopg.connect(**self.conninfo) as c:
             for sql, params in statements:
                 c.execute(sql, params)  # type: ignore[arg-type]

@@ -4,10 +4,14 @@ Every test that takes `env` (or `db`) runs twice: on a SQLite file and on a
 fresh schema of a real PostgreSQL server. The server is the one named by
 LEDGER_TEST_PG_URL, or else a throwaway one this session starts on loopback
 with `scripts/postgres-up` (PostgreSQL's server binaries must be installed: `scripts/setup` does).
+
+Tests that need an optional extra (PostgreSQL, openrtc, the service) carry its
+marker, so a base install runs the rest with `pytest --extras=none`.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -15,9 +19,8 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 import pytest
 
 from ledger import Ledger, Receipt
@@ -30,8 +33,74 @@ from ledger.sim.local_driver import default_rundir
 from projections.runner import Projections
 from tests.backends import Tamper, tamper_for
 
+if TYPE_CHECKING:
+    import psycopg
+
 ROOT = Path(__file__).resolve().parent.parent
-BACKENDS = ["sqlite", "postgres"]
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+#: The optional extras some tests need, each a pytest marker, and a module that shows it is
+#: installed. `--extras=none` runs the tests that need none of them (in a base install),
+#: `--extras=only` the others (in the full install): scripts/check runs both, so each test
+#: runs once and none is left out.
+EXTRAS: dict[str, str] = {"postgres": "psycopg", "openrtc": "openrtc", "service": "starlette"}
+#: Fixtures that reach a PostgreSQL server: a test using one is marked `postgres`.
+POSTGRES_FIXTURES = frozenset({"pg_url", "pg_schema", "pg_env", "own_server"})
+#: Test files all of whose tests need extras (most import them at module level).
+FILES_NEEDING: dict[str, tuple[str, ...]] = {
+    "test_postgres.py": ("postgres",),
+    "test_projections_postgres.py": ("postgres",),
+    "test_bench_postgres.py": ("postgres",),
+    "test_openrtc.py": ("openrtc",),
+    "test_service.py": ("service",),
+    "test_service_load_bench.py": ("service",),
+    "test_service_outage.py": ("service",),
+    "test_service_parts.py": ("service",),
+    "test_service_remote.py": ("service", "openrtc"),
+    "test_service_report.py": ("service",),
+    "test_service_stream.py": ("service",),
+}
+MISSING = sorted(extra for extra, module in EXTRAS.items() if importlib.util.find_spec(module) is None)
+#: A file that cannot be imported without its extras is not collected where they are missing
+#: (`--extras=only` refuses to run there, so CI never loses it this way).
+collect_ignore = [name for name, extras in FILES_NEEDING.items() if set(MISSING).intersection(extras)]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--extras", choices=("all", "none", "only"), default="all",
+                     help="run every test (all), only those needing no extra (none), or only "
+                          "those needing one (only; every extra must be installed)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for extra in EXTRAS:
+        config.addinivalue_line("markers", f"{extra}: needs the {extra} extra")
+    if config.getoption("extras") == "only" and MISSING:
+        raise pytest.UsageError(f"--extras=only needs every extra installed; missing: {', '.join(MISSING)}")
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if MISSING and config.getoption("extras") == "all":
+        return f"extras not installed: {', '.join(MISSING)} (their tests are not run here)"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with the extras it needs, then keep the ones `--extras` asks for."""
+    for item in items:
+        for extra in FILES_NEEDING.get(item.path.name, ()):
+            item.add_marker(extra)
+        if POSTGRES_FIXTURES.intersection(item.fixturenames):
+            item.add_marker("postgres")
+    wanted = config.getoption("extras")
+    if wanted == "all":
+        return
+    needs = {item: any(item.get_closest_marker(extra) for extra in EXTRAS) for item in items}
+    keep = [item for item in items if needs[item] == (wanted == "only")]
+    dropped = [item for item in items if needs[item] != (wanted == "only")]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
 
 
 @dataclass
@@ -89,6 +158,8 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _connect(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    import psycopg  # the postgres extra: only tests marked `postgres` get here
+
     env = postgres_env(url)
     return psycopg.connect(dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"],
                            port=env["POSTGRES_PORT"], user=env["POSTGRES_USER"],
@@ -150,7 +221,7 @@ def submit(ledger: Ledger, fleet: str, *bodies: dict[str, Any]) -> list[Receipt]
     Every decision must be accepted (a refusal here is a broken test setup).
     """
     receipts: list[Receipt] = []
-    with Projections(ledger.store, notice=lambda _m: None) as views:
+    with Projections.of(ledger, notice=lambda _m: None) as views:
         service = FleetService(ledger, views)
         for body in bodies:
             if body["event"] in GATED_EVENTS:

@@ -78,3 +78,15 @@ def test_a_sqlite_ledger_needs_no_postgres_packages(no_postgres: dict[str, str],
                     "and m != 'ledger.postgres_url'))", cwd=tmp_path)
     assert loaded.returncode == 0, loaded.stderr
     assert loaded.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("command", [["verify"], ["init"], ["history", "--fleet", "prod"]])
+def test_a_postgresql_ledger_without_the_extra_is_refused_in_one_line(
+        no_postgres: dict[str, str], tmp_path: Path, command: list[str]) -> None:
+    url = "postgresql://ledger:s3cret-pw@127.0.0.1:1/ledger_test"
+    done = python(no_postgres, "-m", "ledger.cli", *command, "--db", url, "--key", str(tmp_path / "k"),
+                  cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == ("ledger: a PostgreSQL ledger (postgresql://ledger:***@127.0.0.1:1/ledger_test) "
+                           "needs the postgres extra: pip install 'deploy-ledger[postgres]'\n")
+    assert not list(tmp_path.glob("k*"))  # nothing written

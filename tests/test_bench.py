@@ -49,6 +49,7 @@ def test_read_models_yields_every_ratio_at_a_tiny_size(capsys: pytest.CaptureFix
     assert_ratios(figures)
 
 
+@pytest.mark.openrtc
 def test_openrtc_sink_yields_every_ratio_at_a_tiny_size(capsys: pytest.CaptureFixture[str]) -> None:
     code = openrtc_sink.main(["--emits", "20", "--rounds", "1", "--flush-records", "20", "--json"])
     assert code == 0

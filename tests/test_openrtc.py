@@ -36,6 +36,7 @@ from openrtc.core.membership import MembershipError, sign_membership
 from ledger import commands as build
 from ledger.drive import Executor
 from ledger.gate import Accepted, FleetService, Meta, Rollback
+from ledger.model import Moment
 from ledger.openrtc.driver import OpenRTCPoolDriver
 from ledger.openrtc.importer import UNNAMED
 from ledger.openrtc.membership import LedgerMembership
@@ -141,8 +142,7 @@ def test_a_real_pools_drain_is_a_signed_record_with_its_source(env: Env) -> None
     with Projections.open(env.db) as views:  # two drain records, one fact
         state = views.state(FLEET)
         assert state.workers["pool-a"].draining
-        assert state.workers["pool-a"].drain_started == {"seq": drains[0]["seq"],
-                                                         "timestamp": drains[0]["timestamp"]}
+        assert state.workers["pool-a"].drain_started == Moment(drains[0]["seq"], drains[0]["timestamp"])
         assert state.versions["v1"].worker_drains == 1
 
 

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ledger.model import Moment, Settlement, Stamp
 from ledger.rules import (
     STATUSES,
     FleetHistory,
@@ -120,17 +121,28 @@ def test_a_repeated_drain_of_one_worker_is_counted_once() -> None:
              (A, drain("w1", "v1"))]
     state = folded(steps)
     assert state.versions["v1"].worker_drains == 1
-    assert state.workers["w1"].drain_started == {"seq": 5, "timestamp": "2026-01-01T00:00:05.000000Z"}
+    assert state.workers["w1"].drain_started == Moment(5, "2026-01-01T00:00:05.000000Z")
 
 
 def test_rollback_records_its_evidence_on_both_versions() -> None:
     state = folded([*released("v1", "v2"), (A, rollback("v1", "v2"))])
     source, target = state.versions["v2"], state.versions["v1"]
-    assert source.rolled_back_from == [{"seq": 5, "timestamp": "2026-01-01T00:00:05.000000Z",
-                                        "actor": "on-call", "reason": "elevated session errors",
-                                        "to_version": "v1", "outcome": "pending"}]
-    assert target.rolled_back_to[0]["from_version"] == "v2"
-    assert source.bad is not None and source.bad["event"] == "deployment.rolled_back"
+    assert source.rolled_back_from == [Stamp(5, "2026-01-01T00:00:05.000000Z", "on-call",
+                                             "elevated session errors", to_version="v1",
+                                             outcome=Settlement.PENDING)]
+    # the JSON the views store and print: the fields set, in this order
+    assert list(source.rolled_back_from[0].to_dict().items()) == [
+        ("seq", 5), ("timestamp", "2026-01-01T00:00:05.000000Z"), ("actor", "on-call"),
+        ("reason", "elevated session errors"), ("to_version", "v1"), ("outcome", "pending")]
+    assert target.rolled_back_to[0].from_version == "v2"
+    assert source.bad is not None and source.bad.event == "deployment.rolled_back"
+
+
+def test_a_stamp_with_a_field_it_does_not_know_is_refused() -> None:
+    with pytest.raises(ValueError, match="Stamp needs"):
+        Stamp.from_dict({"seq": 1, "timestamp": None, "actor": "a", "colour": "red"})
+    with pytest.raises(ValueError, match="Stamp needs"):
+        Stamp.from_dict({"timestamp": None, "actor": "a"})
 
 
 def test_idempotency_keys_remember_the_first_record() -> None:
@@ -224,7 +236,7 @@ def test_state_survives_json_round_trips_mid_history(steps: list[Step], data: st
     first.take_dirty()
     revived = FleetHistory.from_dict(orjson.loads(orjson.dumps(first.to_dict())))
     revived.apply_all(recs[cut:])
-    assert revived.to_dict() == straight.to_dict()
+    assert orjson.dumps(revived.to_dict()) == orjson.dumps(straight.to_dict())  # byte for byte
     assert history(revived) == history(straight)
     assert fleet_view(revived) == fleet_view(straight)
 

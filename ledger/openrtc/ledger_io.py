@@ -3,9 +3,7 @@
 A sink must find out quickly that the ledger cannot be written, so that events
 go to its spool instead of waiting in memory: the ledger's SQLite lock timeout
 is 30 s, right for a CLI and far too long here. `open_ledger` shortens it for
-the connections of one `Ledger` object. (Stopgap: it reaches into
-eventsourcing's SQLite connection pool; a `lock_timeout_s` argument on
-`Ledger.open`/`Store` would replace it.)
+the connections of one `Ledger` object (`Ledger.open(..., lock_timeout_s=...)`).
 
 `recorded_identities` lists the `(source_instance, source_digest)` pairs a
 fleet already holds, which is what makes a flush after a crash and a repeated
@@ -19,7 +17,6 @@ decision, linked to the pool's event, or its refusal.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
@@ -40,25 +37,7 @@ Identity = tuple[str, str]
 def open_ledger(db: str | os.PathLike[str], key: str | os.PathLike[str] | None,
                 lock_timeout_s: float | None = None) -> Ledger:
     """`Ledger.open`, with SQLite's busy wait cut to `lock_timeout_s` when given."""
-    ledger = Ledger.open(db, key)
-    if lock_timeout_s is not None:
-        set_lock_timeout(ledger, lock_timeout_s)
-    return ledger
-
-
-def set_lock_timeout(ledger: Ledger, seconds: float) -> bool:
-    """Shorten the SQLite busy timeout of this ledger's connections; False if not SQLite."""
-    datastore = getattr(ledger.store.recorder, "datastore", None)
-    pool = getattr(datastore, "pool", None)
-    if pool is None or not hasattr(pool, "lock_timeout"):
-        return False  # PostgreSQL: its own connect and lock timeouts apply
-    pool.lock_timeout = seconds  # new connections
-    for connection in list(getattr(pool, "_pool", ())):  # connections already open
-        raw = getattr(connection, "_sqlite_conn", None)
-        if raw is not None:
-            with contextlib.suppress(Exception):
-                raw.execute(f"PRAGMA busy_timeout = {max(1, int(seconds * 1000))}")
-    return True
+    return Ledger.open(db, key, lock_timeout_s=lock_timeout_s)
 
 
 def recorded_identities(ledger: Ledger, fleet: str, after: int = 0,

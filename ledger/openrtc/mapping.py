@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from ledger.commands import record
 from ledger.encoding import MAX_RECORD_BYTES, MAX_SAFE_INTEGER, canonical
 from ledger.errors import LedgerError
 from ledger.events import CHAIN_FIELDS, EVENT_TYPES, EventType, validate_input
@@ -261,27 +262,28 @@ def to_record(event: SourceEvent, source: Source, trusted: Iterable[str] = TRUST
                       "kept, not acted on")
         return external_record(event, source, reason)
     promoted = _declared(event_type) - _CORE
-    body: dict[str, Any] = {
-        "event": event.event_type,
-        "actor": _text(event.actor, "system"),
-        "target": _text(event.target, source.worker or "worker"),
-        "result": RESULTS.get(event.result.strip().lower(), "pending"),
-    }
-    if event.version is not None:
-        body["version"] = event.version
+    declared: dict[str, Any] = {}
     rest: dict[str, Any] = {}
     for key, value in event.fields.items():
         if key in promoted:
-            body[key] = clean_value(value)
+            declared[key] = clean_value(value)
         else:
             rest[clean_key(key)] = clean_value(value)
-    if "worker_id" in promoted and "worker_id" not in body:
+    if "worker_id" in promoted and "worker_id" not in declared:
         subject = event.target if event.event_type == "worker.rejected" else None
-        body["worker_id"] = _text(subject or source.worker or "", source.instance)
-    body.update(_source_fields(event, source))
+        declared["worker_id"] = _text(subject or source.worker or "", source.instance)
+    # The link to the source event, and its undeclared fields nested, are fields the
+    # vocabulary leaves open; a required field the event lacks is the schema's to name.
+    link = _source_fields(event, source)
     if rest:
-        body["source_fields"] = rest
+        link["source_fields"] = rest
     try:
+        body = record(event.event_type, _text(event.actor, "system"),
+                      _text(event.target, source.worker or "worker"),
+                      result=RESULTS.get(event.result.strip().lower(), "pending"), partial=True,
+                      version=event.version, **declared)
+        body.update({k: v for k, v in declared.items() if v is None})  # a null is the schema's to judge
+        body.update(link)
         validate_input(body)
     except LedgerError as exc:
         return external_record(event, source, f"does not fit the ledger's '{event.event_type}': {exc}")
@@ -297,22 +299,15 @@ def request_record(event: SourceEvent, source: Source) -> dict[str, Any]:
     """
     reason = event.fields.get("reason")
     from_version = event.fields.get("from_version")
-    body: dict[str, Any] = {
-        "event": event.event_type,
-        "actor": _text(event.actor, "system"),
-        "target": "fleet",
-        "result": "success",
-        "reason": (reason.strip()[:4096] if isinstance(reason, str) and reason.strip()
-                   else f"requested by {source.worker or source.instance} (no reason given)"),
-        "idempotency_key": f"{SOURCE}/{event.digest}",
-    }
-    if event.version:
-        body["version"] = event.version[:_TEXT_LIMIT]
-    if isinstance(from_version, str) and from_version:
-        body["from_version"] = from_version[:_TEXT_LIMIT]
-    body.update(_source_fields(event, source))
-    body["source_event"] = event.event_type
-    return body
+    return record(
+        event.event_type, _text(event.actor, "system"), "fleet", partial=True,
+        reason=(reason.strip()[:4096] if isinstance(reason, str) and reason.strip()
+                else f"requested by {source.worker or source.instance} (no reason given)"),
+        idempotency_key=f"{SOURCE}/{event.digest}",
+        version=event.version[:_TEXT_LIMIT] if event.version else None,
+        from_version=from_version[:_TEXT_LIMIT] if isinstance(from_version, str) and from_version else None,
+        **_source_fields(event, source), source_event=event.event_type,
+    )
 
 
 def is_request(body: Mapping[str, Any]) -> bool:
@@ -329,24 +324,18 @@ def external_record(event: SourceEvent, source: Source, reason: str) -> dict[str
     """
     decision = EVENT_TYPES.get(event.event_type)
     is_decision = decision is not None and decision.gated
-    body: dict[str, Any] = {
-        "event": "audit.external",
-        "actor": _text(event.actor, "system"),
-        "target": _text(event.target, source.worker or "worker"),
-        "result": "pending" if is_decision else RESULTS.get(event.result.strip().lower(), "pending"),
-        "source_event": _text(event.event_type, "(empty)"),
-        "reason": reason[:4096],
-    }
     claimed = event.fields.get("reason")
-    if is_decision and isinstance(claimed, str) and claimed.strip():
-        body["source_reason"] = claimed.strip()[:4096]
-    if event.version:
-        body["version"] = event.version[:_TEXT_LIMIT]
-    if source.worker:
-        body["worker_id"] = source.worker
-    body.update(_source_fields(event, source))
-    if event.fields:
-        body["source_fields"] = {clean_key(k): clean_value(v) for k, v in event.fields.items()}
+    nested = {clean_key(k): clean_value(v) for k, v in event.fields.items()}
+    body = record(
+        "audit.external", _text(event.actor, "system"), _text(event.target, source.worker or "worker"),
+        result="pending" if is_decision else RESULTS.get(event.result.strip().lower(), "pending"),
+        extra={"source_fields": nested} if nested else None,  # kept verbatim, declared by no type
+        source_event=_text(event.event_type, "(empty)"), reason=reason[:4096],
+        source_reason=(claimed.strip()[:4096] if is_decision and isinstance(claimed, str)
+                       and claimed.strip() else None),
+        version=event.version[:_TEXT_LIMIT] if event.version else None,
+        worker_id=source.worker or None, **_source_fields(event, source),
+    )
     validate_input(body)
     return _bounded(body, event, source)
 
@@ -362,16 +351,11 @@ def _bounded(body: dict[str, Any], event: SourceEvent, source: Source) -> dict[s
 
 def gap_record(source: Source, first: int, last: int, *, actor: str, reason: str) -> dict[str, Any]:
     """`audit.gap`: OpenRTC seq numbers `first..last` of one process instance never arrived."""
-    body: dict[str, Any] = {
-        "event": "audit.gap", "actor": actor, "target": source.worker or source.instance,
-        "result": "failure", **source.fields(),
-        "first_missing_seq": first, "last_missing_seq": last, "missing": last - first + 1,
-        "reason": reason[:4096],
-        "source_digest": _digest("gap", [source.instance, first, last]),
-    }
-    if source.worker:
-        body["worker_id"] = source.worker
-    return body
+    return record(
+        "audit.gap", actor, source.worker or source.instance, result="failure", **source.fields(),
+        first_missing_seq=first, last_missing_seq=last, missing=last - first + 1, reason=reason[:4096],
+        source_digest=_digest("gap", [source.instance, first, last]), worker_id=source.worker or None,
+    )
 
 
 def identity(record: Mapping[str, Any]) -> tuple[str, str] | None:

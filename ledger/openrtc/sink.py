@@ -449,7 +449,7 @@ class LedgerAuditSink:
     def _gate(self, ledger: Ledger) -> FleetService:
         """The gate over this sink's ledger, for the decisions its pool may request."""
         if self._service is None:
-            self._views = Projections(ledger.store, notice=lambda message: _log.info("%s", message))
+            self._views = Projections.of(ledger, notice=lambda message: _log.info("%s", message))
             self._service = FleetService(ledger, self._views)
         return self._service
 
