@@ -81,13 +81,15 @@ class Meta:
             raise InputError(f"field {stated[0]!r} is an argument of the command, not an extra field")
 
     def body(self, event: str, *, result: str = "success", reason: str | None = None,
-             **fields: Any) -> dict[str, Any]:
+             target: str | None = None, **fields: Any) -> dict[str, Any]:
         """A record body: the caller's extra fields, then the decision's own.
 
-        A required field the caller left out (a reason) is left for the schema to
-        name when the body is validated: bad input, not a broken builder.
+        `target` is what the decision is about: the fleet unless the caller or
+        the decision (a policy change: "policy") names another. A required field
+        the caller left out (a reason) is left for the schema to name when the
+        body is validated: bad input, not a broken builder.
         """
-        return record(event, self.actor, self.extra.get("target", "fleet"), result=result,
+        return record(event, self.actor, target or self.extra.get("target", "fleet"), result=result,
                       extra=self.extra, reason=self.reason or reason or None,
                       idempotency_key=self.idempotency_key or None, partial=True, **fields)
 
