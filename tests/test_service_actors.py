@@ -14,11 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ledger.actors import ActorSigner
+from ledger.errors import InputError
 from ledger.events import Check
 from ledger.service.client import Answer, ServiceClient, ServiceError
-from ledger.service.envelopes import sign_command
+from ledger.service.envelopes import SIGNED_FIELDS, approval_from_body, sign_command, split_signed
 from tests.conftest import Env
 from tests.service_support import Server, make_tokens
 from tests.test_actors import People, cli, count, ok, records, write_openssh_key, write_pem_key
@@ -81,6 +84,11 @@ def test_the_ledger_route_names_the_identity_envelopes_sign(signed: Signed) -> N
     with signed.people.env.open(writable=False) as lg:
         assert body["ledger"] == lg.ledger_id
     assert body["enforced"] is True
+    paths = signed.client.request("GET", "/openapi.json").body["paths"]
+    for path in (f"/fleets/{{fleet}}/{route}" for route in ("commands", "approvals")):
+        schema = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        for variant in schema.get("oneOf", [schema]):
+            assert set(SIGNED_FIELDS) <= set(variant["properties"]), (path, variant.get("title"))
 
 
 def test_a_signed_deploy_is_accepted_and_its_envelope_stored(signed: Signed,
@@ -243,3 +251,42 @@ def test_an_open_ledger_takes_unsigned_commands_over_http(env: Env) -> None:
         assert caught.value.status == 422
     finally:
         server.stop()
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=40),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                  max_size=3),
+                     max_leaves=8)
+
+
+#: One well-formed signed body, made once: the property below varies its envelope fields.
+_GOOD = sign_command(ActorSigner.generate("dave"), "0123456789abcdef", FLEET,
+                     {"command": "deploy", "version": "v1", "actor": "dave"})
+
+
+@given(st.data())
+def test_any_envelope_fields_are_read_or_refused_in_one_line(data: st.DataObject) -> None:
+    """Whatever a client sends in the envelope fields, the server either reads a signed envelope
+    or refuses the body as bad input (one line); nothing else escapes to become a 500."""
+    good = _GOOD
+    body = dict(good)
+    for name in data.draw(st.lists(st.sampled_from(SIGNED_FIELDS), unique=True)):
+        if data.draw(st.booleans()):
+            del body[name]
+        elif name == "envelope" and data.draw(st.booleans()):
+            envelope = dict(good["envelope"])
+            field = data.draw(st.sampled_from(sorted(envelope)))
+            envelope[field] = data.draw(_JSON)
+            body[name] = envelope
+        else:
+            body[name] = data.draw(_JSON)
+    signed_part = {k: body[k] for k in SIGNED_FIELDS if k in body}
+    readers = [lambda: split_signed(body)[1],
+               lambda: approval_from_body({"request_seq": 1, "actor": "dave", **signed_part}).signed]
+    for read in readers:
+        try:
+            envelope = read()
+        except InputError as exc:
+            assert str(exc) and "\n" not in str(exc)
+        else:
+            assert (envelope is None) == (not signed_part)
