@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ledger.actors import ActorSigner
+from ledger.envelope import SignedEnvelope
 from ledger.errors import InputError
 from ledger.events import Check
 from ledger.service.client import Answer, ServiceClient, ServiceError
@@ -101,6 +102,8 @@ def test_a_signed_deploy_is_accepted_and_its_envelope_stored(signed: Signed,
     assert record["actor_verified"] is True
     assert record["actor_kid"] == signed.signer("dave").kid
     assert record["envelope"]["action"] == "deploy" and record["envelope"]["fleet"] == FLEET
+    stored = SignedEnvelope.parse(record, stored=True)  # dave's own signature, checkable by anyone
+    assert stored.verifies_under(signed.signer("dave").public_raw)
     assert "actors: 1 signed" in ok(cli(capsys, signed.people.env, "verify")).out
 
 
