@@ -39,8 +39,8 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET", "/readyz", "readyz", "The ledger and its views are reachable", None, (200, 503)),
     RouteSpec("GET", "/openapi.json", "openapi", "This description", None, (200,)),
     RouteSpec("GET", "/ledger", "ledger",
-              "The ledger's identity (what an actor's envelope names) and whether actors must sign",
-              Role.READ, (200, 401, 403)),
+              "The ledger's identity (what an actor's envelope names) and whether actors must sign; "
+              "no token, so a write-only client can sign", None, (200,)),
     RouteSpec("GET", "/fleets", "fleets", "Names of the fleets with records", Role.READ, (200, 401, 403)),
     RouteSpec("GET", "/fleets/{fleet}/history", "history",
               "Every version of the fleet, its status and evidence", Role.READ, _READ),
