@@ -53,6 +53,7 @@ FILES_NEEDING: dict[str, tuple[str, ...]] = {
     "test_bench_postgres.py": ("postgres",),
     "test_openrtc.py": ("openrtc",),
     "test_service.py": ("service",),
+    "test_service_actors.py": ("service",),
     "test_service_load_bench.py": ("service",),
     "test_service_outage.py": ("service",),
     "test_service_parts.py": ("service",),

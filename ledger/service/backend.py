@@ -27,6 +27,7 @@ import orjson
 
 from ledger.api import Ledger
 from ledger.app import App, open_app
+from ledger.envelope import SignedEnvelope
 from ledger.errors import RecordError, UnknownFleetError
 from ledger.events import GATED_EVENTS
 from ledger.feed import FeedFilter
@@ -34,6 +35,7 @@ from ledger.gate import Outcome
 from ledger.service.bodies import CommandRequest
 from ledger.service.commit import GroupCommitter, ReportResult
 from ledger.service.config import ServiceConfig
+from ledger.service.envelopes import ApprovalRequest
 from ledger.store import stored_bytes
 
 T = TypeVar("T")
@@ -78,8 +80,28 @@ class Backend:
 
     # -- the app's thread ------------------------------------------------------------------
 
-    async def submit(self, fleet: str, request: CommandRequest) -> Outcome:
-        return await self.run(lambda app: app.service.submit(fleet, request.command))
+    async def submit(self, fleet: str, request: CommandRequest, signed: SignedEnvelope | None = None
+                     ) -> Outcome:
+        """Decide a command through the gate, with the envelope its actor signed (if any)."""
+        return await self.run(lambda app: app.service.submit(fleet, request.command, signed=signed))
+
+    async def approve(self, fleet: str, approval: ApprovalRequest) -> Outcome:
+        """Record an actor's signed approval of a pending request (the last one needed decides it)."""
+        return await self.run(lambda app: app.service.approve(fleet, approval.request_seq, approval.meta,
+                                                              signed=approval.signed))
+
+    async def signed_report(self, fleet: str, body: dict[str, Any], signed: SignedEnvelope) -> Outcome:
+        """A fact signed by its reporter: checked by the gate like a command, so it runs on the
+        app's thread (and not in a group commit); accepted, or refused and recorded."""
+        self._no_decision(fleet, [body])
+        return await self.run(lambda app: app.service.report(fleet, body, signed=signed))
+
+    async def identity(self) -> dict[str, Any]:
+        """What a client signs against: the ledger's identity, and whether actors must sign."""
+        def read(app: App) -> dict[str, Any]:
+            policy = app.service.authority.policy()
+            return {"ledger": app.ledger.ledger_id, "enforced": policy.enforced, "policy_seq": policy.seq}
+        return await self.run(read)
 
     async def report(self, fleet: str, bodies: Sequence[dict[str, Any]], dedup_after: int) -> ReportResult:
         """Append worker facts in order, skipping those the fleet already holds.
@@ -91,12 +113,16 @@ class Backend:
         report is one transaction, shared with the reports of other requests
         waiting at the same time (`ledger.service.commit`).
         """
+        self._no_decision(fleet, bodies)
+        return await self.committer.submit(fleet, bodies, dedup_after)
+
+    @staticmethod
+    def _no_decision(fleet: str, bodies: Sequence[dict[str, Any]]) -> None:
         for number, body in enumerate(bodies, 1):
             if body.get("event") in GATED_EVENTS:
                 where = f"record {number}" if len(bodies) > 1 else "record"
                 raise RecordError(f"{where}: '{body.get('event')}' is a decision; "
                                   f"POST it to /fleets/{fleet}/commands")
-        return await self.committer.submit(fleet, bodies, dedup_after)
 
     # -- reader threads --------------------------------------------------------------------
 

@@ -2,10 +2,13 @@
 the remote audit sink and the remote pool driver.
 
 Pools on other hosts cannot open the ledger's database; they reach the
-ledger through the service. Standard library only (urllib, http.client), so a
-pool host needs no web framework:
+ledger through the service. HTTP with the standard library only (urllib,
+http.client), so a pool host needs no web framework:
 
 - `ServiceClient`: JSON requests with a bearer token; errors as `ServiceError`.
+  In an enforced ledger it signs commands, approvals and reports with the
+  actor's own key (`signed_command`, `approve`, `signed_report`): the server
+  checks the signature and never holds the key.
 - `follow_stream`: the live stream as records, resuming with `Last-Event-ID`
   after any disconnect (a server restart included), so a follower sees every
   record exactly once.
@@ -39,10 +42,13 @@ from typing import Any, Protocol
 
 import orjson
 
+from ledger.actors import ActorSigner
+from ledger.envelope import DEFAULT_EXPIRY_MINUTES
 from ledger.errors import RecordError
 from ledger.openrtc.ledger_io import Identity
 from ledger.openrtc.sink import LedgerAuditSink, Stored
 from ledger.openrtc.spool import SpoolEntry
+from ledger.service.envelopes import sign_approval, sign_command, sign_report
 
 _log = logging.getLogger("ledger.service.client")
 
@@ -69,6 +75,7 @@ class ServiceClient:
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self._ledger_id: str | None = None
 
     def request(self, method: str, path: str, body: Any = None) -> Answer:
         """Send a request; the decoded JSON answer. A refusal (409) is an answer, not an error."""
@@ -95,6 +102,36 @@ class ServiceClient:
 
     def head(self, fleet: str) -> int:
         return int(self.request("GET", f"/fleets/{fleet}/history").body["head_seq"])
+
+    # -- actor-signed requests: the client signs, the server never holds the key ---------------
+
+    def ledger_id(self) -> str:
+        """The identity every envelope names (read once, then kept: it never changes)."""
+        if self._ledger_id is None:
+            self._ledger_id = str(self.request("GET", "/ledger").body["ledger"])
+        return self._ledger_id
+
+    def signed_command(self, fleet: str, body: dict[str, Any], signer: ActorSigner, *,
+                       minutes: int = DEFAULT_EXPIRY_MINUTES) -> Answer:
+        """Post a `/commands` body signed by `signer` (its actor), as `ledger ... --actor-key` signs."""
+        return self.command(fleet, sign_command(signer, self.ledger_id(), fleet, body, minutes=minutes))
+
+    def signed_report(self, fleet: str, body: dict[str, Any], signer: ActorSigner, *,
+                      minutes: int = DEFAULT_EXPIRY_MINUTES) -> Answer:
+        """Post one worker fact signed by its reporter (bound to the fact's worker by the policy)."""
+        return self.request("POST", f"/fleets/{fleet}/reports",
+                            sign_report(signer, self.ledger_id(), fleet, body, minutes=minutes))
+
+    def approve(self, fleet: str, request_seq: int, signer: ActorSigner, reason: str | None = None, *,
+                minutes: int = DEFAULT_EXPIRY_MINUTES) -> Answer:
+        """`ledger approve SEQ` over HTTP: sign an approval naming the pending request's seq and
+        hash (read from the feed, so the approval cannot be moved to another request)."""
+        page = self.request("GET", f"/fleets/{fleet}/feed?after={request_seq - 1}&limit=1").body
+        if not isinstance(page, dict) or page.get("seq") != request_seq:
+            raise ServiceError(404, f"fleet {fleet} has no record at seq {request_seq}")
+        body = sign_approval(signer, self.ledger_id(), fleet, request_seq, str(page["hash"]), reason,
+                             minutes=minutes)
+        return self.request("POST", f"/fleets/{fleet}/approvals", body)
 
 
 def _decode(data: bytes) -> Any:

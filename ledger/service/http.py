@@ -9,8 +9,9 @@ add pydantic models that would duplicate the schemas in `schemas/` and
 generated OpenAPI we would still have to correct by hand.
 
 Every error is one JSON object `{"error": "...", "request_id": "..."}`:
-400 malformed JSON, 422 a body the ledger refuses (nothing written), 404 no
-such fleet or no answer, 409 a command the gate refused (the refusal is
+400 malformed JSON, 422 a body the ledger refuses (nothing written; a
+malformed actor envelope included), 404 no such fleet or no answer, 409 a
+command, approval or signed report the gate refused (the refusal is
 recorded: its check, detail, seq and hash come back), 401/403 tokens, 413
 body size, 429 too many streams, 503 storage unreachable.
 """
@@ -51,6 +52,7 @@ from ledger.service.cloudevents import CONTENT_TYPE as CE_TYPE
 from ledger.service.cloudevents import to_cloudevent
 from ledger.service.commit import MAX_REPORT_RECORDS
 from ledger.service.config import ServiceConfig
+from ledger.service.envelopes import SIGNED_FIELDS, approval_from_body, split_signed
 from ledger.service.leases import Leases, LocalLeases, PostgresLeases
 from ledger.service.middleware import REQUEST_ID, BodyTooLargeError, RequestMiddleware
 from ledger.service.openapi import ROUTES, RouteSpec, document
@@ -201,7 +203,7 @@ def outcome_body(outcome: Outcome, what: str) -> tuple[int, dict[str, Any]]:
         return 409, {"error": f"{what} refused ({decision.check.value}): {decision.detail}",
                      "refused": True, "check": decision.check.value, "detail": decision.detail,
                      "seq": last.seq, "hash": last.hash, "receipts": receipts,
-                     "replayed": outcome.replayed}
+                     "replayed": outcome.replayed, "pending": decision.record.get("result") == "pending"}
     status = 200 if outcome.replayed else 201
     body: dict[str, Any] = {"accepted": True, "replayed": outcome.replayed, "receipts": receipts,
                             "seq": outcome.receipt.seq, "hash": outcome.receipt.hash}
@@ -314,8 +316,22 @@ def handlers(svc: Service) -> dict[str, Handler]:
     async def commands(request: Request) -> Response:
         fleet = _fleet(request)
         body = await _json_body(request)
-        parsed = command_from_body(fleet, body)
-        status, answer = outcome_body(await backend.submit(fleet, parsed), parsed.name)
+        if not isinstance(body, dict):
+            raise InputError("the body must be a JSON object")
+        plain, signed = split_signed(body)
+        parsed = command_from_body(fleet, plain)
+        return decided(await backend.submit(fleet, parsed, signed), parsed.name)
+
+    async def approvals(request: Request) -> Response:
+        fleet = _fleet(request)
+        approval = approval_from_body(await _json_body(request))
+        return decided(await backend.approve(fleet, approval), "approval")
+
+    async def ledger_identity(request: Request) -> Response:
+        return JSON(await backend.identity())
+
+    def decided(outcome: Outcome, what: str) -> Response:
+        status, answer = outcome_body(outcome, what)
         if svc.tails is not None:
             svc.tails.poke()  # the decision (or its refusal) reaches this process's streams at once
         answer["request_id"] = REQUEST_ID.get()
@@ -327,6 +343,13 @@ def handlers(svc: Service) -> dict[str, Handler]:
         bodies = body if isinstance(body, list) else [body]
         if not bodies or not all(isinstance(b, dict) for b in bodies):
             raise Problem(400, "the body must be a record (a JSON object) or a non-empty array of them")
+        if any(name in b for b in bodies for name in SIGNED_FIELDS):
+            if len(bodies) != 1:
+                raise Problem(422, "a signed report carries one record (each is checked and recorded "
+                              "on its own): send signed records one per request")
+            fact, signed = split_signed(bodies[0], "the record")
+            assert signed is not None
+            return decided(await backend.signed_report(fleet, fact, signed), "report")
         if len(bodies) > MAX_REPORT_RECORDS:
             raise Problem(400, f"a report holds at most {MAX_REPORT_RECORDS} records (one transaction); "
                           f"this one has {len(bodies)}: send them in several reports")
@@ -348,7 +371,8 @@ def handlers(svc: Service) -> dict[str, Handler]:
 
     return {"healthz": healthz, "readyz": readyz, "openapi": openapi, "fleets": fleets,
             "history": history, "last_good": last_good, "fleet": fleet_state, "checkpoint": checkpoint,
-            "feed": feed, "stream": stream, "commands": commands, "reports": reports,
+            "feed": feed, "stream": stream, "commands": commands, "approvals": approvals,
+            "reports": reports, "ledger": ledger_identity,
             "report": report_html, "report_csv": report_csv}
 
 

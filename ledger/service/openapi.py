@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ledger.envelope import FIELDS as ENVELOPE_FIELDS
 from ledger.service.bodies import FIELDS, REQUIRED
 from ledger.service.tokens import Role
 
@@ -37,6 +38,9 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET", "/healthz", "healthz", "The process is up", None, (200,)),
     RouteSpec("GET", "/readyz", "readyz", "The ledger and its views are reachable", None, (200, 503)),
     RouteSpec("GET", "/openapi.json", "openapi", "This description", None, (200,)),
+    RouteSpec("GET", "/ledger", "ledger",
+              "The ledger's identity (what an actor's envelope names) and whether actors must sign; "
+              "no token, so a write-only client can sign", None, (200,)),
     RouteSpec("GET", "/fleets", "fleets", "Names of the fleets with records", Role.READ, (200, 401, 403)),
     RouteSpec("GET", "/fleets/{fleet}/history", "history",
               "Every version of the fleet, its status and evidence", Role.READ, _READ),
@@ -57,10 +61,13 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("POST", "/fleets/{fleet}/commands", "commands",
               "A decision through the gate: deploy, complete, fail, rollback, mark", Role.WRITE,
               (200, 201, 400, 401, 403, 404, 409, 413, 422)),
+    RouteSpec("POST", "/fleets/{fleet}/approvals", "approvals",
+              "An actor's signed approval of a pending request; the last one needed decides it",
+              Role.WRITE, (201, 400, 401, 403, 404, 409, 413, 422)),
     RouteSpec("POST", "/fleets/{fleet}/reports", "reports",
-              "Worker facts (one record or a JSON array of up to 1000, stored in one transaction); "
-              "decisions refused", Role.WRITE,
-              (201, 400, 401, 403, 413, 422), query=("dedup_after",)),
+              "Worker facts (one record or a JSON array of up to 1000, stored in one transaction), "
+              "or one fact signed by its reporter (checked by the gate); decisions refused", Role.WRITE,
+              (201, 400, 401, 403, 409, 413, 422), query=("dedup_after",)),
     RouteSpec("GET", "/report/{fleet}.csv", "report_csv", "The change population as CSV", Role.READ,
               _READ, "text/csv"),
     RouteSpec("GET", "/report/{fleet}", "report", "The compliance report, one self-contained HTML page",
@@ -74,10 +81,29 @@ _REASONS = {200: "OK", 201: "Created (accepted; receipts)", 400: "Malformed requ
             503: "Not ready, or the database is unreachable"}
 
 
+#: The actor's signed command envelope, carried beside a request as the record will store it.
+_SIGNED_PROPS: dict[str, Any] = {
+    "envelope": {"type": "object", "required": list(ENVELOPE_FIELDS), "additionalProperties": False,
+                 "properties": {name: {"type": "object"} if name == "args" else {"type": "string"}
+                                for name in ENVELOPE_FIELDS},
+                 "description": "What the actor signs: the context `deploy-ledger/command/v1\\0` then "
+                                "these fields as canonical JSON (ledger.service.envelopes.sign_command)"},
+    "actor_kid": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+    "actor_sig": {"type": "string", "description": "base64 Ed25519 signature of the envelope"},
+}
+
+
+def _approval_schema() -> dict[str, Any]:
+    return {"type": "object", "required": ["request_seq", "actor"], "additionalProperties": False,
+            "properties": {"request_seq": {"type": "integer", "minimum": 1},
+                           "request_hash": {"type": "string"}, "actor": {"type": "string"},
+                           "reason": {"type": "string"}, **_SIGNED_PROPS}}
+
+
 def _command_schema() -> dict[str, Any]:
     variants = []
     for name, fields in FIELDS.items():
-        props: dict[str, Any] = {}
+        props: dict[str, Any] = dict(_SIGNED_PROPS)
         for field, kind in fields.items():
             props[field] = {"type": {str: "string", bool: "boolean", int: "integer"}[kind]}
         props["command"] = {"const": name}
@@ -110,6 +136,9 @@ def document(version: str) -> dict[str, Any]:
         if route.name == "commands":
             operation["requestBody"] = {"required": True, "content": {
                 "application/json": {"schema": _command_schema()}}}
+        if route.name == "approvals":
+            operation["requestBody"] = {"required": True, "content": {
+                "application/json": {"schema": _approval_schema()}}}
         if route.name == "reports":
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
                 "oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}]}}}}
