@@ -64,11 +64,12 @@ TESTS: dict[str, list[str]] = {
     "decide": ["tests/test_rollback_rules.py", "tests/test_audit_fields.py", "tests/test_gate.py"],
     "rollback": ["tests/test_rollback_rules.py", "tests/test_audit_fields.py", "tests/test_gate.py"],
     "chain": ["tests/test_chain.py", "tests/test_checkpoint_kat.py", "tests/test_keyholder_tamper.py",
-              "tests/test_tamper.py", "tests/test_keys.py"],
+              "tests/test_tamper.py", "tests/test_keys.py", "tests/test_verify_reach.py",
+              "tests/test_kat.py"],
     "encoding": ["tests/test_encoding.py", "tests/test_values_kat.py", "tests/test_bad_input.py",
-                 "tests/test_checkpoint_kat.py"],
+                 "tests/test_checkpoint_kat.py", "tests/test_kat.py"],
     "verify": ["tests/test_keyholder_tamper.py", "tests/test_tamper.py", "tests/test_checkpoint_kat.py",
-               "tests/test_keys.py"],
+               "tests/test_keys.py", "tests/test_verify_reach.py", "tests/test_kat.py"],
 }
 
 #: What the private copy needs: the packages, the tests and what they read.

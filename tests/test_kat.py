@@ -170,6 +170,12 @@ def test_a_changed_vector_is_refused_by_its_verifier(tmp_path: Path) -> None:
     assert verification_failures(copy) == []
 
 
+def test_a_message_bound_to_no_ledger_names_the_all_zero_identity() -> None:
+    """What the signing benchmarks sign: the context, 16 zero bytes, the hash; no ledger has that id."""
+    digest = "ab" * 32
+    assert chain.signed_message(digest) == b"deploy-ledger/record/v2\x00" + bytes(16) + bytes.fromhex(digest)
+
+
 def test_tile_indexes_follow_tlog_tiles() -> None:
     """The spec's own example: the vectors are too small to need 3-digit groups."""
     assert [index_path(n) for n in (0, 5, 999, 1000, 1234067)] == \
