@@ -20,7 +20,16 @@ import pytest
 
 from ledger import Ledger, VerificationError
 from ledger import commands as build
-from ledger.chain import Checkpoint, note_key_name, parse_checkpoint, seal, sign_checkpoint
+from ledger.bundle import write_bundle
+from ledger.chain import (
+    Checkpoint,
+    checkpoint_origin,
+    merkle_root,
+    note_key_name,
+    parse_checkpoint,
+    seal,
+    sign_checkpoint,
+)
 from ledger.keys import load_signer
 from ledger.store import KEY_CHAIN
 from ledger.verify import PARALLEL_THRESHOLD
@@ -177,3 +186,26 @@ def test_a_key_name_counts_only_under_a_deploy_ledger_origin(seeded: Env, capsys
     path.write_text(sign_checkpoint(forged, signer, note_key_name(ledger_id, signer.kid)))
     code, _, err = verify(capsys, seeded, "--checkpoint", str(path))
     assert (code, err) == (2, "ledger: checkpoint signature does not verify under any key of this ledger\n")
+
+
+def test_a_bundle_is_checked_signature_by_signature(seeded: Env, capsys: Cap, tmp_path: Path) -> None:
+    """A key holder damages seq 2's signature only and re-signs the bundle's checkpoint and tiles over
+    it: every other check passes, so only checking each record's signature finds it."""
+    out = tmp_path / "bundle"
+    assert run_cli(capsys, "export", *seeded.args(), "--fleet", "prod", "--out", str(out),
+                   "--public-key", f"{seeded.key}.pub").code == 0
+    signer = load_signer(seeded.key)
+    with seeded.open() as lg:
+        records = list(lg.raw_records("prod"))
+        key_chain = list(lg.raw_records(KEY_CHAIN))
+        ledger_id = lg.ledger_id
+    records[1] = flip_sig(records[1])
+    head = orjson.loads(records[-1])["hash"]
+    note = sign_checkpoint(Checkpoint(checkpoint_origin(ledger_id, "prod"), len(records),
+                                      merkle_root(records), head), signer,
+                           note_key_name(ledger_id, signer.kid))
+    forged = tmp_path / "forged"
+    write_bundle(forged, note, records, key_chain)
+    result = run_cli(capsys, "verify", "--bundle", str(forged), "--public-key", f"{seeded.key}.pub")
+    assert result.code == 1
+    assert result.err.startswith("ledger: signature at prod seq 2: ")
