@@ -115,3 +115,13 @@ def test_ledger_append_refuses_them_and_writes_nothing(env: Env, capsys: pytest.
     assert result.err.count("\n") == 1
     with env.open(writable=False) as lg:
         assert [r["seq"] for r in lg.records("prod")] == [1]
+
+
+def test_check_values_names_places_below_a_given_path_and_checks_any_top_level_value() -> None:
+    """`check_values` on its own: the path given prefixes every place it names, and a value that
+    is not an object (a list) is checked like any nested one, with a `RecordError`."""
+    with pytest.raises(RecordError, match=r"^field 'body\.x': floats are not allowed"):
+        check_values({"x": 0.5}, "body")
+    with pytest.raises(RecordError, match=r"^field '\[1\]': floats are not allowed"):
+        check_values([1, 2.5])
+    check_values([1, "a", None, {"k": [True]}])
