@@ -18,7 +18,7 @@ import orjson
 import pytest
 import rfc8785
 
-from ledger.encoding import MAX_SAFE_INTEGER, canonical, check_values, parse_record
+from ledger.encoding import MAX_DEPTH, MAX_SAFE_INTEGER, canonical, check_values, parse_record
 from ledger.errors import RecordError
 from tests.conftest import Env, run_cli
 
@@ -125,3 +125,29 @@ def test_check_values_names_places_below_a_given_path_and_checks_any_top_level_v
     with pytest.raises(RecordError, match=r"^field '\[1\]': floats are not allowed"):
         check_values([1, 2.5])
     check_values([1, "a", None, {"k": [True]}])
+
+
+def _nested(depth: int) -> Any:
+    """1 inside `depth` levels of lists and objects, alternating."""
+    value: Any = 1
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+def test_the_depth_limit_is_the_same_whichever_way_a_value_is_checked() -> None:
+    """The record is level 1 whether checked as a flat record or below a given path."""
+    for path in ("", "p"):
+        check_values({"x": _nested(MAX_DEPTH - 1)}, path)
+        with pytest.raises(RecordError, match=f"nested more than {MAX_DEPTH} levels deep"):
+            check_values({"x": _nested(MAX_DEPTH)}, path)
+
+
+@pytest.mark.parametrize(("text", "what"), [
+    pytest.param("a\ud800", "lone surrogate", id="first-surrogate"),
+    pytest.param("a\udfff", "lone surrogate", id="last-surrogate"),
+    pytest.param("a\x9f", "control character", id="last-c1-control"),
+])
+def test_a_refused_character_is_named_for_what_it_is(text: str, what: str) -> None:
+    with pytest.raises(RecordError, match=f"^field 's': {what} .* at offset 1 "):
+        check_values({"s": text})
