@@ -18,7 +18,14 @@ import orjson
 import pytest
 import rfc8785
 
-from ledger.encoding import MAX_DEPTH, MAX_SAFE_INTEGER, canonical, check_values, parse_record
+from ledger.encoding import (
+    MAX_DEPTH,
+    MAX_RECORD_BYTES,
+    MAX_SAFE_INTEGER,
+    canonical,
+    check_values,
+    parse_record,
+)
 from ledger.errors import RecordError
 from tests.conftest import Env, run_cli
 
@@ -151,3 +158,20 @@ def test_the_depth_limit_is_the_same_whichever_way_a_value_is_checked() -> None:
 def test_a_refused_character_is_named_for_what_it_is(text: str, what: str) -> None:
     with pytest.raises(RecordError, match=f"^field 's': {what} .* at offset 1 "):
         check_values({"s": text})
+
+
+def test_a_huge_integer_is_quoted_cut_to_40_digits() -> None:
+    value = int("12345" * 10)  # 50 digits
+    with pytest.raises(RecordError) as caught:
+        check_values({"x": value})
+    assert str(caught.value) == f"field 'x': integer '{str(value)[:40]}'... is outside +/-(2**53-1)"
+
+
+def test_a_record_of_exactly_the_size_limit_is_read() -> None:
+    head, tail = b'{"a":"', b'"}'
+    data = head + b"x" * (MAX_RECORD_BYTES - len(head) - len(tail)) + tail
+    assert len(data) == MAX_RECORD_BYTES
+    assert parse_record(data) == {"a": "x" * (MAX_RECORD_BYTES - 8)}
+    with pytest.raises(RecordError, match=f"^record is {MAX_RECORD_BYTES + 1} bytes; the limit is "
+                                          f"{MAX_RECORD_BYTES}$"):
+        parse_record(head + b"x" + data[len(head):])
