@@ -60,7 +60,7 @@ MAX_WORKERS = 2
 #: Which test files can notice a change in each module (fast, targeted ones first: `-x` stops early).
 TESTS: dict[str, list[str]] = {
     "rules": ["tests/test_rules.py", "tests/test_rollback_rules.py", "tests/test_audit_fields.py",
-              "tests/test_projections.py"],
+              "tests/test_projections.py", "tests/test_fold_bounds.py"],
     "decide": ["tests/test_rollback_rules.py", "tests/test_audit_fields.py", "tests/test_gate.py"],
     "rollback": ["tests/test_rollback_rules.py", "tests/test_audit_fields.py", "tests/test_gate.py"],
     "chain": ["tests/test_chain.py", "tests/test_checkpoint_kat.py", "tests/test_keyholder_tamper.py",

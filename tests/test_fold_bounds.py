@@ -1,0 +1,69 @@
+"""The bounds and edges of the fold that only long or unusual histories reach.
+
+`ledger fleet` keeps the newest 1,000 exited workers, `ledger history` lists
+the seqs of the newest 100 outside decisions the ledger did not act on (and
+counts them all); a record the rules cannot read (a count below zero) is
+refused like a missing field, and a stored state with a nameless version is
+refused when read back. Each is asserted through what a user reads (the
+CLI's `--json` answers) or the fold's own refusal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from ledger import commands as build
+from ledger.rules import RECENT_EXITS, UNACTED_LISTED, FleetHistory, MalformedRecordError, fold
+from tests.conftest import Env, run_cli
+
+Cap = pytest.CaptureFixture[str]
+
+
+def answer(capsys: Cap, env: Env, *argv: str) -> Any:
+    result = run_cli(capsys, *argv, *env.args(), "--fleet", "prod", "--json")
+    assert result.code == 0, result.err
+    return orjson.loads(result.out)
+
+
+def test_fleet_keeps_the_newest_exits_up_to_its_bound(env: Env, capsys: Cap) -> None:
+    with env.open() as lg:
+        lg.append_many("prod", [build.worker_exit(f"w{i}", "v1", 0, f"w{i}", exit_code=i % 3)
+                                for i in range(RECENT_EXITS + 1)])
+    exits = answer(capsys, env, "fleet")["recent_exits"]
+    assert len(exits) == RECENT_EXITS == 1000
+    assert exits[0]["worker_id"] == f"w{RECENT_EXITS}" and exits[-1]["worker_id"] == "w1"
+
+
+def _unacted(n: int) -> dict[str, Any]:
+    return {"event": "audit.external", "actor": "pool", "target": "fleet", "result": "success",
+            "reason": "a decision from a source the ledger does not act on", "source": "openrtc",
+            "source_digest": f"{n:064x}", "source_event": "deployment.rolled_back",
+            "source_instance": "pool-1", "source_seq": n}
+
+
+def test_history_lists_the_newest_outside_decisions_not_acted_on(env: Env, capsys: Cap) -> None:
+    with env.open() as lg:
+        lg.append_many("prod", [_unacted(n) for n in range(UNACTED_LISTED + 1)])
+    listed = answer(capsys, env, "history")["outside_decisions_not_acted_on"]
+    assert listed == {"count": 101, "seqs": list(range(2, UNACTED_LISTED + 2))}
+    assert answer(capsys, env, "fleet")["summary"]["outside_decisions_not_acted_on"] == 101
+
+
+def test_a_negative_count_is_refused_like_a_missing_one() -> None:
+    record = {**build.worker_sessions("w1", "v1", 0, "w1"), "active_sessions": -1, "seq": 1,
+              "fleet": "prod", "hash": "1" * 64}
+    with pytest.raises(MalformedRecordError, match="active_sessions"):
+        fold("prod", [record])
+
+
+def test_a_stored_state_with_a_nameless_version_is_refused() -> None:
+    state = fold("prod", [{**build.deploy("v1", "ci"), "seq": 1, "fleet": "prod", "hash": "1" * 64}])
+    stored = state.to_dict()
+    assert FleetHistory.from_dict(stored).to_dict() == stored
+    for entry in stored["versions"]:
+        del entry["version"]
+    with pytest.raises(ValueError, match="'version' string"):
+        FleetHistory.from_dict(stored)
