@@ -16,7 +16,15 @@ import orjson
 import pytest
 
 from ledger import commands as build
-from ledger.rules import RECENT_EXITS, UNACTED_LISTED, FleetHistory, MalformedRecordError, fold
+from ledger.rules import (
+    RECENT_EXITS,
+    UNACTED_LISTED,
+    FleetHistory,
+    MalformedRecordError,
+    fleet_summary,
+    fold,
+    version_view,
+)
 from tests.conftest import Env, run_cli
 
 Cap = pytest.CaptureFixture[str]
@@ -67,3 +75,19 @@ def test_a_stored_state_with_a_nameless_version_is_refused() -> None:
         del entry["version"]
     with pytest.raises(ValueError, match="'version' string"):
         FleetHistory.from_dict(stored)
+
+
+def test_a_stored_state_from_before_the_counters_reads_them_as_zero() -> None:
+    """A state stored before a counter existed lacks its field: it reads as none counted yet."""
+    state = FleetHistory.from_dict({"fleet": "prod", "head_seq": 1,
+                                    "versions": [{"version": "v1", "order": 0}]})
+    view = version_view(state, "v1")
+    assert {k: view[k] for k in ("starts", "completions", "worker_drains", "drains", "verdicts",
+                                 "rolled_back_from", "rolled_back_to")} == \
+        {"starts": 0, "completions": 0, "worker_drains": 0, "drains": [], "verdicts": [],
+         "rolled_back_from": [], "rolled_back_to": []}
+    summary = fleet_summary(state)
+    assert {k: summary[k] for k in ("rollbacks_rejected", "commands_rejected", "workers_rejected",
+                                    "dropped_sessions", "outside_decisions_not_acted_on")} == \
+        dict.fromkeys(("rollbacks_rejected", "commands_rejected", "workers_rejected", "dropped_sessions",
+                       "outside_decisions_not_acted_on"), 0)
