@@ -19,8 +19,9 @@ each with the reason, in `benchmarks/mutation-equivalent.txt`; a survivor on
 that list counts as *equivalent* and is left out of the score's denominator,
 shown in its own column and printed with its reason; a listed mutant the tests
 kill is reported as a wrong listing. `--resume EARLIER.json` carries over the
-kills of an earlier `--json` run of the same sample (a site edited since is run
-anew) and runs the rest: valid while tests have only been added since.
+kills (and the listed equivalent survivors) of an earlier `--json` run of the
+same sample (a site edited since is run anew) and runs the rest: valid while
+tests have only been added since.
 
 Mutants are written into a private copy of the checkout per worker process
 (never into the working tree); at most two workers run at once. Before the
@@ -160,12 +161,14 @@ def read_equivalent(path: Path) -> dict[str, str]:
     return listed
 
 
-def read_previous(path: Path) -> dict[Site, Result]:
-    """Killed and invalid mutants of an earlier `--json` run, by site, for `--resume`.
+def read_previous(path: Path, equivalent: dict[str, str]) -> dict[Site, Result]:
+    """The results of an earlier `--json` run to carry over, by site, for `--resume`.
 
     A mutant is carried over only if its site is exactly the same (module, node,
     kind, line and change): a module edited since has other sites, run anew.
-    Only kills carry over, and they stay kills as long as tests were only added.
+    Kills (and mutants that do not compile) carry over: they stay so as long as
+    tests were only added. So do survivors still listed as equivalent: more
+    tests could only kill one, which would raise the score, never lower it.
     """
     try:
         reports = json.loads(path.read_text(encoding="utf-8"))
@@ -175,9 +178,10 @@ def read_previous(path: Path) -> dict[Site, Result]:
     for report in reports:
         for result in report["results"]:
             site = Site(**result["site"])
-            if result["outcome"] in ("killed", "invalid"):
-                found[site] = Result(
-                    site, result["outcome"], result["seconds"], carried=True)
+            listed = result["outcome"] in ("survived", "equivalent") and site.key() in equivalent
+            if result["outcome"] in ("killed", "invalid") or listed:
+                found[site] = Result(site, "equivalent" if listed else result["outcome"],
+                                     result["seconds"], carried=True)
     return found
 
 
@@ -489,7 +493,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     equivalent = read_equivalent(args.equivalent)
-    previous = read_previous(args.resume) if args.resume else {}
+    previous = read_previous(args.resume, equivalent) if args.resume else {}
     with tempfile.TemporaryDirectory(prefix="ledger-mutation-") as scratch:
         unmutated = make_copy(Path(scratch) / "baseline")
         check_isolated(unmutated)

@@ -130,11 +130,12 @@ def test_a_listing_without_a_reason_is_refused(tmp_path: Path) -> None:
 
 def test_resume_carries_over_only_kills_of_the_very_same_site(tmp_path: Path) -> None:
     sites = sites_of("m", SOURCE)
-    earlier = ModuleReport("m", [], results=[_result(sites[0], "killed"), _result(sites[1], "survived")])
+    earlier = ModuleReport("m", [], results=[_result(sites[0], "killed"), _result(sites[1], "survived"),
+                                             _result(sites[2], "survived"), _result(sites[3], "timeout")])
     path = tmp_path / "earlier.json"
     path.write_text(json.dumps([asdict(earlier)]), encoding="utf-8")
-    carried = read_previous(path)
-    assert list(carried) == [sites[0]]
-    assert carried[sites[0]].carried
+    carried = read_previous(path, {sites[2].key(): "the reason"})
+    assert list(carried) == [sites[0], sites[2]]  # the kill and the listed equivalent survivor
+    assert [(r.outcome, r.carried) for r in carried.values()] == [("killed", True), ("equivalent", True)]
     moved = Site(**{**asdict(sites[0]), "line": sites[0].line + 1})  # the module was edited since
     assert moved not in carried
