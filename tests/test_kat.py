@@ -20,6 +20,7 @@ made anew with the script, and the README's format section updated.
 
 from __future__ import annotations
 
+import ast
 import inspect
 import subprocess
 import sys
@@ -206,13 +207,28 @@ def one_byte(value: Any) -> Any:
     return value + 1
 
 
-def literal_changed(function: Callable[..., Any], old: str, new: str) -> Callable[..., Any]:
-    """`function` recompiled from its source with the literal `old` replaced by `new`."""
-    source = textwrap.dedent(inspect.getsource(function))
-    assert source.count(old) == 1, (function, old)
+class _Replace(ast.NodeTransformer):
+    def __init__(self, old: object, new: object):
+        self.old, self.new, self.count = old, new, 0
+
+    def visit_Constant(self, node: ast.Constant) -> ast.Constant:
+        if type(node.value) is type(self.old) and node.value == self.old:
+            self.count += 1
+            return ast.copy_location(ast.Constant(self.new), node)
+        return node
+
+
+def literal_changed(function: Callable[..., Any], old: object, new: object) -> Callable[..., Any]:
+    """`function` recompiled with its constant `old` (also a piece of an f-string) made `new`.
+
+    It works on the syntax tree, so the source's formatting does not matter.
+    """
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    replace = _Replace(old, new)
+    tree = ast.fix_missing_locations(replace.visit(tree))
+    assert replace.count >= 1, (function, old)
     namespace: dict[str, Any] = {}
-    exec(compile(source.replace(old, new), inspect.getfile(function), "exec"),
-         function.__globals__, namespace)
+    exec(compile(tree, inspect.getfile(function), "exec"), function.__globals__, namespace)
     return namespace[function.__name__]  # type: ignore[no-any-return]
 
 
@@ -221,14 +237,14 @@ CONSTANTS = [  # (module, name): a constant every known answer depends on
     (chain, "ED25519_ALGORITHM"), (evidence, "TLOG_PROOF_HEADER"), (evidence, "CONSISTENCY_HEADER"),
     (bundle, "TILE_HEIGHT"), (bundle, "TILE_WIDTH"), (keys, "PUBLIC_PREFIX"),
 ]
-LITERALS = [  # (module, function, literal, changed by one byte): formats written inline
-    (chain, "leaf_hash", 'b"\\x00"', 'b"\\x02"'),
-    (chain, "node_hash", 'b"\\x01"', 'b"\\x03"'),
-    (chain, "note_key_hash", 'b"\\n"', 'b"\\x0b"'),
-    (bundle, "tile_path", 'f"tile/', 'f"tilf/'),
-    (bundle, "tile_path", 'f".p/', 'f".q/'),
-    (bundle, "index_path", 'groups = [f"{n % 1000:03d}', 'groups = [f"{n % 1000:02d}'),
-    (keys, "key_id", "[:8]", "[:9]"),
+LITERALS = [  # (module, function, constant, changed by one byte): formats written inline
+    (chain, "leaf_hash", b"\x00", b"\x02"),
+    (chain, "node_hash", b"\x01", b"\x03"),
+    (chain, "note_key_hash", b"\n", b"\x0b"),
+    (bundle, "tile_path", "tile/", "tilf/"),
+    (bundle, "tile_path", ".p/", ".q/"),
+    (bundle, "index_path", "03d", "02d"),
+    (keys, "key_id", 8, 9),
 ]
 
 
@@ -241,9 +257,9 @@ def test_a_one_byte_change_of_a_format_constant_fails_the_check(
 
 
 @pytest.mark.parametrize(("module", "function", "old", "new"),
-                         [pytest.param(*case, id=f"{case[1]}:{case[2]}") for case in LITERALS])
+                         [pytest.param(*case, id=f"{case[1]}:{case[2]!r}") for case in LITERALS])
 def test_a_one_byte_change_of_an_inline_format_fails_the_check(
-        module: Any, function: str, old: str, new: str, monkeypatch: pytest.MonkeyPatch,
+        module: Any, function: str, old: object, new: object, monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path) -> None:
     original = getattr(module, function)
     assert patch_everywhere(monkeypatch, function, original, literal_changed(original, old, new)) >= 1
@@ -252,7 +268,8 @@ def test_a_one_byte_change_of_an_inline_format_fails_the_check(
 
 def test_a_one_byte_change_of_the_checkpoint_layout_fails_the_check(monkeypatch: pytest.MonkeyPatch,
                                                                     tmp_path: Path) -> None:
-    monkeypatch.setattr(chain.Checkpoint, "body", literal_changed(chain.Checkpoint.body, "head {", "heae {"))
+    changed = literal_changed(chain.Checkpoint.body, "\nhead ", "\nheae ")
+    monkeypatch.setattr(chain.Checkpoint, "body", changed)
     assert known_answer_failures(tmp_path)
 
 
