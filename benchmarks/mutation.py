@@ -108,8 +108,9 @@ class Site:
 
 
     def key(self) -> str:
-        """How a report names the mutant, and how the list of equivalent mutants names it."""
-        return f"ledger/{self.module}.py:{self.line}: {self.kind}: {self.change}"
+        """How a report names the mutant, and how the list of equivalent mutants names it (the
+        node's index tells apart two alike changes on one line, such as two `1 -> 2`)."""
+        return f"ledger/{self.module}.py:{self.line}: {self.kind}: {self.change} [node {self.node}]"
 
 
 @dataclass

@@ -26,6 +26,8 @@ from ledger.rules import (
     version_view,
 )
 from tests.conftest import Env, run_cli
+from tests.fleet_cases import A, released, rollback, rollback_done
+from tests.test_rules import records
 
 Cap = pytest.CaptureFixture[str]
 
@@ -91,3 +93,15 @@ def test_a_stored_state_from_before_the_counters_reads_them_as_zero() -> None:
                                     "dropped_sessions", "outside_decisions_not_acted_on")} == \
         dict.fromkeys(("rollbacks_rejected", "commands_rejected", "workers_rejected", "dropped_sessions",
                        "outside_decisions_not_acted_on"), 0)
+
+
+def test_a_rollback_replaced_in_flight_by_another_settles_as_superseded() -> None:
+    """A history the gate no longer writes (two rollbacks to one version, the second while the first
+    is in flight) still gets each rollback's own outcome on both versions' entries."""
+    steps = [*released("v1", "v2"), (A, rollback("v1", "v2")), (A, rollback("v1", "v2")),
+             (A, rollback_done("v1", "v2"))]
+    state = fold(A, records(steps, A))
+    outcomes = [(e["seq"], e["outcome"]) for e in version_view(state, "v1")["rolled_back_to"]]
+    assert outcomes == [(5, "superseded"), (6, "completed")]
+    outcomes = [(e["seq"], e["outcome"]) for e in version_view(state, "v2")["rolled_back_from"]]
+    assert outcomes == [(5, "superseded"), (6, "completed")]
