@@ -22,11 +22,12 @@ from ledger.rules import (
     FleetHistory,
     MalformedRecordError,
     fleet_summary,
+    fleet_view,
     fold,
     version_view,
 )
 from tests.conftest import Env, run_cli
-from tests.fleet_cases import A, released, rollback, rollback_done
+from tests.fleet_cases import A, released, rollback, rollback_done, sessions, start
 from tests.test_rules import records
 
 Cap = pytest.CaptureFixture[str]
@@ -105,3 +106,12 @@ def test_a_rollback_replaced_in_flight_by_another_settles_as_superseded() -> Non
     assert outcomes == [(5, "superseded"), (6, "completed")]
     outcomes = [(e["seq"], e["outcome"]) for e in version_view(state, "v2")["rolled_back_from"]]
     assert outcomes == [(5, "superseded"), (6, "completed")]
+
+
+def test_a_worker_reported_on_another_version_moves_to_it() -> None:
+    """A worker's latest report names the version it runs now (a restart on a new build)."""
+    steps = [*released("v1"), (A, start("w1", "v1")), (A, sessions("w1", "v2", 3))]
+    view = fleet_view(fold(A, records(steps, A)))
+    workers = [(w["worker_id"], w["version"], w["active_sessions"]) for w in view["workers"]]
+    assert workers == [("w1", "v2", 3)]
+    assert view["summary"]["versions"] == {"v2": 1}
