@@ -27,7 +27,7 @@ from ledger.rules import (
     version_view,
 )
 from tests.conftest import Env, run_cli
-from tests.fleet_cases import A, released, rollback, rollback_done, sessions, start
+from tests.fleet_cases import A, deploy, drain, released, rollback, rollback_done, sessions, start
 from tests.test_rules import records
 
 Cap = pytest.CaptureFixture[str]
@@ -115,3 +115,26 @@ def test_a_worker_reported_on_another_version_moves_to_it() -> None:
     workers = [(w["worker_id"], w["version"], w["active_sessions"]) for w in view["workers"]]
     assert workers == [("w1", "v2", 3)]
     assert view["summary"]["versions"] == {"v2": 1}
+
+
+def _superseded(move_seq: int) -> dict[str, Any]:
+    return {"event": "move.superseded", "actor": "ci", "target": "fleet", "result": "success",
+            "version": "v2", "move_seq": move_seq}
+
+
+@pytest.mark.parametrize(("move_seq", "in_flight"), [
+    pytest.param(3, None, id="the-move-in-flight"),
+    pytest.param(1, "v2", id="another-move"),
+])
+def test_a_superseded_record_ends_only_the_move_it_names(move_seq: int, in_flight: str | None) -> None:
+    """Read alone (no deploy after it), `move.superseded` ends the flight whose seq it names."""
+    steps = [*released("v1"), (A, deploy("v2")), (A, _superseded(move_seq))]
+    flight = fleet_view(fold(A, records(steps, A)))["summary"]["in_flight"]
+    assert (flight["version"] if flight else None) == in_flight
+
+
+@pytest.mark.parametrize("worker_id", ["", 7])
+def test_a_drain_naming_no_worker_is_malformed(worker_id: object) -> None:
+    steps = [*released("v1"), (A, start("w1", "v1")), (A, {**drain("w1", "v1"), "worker_id": worker_id})]
+    with pytest.raises(MalformedRecordError, match="worker_id"):
+        fold(A, records(steps, A))
