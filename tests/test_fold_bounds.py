@@ -138,3 +138,10 @@ def test_a_drain_naming_no_worker_is_malformed(worker_id: object) -> None:
     steps = [*released("v1"), (A, start("w1", "v1")), (A, {**drain("w1", "v1"), "worker_id": worker_id})]
     with pytest.raises(MalformedRecordError, match="worker_id"):
         fold(A, records(steps, A))
+
+
+def test_rejected_workers_are_counted_one_each() -> None:
+    rejected = {"event": "worker.rejected", "actor": "pool", "target": "w9", "result": "rejected",
+                "worker_id": "w9", "version": "v0"}
+    steps = [*released("v1"), (A, rejected), (A, {**rejected, "worker_id": "w8"})]
+    assert fleet_view(fold(A, records(steps, A)))["summary"]["workers_rejected"] == 2
