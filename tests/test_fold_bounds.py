@@ -145,3 +145,10 @@ def test_rejected_workers_are_counted_one_each() -> None:
                 "worker_id": "w9", "version": "v0"}
     steps = [*released("v1"), (A, rejected), (A, {**rejected, "worker_id": "w8"})]
     assert fleet_view(fold(A, records(steps, A)))["summary"]["workers_rejected"] == 2
+
+
+@pytest.mark.parametrize("head_seq", [-1, "3", None])
+def test_a_stored_state_needs_a_head_seq_of_zero_or_more(head_seq: object) -> None:
+    FleetHistory.from_dict({"fleet": "prod", "head_seq": 0})
+    with pytest.raises(ValueError, match="'head_seq'"):
+        FleetHistory.from_dict({"fleet": "prod", "head_seq": head_seq})
