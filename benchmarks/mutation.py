@@ -62,7 +62,8 @@ MAX_WORKERS = 2
 TESTS: dict[str, list[str]] = {
     "rules": ["tests/test_fold_bounds.py", "tests/test_rules.py", "tests/test_rollback_rules.py",
               "tests/test_audit_fields.py", "tests/test_projections.py"],
-    "decide": ["tests/test_rollback_rules.py", "tests/test_audit_fields.py", "tests/test_gate.py"],
+    "decide": ["tests/test_decide_input.py", "tests/test_rollback_rules.py", "tests/test_audit_fields.py",
+               "tests/test_gate.py"],
     "rollback": ["tests/test_rollback_rules.py", "tests/test_audit_fields.py", "tests/test_gate.py"],
     "chain": ["tests/test_verify_reach.py", "tests/test_kat.py", "tests/test_chain.py",
               "tests/test_checkpoint_kat.py", "tests/test_keyholder_tamper.py", "tests/test_tamper.py",

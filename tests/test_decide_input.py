@@ -1,0 +1,38 @@
+"""A decision's own inputs (who, why, the retry key, extra fields) are checked before anything
+is read or written: each malformed one is one clear line, exit 2, and no record."""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger.decide import Deploy, Meta
+from ledger.errors import InputError
+from ledger.gate import FleetService
+from projections.runner import Projections
+from tests.conftest import Env, run_cli
+
+Cap = pytest.CaptureFixture[str]
+
+
+def test_a_blank_actor_is_refused_before_anything_is_written(env: Env, capsys: Cap) -> None:
+    result = run_cli(capsys, "deploy", "v1", "--actor", "  ", *env.args(), "--fleet", "prod")
+    assert (result.code, result.err) == (2, "ledger: a decision needs --actor (who is doing this; "
+                                             "it is recorded)\n")
+    with env.open(writable=False) as lg:
+        assert "prod" not in lg.fleets()
+
+
+@pytest.mark.parametrize(("meta", "message"), [
+    pytest.param(Meta("ci", reason=" "), "--reason must not be empty when given", id="blank-reason"),
+    pytest.param(Meta("ci", idempotency_key=" "), "--idempotency-key must not be empty when given",
+                 id="blank-idempotency-key"),
+    pytest.param(Meta("ci", extra={"move_seq": 3}), "field 'move_seq' is computed by the ledger",
+                 id="gate-field"),
+    pytest.param(Meta("ci", extra={"version": "v9"}), "field 'version' is an argument of the command",
+                 id="argument-field"),
+])
+def test_a_malformed_meta_is_refused(env: Env, meta: Meta, message: str) -> None:
+    with env.open() as lg, Projections(lg.store, notice=lambda _m: None) as views:
+        with pytest.raises(InputError, match=message):
+            FleetService(lg, views).submit("prod", Deploy("v1", meta))
+        assert "prod" not in lg.fleets()
