@@ -209,3 +209,8 @@ def test_a_bundle_is_checked_signature_by_signature(seeded: Env, capsys: Cap, tm
     result = run_cli(capsys, "verify", "--bundle", str(forged), "--public-key", f"{seeded.key}.pub")
     assert result.code == 1
     assert result.err.startswith("ledger: signature at prod seq 2: ")
+
+
+def test_a_private_key_given_as_a_checkpoint_is_named_and_never_echoed(seeded: Env, capsys: Cap) -> None:
+    code, _, err = verify(capsys, seeded, "--checkpoint", str(seeded.key))
+    assert (code, err) == (2, "ledger: the checkpoint file is a private key, not a checkpoint\n")
