@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.decide import Deploy, Meta
+from ledger.decide import Deploy, Meta, WorkerPlan
 from ledger.errors import InputError
 from ledger.gate import FleetService
+from ledger.rollback import DEFAULT_DRAIN_TIMEOUT_S
 from projections.runner import Projections
 from tests.conftest import Env, run_cli
 
@@ -30,9 +31,23 @@ def test_a_blank_actor_is_refused_before_anything_is_written(env: Env, capsys: C
                  id="gate-field"),
     pytest.param(Meta("ci", extra={"version": "v9"}), "field 'version' is an argument of the command",
                  id="argument-field"),
+    pytest.param(Meta("ci", extra={"version": "v9", "actor": "x"}), "^field 'actor' is an argument",
+                 id="first-argument-field-named"),
+    pytest.param(Meta("ci", extra={"rollback_id": "r", "check": "x"}), "^field 'check' is computed",
+                 id="first-gate-field-named"),
 ])
 def test_a_malformed_meta_is_refused(env: Env, meta: Meta, message: str) -> None:
     with env.open() as lg, Projections(lg.store, notice=lambda _m: None) as views:
         with pytest.raises(InputError, match=message):
             FleetService(lg, views).submit("prod", Deploy("v1", meta))
         assert "prod" not in lg.fleets()
+
+
+def test_a_driven_deploy_records_the_default_drain_timeout(env: Env) -> None:
+    """A plan that names no drain timeout records the documented default (120 s), as `rollback` does."""
+    with env.open() as lg, Projections(lg.store, notice=lambda _m: None) as views:
+        outcome = FleetService(lg, views).submit("prod", Deploy("v1", Meta("ci"), plan=WorkerPlan()))
+        assert outcome.accepted
+        record = next(lg.records("prod"))
+    assert record["drain_timeout_s"] == DEFAULT_DRAIN_TIMEOUT_S == 120
+    assert record["start_workers"] == ["v1-op1-1"]

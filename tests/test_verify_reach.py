@@ -214,3 +214,14 @@ def test_a_bundle_is_checked_signature_by_signature(seeded: Env, capsys: Cap, tm
 def test_a_private_key_given_as_a_checkpoint_is_named_and_never_echoed(seeded: Env, capsys: Cap) -> None:
     code, _, err = verify(capsys, seeded, "--checkpoint", str(seeded.key))
     assert (code, err) == (2, "ledger: the checkpoint file is a private key, not a checkpoint\n")
+
+
+def test_a_signature_line_that_is_not_base64_is_malformed(seeded: Env, capsys: Cap, tmp_path: Path) -> None:
+    """Strict base64: a stray character is not skipped over (the signature is what is checked)."""
+    with seeded.open() as lg:
+        note = lg.checkpoint("prod", f"{seeded.key}.pub")
+    body, line = note.rstrip("\n").rsplit("\n", 1)
+    path = tmp_path / "prod.checkpoint"
+    path.write_text(f"{body}\n{line[:-8]}!{line[-8:]}\n")
+    code, _, err = verify(capsys, seeded, "--checkpoint", str(path))
+    assert (code, err) == (2, "ledger: checkpoint signature is not base64\n")
