@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.decide import Deploy, Meta, WorkerPlan
+from ledger import commands as build
+from ledger.decide import Deploy, Fail, Meta, Rollback, WorkerPlan
 from ledger.errors import InputError
 from ledger.gate import FleetService
-from ledger.rollback import DEFAULT_DRAIN_TIMEOUT_S
+from ledger.rollback import DEFAULT_DRAIN_TIMEOUT_S, RollbackRequest
 from projections.runner import Projections
-from tests.conftest import Env, run_cli
+from tests.conftest import Env, run_cli, seed, submit
 
 Cap = pytest.CaptureFixture[str]
 
@@ -51,3 +52,29 @@ def test_a_driven_deploy_records_the_default_drain_timeout(env: Env) -> None:
         record = next(lg.records("prod"))
     assert record["drain_timeout_s"] == DEFAULT_DRAIN_TIMEOUT_S == 120
     assert record["start_workers"] == ["v1-op1-1"]
+
+
+def test_a_failure_without_a_reason_is_refused(env: Env) -> None:
+    with env.open() as lg, Projections(lg.store, notice=lambda _m: None) as views:
+        gate = FleetService(lg, views)
+        assert gate.submit("prod", Deploy("v1", Meta("ci"))).accepted
+        with pytest.raises(InputError, match=r"^a failure needs --reason"):
+            gate.submit("prod", Fail("v1", Meta("ci")))
+        assert [r["event"] for r in lg.records("prod")] == ["deployment.started"]
+
+
+def test_a_rollback_is_the_ledgers_own_unless_said_external(env: Env) -> None:
+    """By default the ledger moves the workers (the plan names them); `external` is stated only when
+    the platform does."""
+    with env.open() as lg:
+        seed(lg)
+        submit(lg, "prod", build.deploy("v2", "ci"), build.worker_start("w9", "v2", "platform"),
+               build.complete("v2", "ci"))
+    with env.open() as lg, Projections(lg.store, notice=lambda _m: None) as views:
+        request = RollbackRequest("prod", actor="on-call", reason="errors up")
+        assert FleetService(lg, views).submit("prod", Rollback(request, Meta("on-call"))).accepted
+        record = list(lg.records("prod"))[-1]
+    assert record["event"] == "deployment.rolled_back"
+    assert "external" not in record
+    assert (record["start_workers"] and record["drain_workers"] == ["w0", "w1", "w9"]) or \
+        record["drain_workers"] == ["w9"]
