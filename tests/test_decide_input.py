@@ -78,3 +78,18 @@ def test_a_rollback_is_the_ledgers_own_unless_said_external(env: Env) -> None:
     assert "external" not in record
     assert (record["start_workers"] and record["drain_workers"] == ["w0", "w1", "w9"]) or \
         record["drain_workers"] == ["w9"]
+
+
+@pytest.mark.parametrize(("plan", "message"), [
+    pytest.param(WorkerPlan(drain_timeout_s=0), "--drain-timeout must be at least 1 second, not 0",
+                 id="timeout-0"),
+    pytest.param(WorkerPlan(workers=0), "--workers must be at least 1, not 0", id="workers-0"),
+])
+def test_a_plan_below_its_minimum_is_refused(env: Env, plan: WorkerPlan, message: str) -> None:
+    with env.open() as lg, Projections(lg.store, notice=lambda _m: None) as views:
+        with pytest.raises(InputError, match=f"^{message}$"):
+            FleetService(lg, views).submit("prod", Deploy("v1", Meta("ci"), plan=plan))
+        assert "prod" not in lg.fleets()
+    with env.open() as lg, Projections(lg.store, notice=lambda _m: None) as views:
+        edge = WorkerPlan(workers=1, drain_timeout_s=1)
+        assert FleetService(lg, views).submit("prod", Deploy("v1", Meta("ci"), plan=edge)).accepted
