@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from ledger import commands as build
-from ledger.decide import Deploy, Fail, Meta, Rollback, WorkerPlan
+from ledger.decide import Complete, Deploy, Fail, Meta, Rollback, WorkerPlan
 from ledger.errors import InputError
 from ledger.gate import FleetService
+from ledger.model import MoveKind
 from ledger.rollback import DEFAULT_DRAIN_TIMEOUT_S, RollbackRequest
 from projections.runner import Projections
 from tests.conftest import Env, run_cli, seed, submit
@@ -93,3 +94,21 @@ def test_a_plan_below_its_minimum_is_refused(env: Env, plan: WorkerPlan, message
     with env.open() as lg, Projections(lg.store, notice=lambda _m: None) as views:
         edge = WorkerPlan(workers=1, drain_timeout_s=1)
         assert FleetService(lg, views).submit("prod", Deploy("v1", Meta("ci"), plan=edge)).accepted
+
+
+@pytest.mark.parametrize(("command", "named"), [
+    pytest.param(Complete("v1", Meta("ci"), kind=MoveKind.ROLLBACK), "rollback.completed", id="rollback"),
+    pytest.param(Complete("v1", Meta("ci")), "deployment.completed", id="either"),
+    pytest.param(Fail("v1", Meta("ci", reason="stuck"), kind=MoveKind.ROLLBACK), "rollback.failed",
+                 id="failed-rollback"),
+])
+def test_a_refused_settlement_names_the_command_it_refused(env: Env, command: Complete | Fail,
+                                                           named: str) -> None:
+    """Nothing in flight: the refusal is recorded, naming the event the command would have written."""
+    with env.open() as lg:
+        seed(lg)
+    with env.open() as lg, Projections(lg.store, notice=lambda _m: None) as views:
+        outcome = FleetService(lg, views).submit("prod", command)
+        assert not outcome.accepted
+        record = list(lg.records("prod"))[-1]
+    assert (record["event"], record["command"], record["version"]) == ("command.rejected", named, "v1")
