@@ -112,3 +112,33 @@ def test_a_refused_settlement_names_the_command_it_refused(env: Env, command: Co
         assert not outcome.accepted
         record = list(lg.records("prod"))[-1]
     assert (record["event"], record["command"], record["version"]) == ("command.rejected", named, "v1")
+
+
+def test_a_deploy_from_a_version_on_a_new_fleet_says_it_runs_nothing_yet(env: Env) -> None:
+    with env.open() as lg, Projections(lg.store, notice=lambda _m: None) as views:
+        outcome = FleetService(lg, views).submit("prod", Deploy("v1", Meta("ci"), from_version="v0"))
+    assert not outcome.accepted
+    assert outcome.decision.detail == "the fleet runs nothing yet, not v0"
+
+
+def test_a_driven_deploy_starts_as_many_workers_as_the_current_version_runs(env: Env) -> None:
+    with env.open() as lg:
+        seed(lg)  # w0 and w1 on v1
+    with env.open() as lg, Projections(lg.store, notice=lambda _m: None) as views:
+        assert FleetService(lg, views).submit("prod", Deploy("v2", Meta("ci"), plan=WorkerPlan())).accepted
+        record = list(lg.records("prod"))[-1]
+    assert (record["start_workers"], record["drain_workers"]) == (["v2-op7-1", "v2-op7-2"], ["w0", "w1"])
+
+
+def test_a_rollback_is_not_complete_while_a_worker_of_another_version_lives(env: Env) -> None:
+    with env.open() as lg:
+        seed(lg)
+        submit(lg, "prod", build.deploy("v2", "ci"), build.worker_start("w9", "v2", "platform"),
+               build.complete("v2", "ci"))
+    with env.open() as lg, Projections(lg.store, notice=lambda _m: None) as views:
+        gate = FleetService(lg, views)
+        request = RollbackRequest("prod", actor="on-call", reason="errors up")
+        assert gate.submit("prod", Rollback(request, Meta("on-call"))).accepted
+        outcome = gate.submit("prod", Complete("v1", Meta("on-call")))
+    assert not outcome.accepted
+    assert outcome.decision.detail.startswith("workers not on v1 alone: w9; ")
