@@ -142,3 +142,12 @@ def test_a_rollback_is_not_complete_while_a_worker_of_another_version_lives(env:
         outcome = gate.submit("prod", Complete("v1", Meta("on-call")))
     assert not outcome.accepted
     assert outcome.decision.detail.startswith("workers not on v1 alone: w9; ")
+
+
+def test_a_completion_records_the_calls_dropped_since_its_move_started(env: Env) -> None:
+    with env.open() as lg:
+        seed(lg)  # w0 and w1 on v1
+        submit(lg, "prod", build.deploy("v2", "ci"), build.worker_exit("w0", "v1", 2, "w0"),
+               build.worker_exit("w1", "v1", 1, "w1"), build.complete("v2", "ci"))
+        record = list(lg.records("prod"))[-1]
+    assert (record["event"], record["dropped_calls"]) == ("deployment.completed", 3)
