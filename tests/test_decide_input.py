@@ -151,3 +151,18 @@ def test_a_completion_records_the_calls_dropped_since_its_move_started(env: Env)
                build.worker_exit("w1", "v1", 1, "w1"), build.complete("v2", "ci"))
         record = list(lg.records("prod"))[-1]
     assert (record["event"], record["dropped_calls"]) == ("deployment.completed", 3)
+
+
+def test_a_refused_rollback_completion_names_at_most_ten_workers(env: Env) -> None:
+    with env.open() as lg:
+        seed(lg)
+        submit(lg, "prod", build.deploy("v2", "ci"),
+               *[build.worker_start(f"w{n}", "v2", "platform") for n in range(10, 21)],
+               build.complete("v2", "ci"))
+    with env.open() as lg, Projections(lg.store, notice=lambda _m: None) as views:
+        gate = FleetService(lg, views)
+        request = RollbackRequest("prod", actor="on-call", reason="errors up")
+        assert gate.submit("prod", Rollback(request, Meta("on-call"))).accepted
+        outcome = gate.submit("prod", Complete("v1", Meta("on-call")))
+    names = ", ".join(f"w{n}" for n in range(10, 20))
+    assert outcome.decision.detail.startswith(f"workers not on v1 alone: {names}; ")
