@@ -62,8 +62,9 @@ MAX_WORKERS = 2
 TESTS: dict[str, list[str]] = {
     "rules": ["tests/test_fold_bounds.py", "tests/test_rules.py", "tests/test_rollback_rules.py",
               "tests/test_audit_fields.py", "tests/test_projections.py"],
-    "decide": ["tests/test_decide_input.py", "tests/test_rollback_rules.py", "tests/test_audit_fields.py",
-               "tests/test_gate.py", "tests/test_kat.py"],
+    "decide": ["tests/test_decide_input.py", "tests/test_external_settlement.py",
+               "tests/test_rollback_rules.py", "tests/test_audit_fields.py", "tests/test_gate.py",
+               "tests/test_kat.py"],
     "rollback": ["tests/test_rollback_rules.py", "tests/test_audit_fields.py", "tests/test_gate.py",
                  "tests/test_kat.py"],
     "chain": ["tests/test_verify_reach.py", "tests/test_kat.py", "tests/test_chain.py",
