@@ -166,3 +166,26 @@ def test_a_refused_rollback_completion_names_at_most_ten_workers(env: Env) -> No
         outcome = gate.submit("prod", Complete("v1", Meta("on-call")))
     names = ", ".join(f"w{n}" for n in range(10, 20))
     assert outcome.decision.detail.startswith(f"workers not on v1 alone: {names}; ")
+
+
+@pytest.mark.parametrize(("workers", "timeout", "refused"), [
+    pytest.param(1, 1, None, id="the-minimums"),
+    pytest.param(0, 1, "--workers must be at least 1, not 0", id="no-workers"),
+    pytest.param(1, 0, "--drain-timeout must be at least 1 second, not 0", id="no-drain-time"),
+])
+def test_a_rollback_request_below_its_minimum_is_refused(env: Env, workers: int, timeout: int,
+                                                         refused: str | None) -> None:
+    with env.open() as lg:
+        seed(lg)
+        submit(lg, "prod", build.deploy("v2", "ci"), build.complete("v2", "ci"))
+    request = RollbackRequest("prod", actor="on-call", reason="errors up", workers=workers,
+                              drain_timeout_s=timeout)
+    with env.open() as lg, Projections(lg.store, notice=lambda _m: None) as views:
+        gate = FleetService(lg, views)
+        if refused is None:
+            assert gate.submit("prod", Rollback(request, Meta("on-call"))).accepted
+            record = list(lg.records("prod"))[-1]
+            assert (record["start_workers"], record["drain_timeout_s"]) == (["v1-rb9-1"], 1)
+        else:
+            with pytest.raises(InputError, match=f"^{refused}$"):
+                gate.submit("prod", Rollback(request, Meta("on-call")))
