@@ -189,3 +189,17 @@ def test_a_rollback_request_below_its_minimum_is_refused(env: Env, workers: int,
         else:
             with pytest.raises(InputError, match=f"^{refused}$"):
                 gate.submit("prod", Rollback(request, Meta("on-call")))
+
+
+def test_a_refused_rollback_repeated_with_its_key_replays_the_refusal(env: Env) -> None:
+    with env.open() as lg:
+        seed(lg)  # v1 is the only good version: nothing to roll back to
+    request = RollbackRequest("prod", actor="on-call", reason="errors up", idempotency_key="k1")
+    with env.open() as lg, Projections(lg.store, notice=lambda _m: None) as views:
+        gate = FleetService(lg, views)
+        first = gate.submit("prod", Rollback(request, Meta("on-call", idempotency_key="k1")))
+        again = gate.submit("prod", Rollback(request, Meta("on-call", idempotency_key="k1")))
+        count = len(list(lg.records("prod")))
+    assert not first.accepted and not again.accepted and again.replayed
+    assert (again.decision.check, again.decision.detail) == (first.decision.check, first.decision.detail)
+    assert count == 7  # the refusal recorded once
