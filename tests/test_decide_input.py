@@ -1,5 +1,13 @@
-"""A decision's own inputs (who, why, the retry key, extra fields) are checked before anything
-is read or written: each malformed one is one clear line, exit 2, and no record."""
+"""Decisions through the gate at their edges, asserted on the records they write.
+
+A decision's own inputs (who, why, the retry key, extra fields, a plan's or a
+rollback request's minimums) are refused before anything is read or written:
+one clear line, no record. Then what a decision records where the common paths
+never look: the default drain timeout and worker counts of a plan, a refusal
+naming the command it refused, the calls dropped since a move started, a
+rollback's completion refused while another version's worker lives (naming at
+most ten), and a refused rollback replayed by its idempotency key.
+"""
 
 from __future__ import annotations
 
