@@ -109,7 +109,6 @@ class Site:
     line: int
     change: str
 
-
     def key(self) -> str:
         """How a report names the mutant, and how the list of equivalent mutants names it (the
         node's index tells apart two alike changes on one line, such as two `1 -> 2`)."""
@@ -486,7 +485,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--equivalent", type=Path, default=EQUIVALENT,
                         help="mutants known to be equivalent, each with its reason (default: %(default)s)")
     parser.add_argument("--resume", type=Path, default=None, metavar="EARLIER.json",
-                        help="carry over the kills of an earlier --json run of the same sample; run the rest")
+                        help="carry over the kills (and listed equivalent survivors) of an earlier "
+                             "--json run of the same sample; run the rest")
     args = parser.parse_args(argv)
     if args.sample < 1:
         parser.error("--sample must be at least 1")
