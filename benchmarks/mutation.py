@@ -10,6 +10,18 @@ failure (`-x`), with a per-mutant timeout. A mutant is *killed* when the tests
 fail, *survived* when they pass, *timed out* when they outlast the timeout.
 The score is killed / (killed + survived); survivors are printed with
 file:line and the change, since each one is a change no test would notice.
+Each module's sample is drawn with its own generator seeded by `--seed` and
+the module's name, so it is the same whichever other modules run alongside.
+
+Some mutants change nothing any caller can observe (a batch size, an index
+into a one-element list, a branch that no input reaches). They are listed,
+each with the reason, in `benchmarks/mutation-equivalent.txt`; a survivor on
+that list counts as *equivalent* and is left out of the score's denominator,
+shown in its own column and printed with its reason; a listed mutant the tests
+kill is reported as a wrong listing. `--resume EARLIER.json` carries over the
+kills (and the listed equivalent survivors) of an earlier `--json` run of the
+same sample (a site edited since is run anew) and runs the rest: valid while
+tests have only been added since.
 
 Mutants are written into a private copy of the checkout per worker process
 (never into the working tree); at most two workers run at once. Before the
@@ -43,20 +55,26 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+EQUIVALENT = ROOT / "benchmarks" / "mutation-equivalent.txt"
 MAX_WORKERS = 2
 
-#: Which test files can notice a change in each module (fast, targeted ones first: `-x` stops early).
+#: Which test files can notice a change in each module (targeted ones first: `-x` stops early).
 TESTS: dict[str, list[str]] = {
-    "rules": ["tests/test_rules.py", "tests/test_rollback_rules.py", "tests/test_audit_fields.py",
-              "tests/test_projections.py"],
-    "decide": ["tests/test_rollback_rules.py", "tests/test_audit_fields.py", "tests/test_gate.py"],
-    "rollback": ["tests/test_rollback_rules.py", "tests/test_audit_fields.py", "tests/test_gate.py"],
-    "chain": ["tests/test_chain.py", "tests/test_checkpoint_kat.py", "tests/test_keyholder_tamper.py",
-              "tests/test_tamper.py", "tests/test_keys.py"],
-    "encoding": ["tests/test_encoding.py", "tests/test_values_kat.py", "tests/test_bad_input.py",
-                 "tests/test_checkpoint_kat.py"],
-    "verify": ["tests/test_keyholder_tamper.py", "tests/test_tamper.py", "tests/test_checkpoint_kat.py",
-               "tests/test_keys.py", "tests/test_fast_verify.py", "tests/test_verify_spans.py"],
+    "rules": ["tests/test_fold_bounds.py", "tests/test_rules.py", "tests/test_rollback_rules.py",
+              "tests/test_audit_fields.py", "tests/test_projections.py"],
+    "decide": ["tests/test_decide_input.py", "tests/test_external_settlement.py",
+               "tests/test_rollback_rules.py", "tests/test_audit_fields.py", "tests/test_gate.py",
+               "tests/test_kat.py"],
+    "rollback": ["tests/test_decide_input.py", "tests/test_rollback_rules.py", "tests/test_audit_fields.py",
+                 "tests/test_gate.py", "tests/test_kat.py"],
+    "chain": ["tests/test_verify_reach.py", "tests/test_kat.py", "tests/test_chain.py",
+              "tests/test_checkpoint_kat.py", "tests/test_keyholder_tamper.py", "tests/test_tamper.py",
+              "tests/test_keys.py"],
+    "encoding": ["tests/test_values_kat.py", "tests/test_encoding.py", "tests/test_bad_input.py",
+                 "tests/test_checkpoint_kat.py", "tests/test_kat.py"],
+    "verify": ["tests/test_verify_reach.py", "tests/test_kat.py", "tests/test_keyholder_tamper.py",
+               "tests/test_tamper.py", "tests/test_checkpoint_kat.py", "tests/test_keys.py",
+               "tests/test_fast_verify.py", "tests/test_verify_spans.py"],
 }
 
 #: What the private copy needs: the packages, the tests and what they read.
@@ -92,12 +110,19 @@ class Site:
     line: int
     change: str
 
+    def key(self) -> str:
+        """How a report names the mutant, and how the list of equivalent mutants names it (the
+        node's index tells apart two alike changes on one line, such as two `1 -> 2`)."""
+        return f"ledger/{self.module}.py:{self.line}: {self.kind}: {self.change} [node {self.node}]"
+
 
 @dataclass
 class Result:
     site: Site
-    outcome: str  # killed, survived, timeout, invalid
+    outcome: str  # killed, survived, equivalent (a listed survivor), timeout, invalid
     seconds: float
+    #: Taken from an earlier run of the same sample (`--resume`), not run again.
+    carried: bool = False
 
 
 @dataclass
@@ -105,6 +130,7 @@ class ModuleReport:
     module: str
     tests: list[str]
     generated: int = 0
+    sample: int = 0
     results: list[Result] = field(default_factory=list)
     baseline_failures: list[str] = field(default_factory=list)
     baseline_seconds: float = 0.0
@@ -114,8 +140,53 @@ class ModuleReport:
 
     @property
     def score(self) -> float | None:
+        """Killed / non-equivalent: listed equivalent mutants are left out of the denominator."""
         killed, survived = self.count("killed"), self.count("survived")
         return killed / (killed + survived) if killed + survived else None
+
+
+def read_equivalent(path: Path) -> dict[str, str]:
+    """Mutants known to change no behaviour: `<key as the report prints it> -- <why>` a line.
+
+    Such a survivor counts as *equivalent*, outside the score's denominator, and
+    is listed with its reason; a listed mutant that the tests kill is reported,
+    since the listing is then wrong.
+    """
+    listed: dict[str, str] = {}
+    if not path.exists():
+        return listed
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        key, sep, reason = line.partition(" -- ")
+        if not sep or not reason.strip():
+            raise SystemExit(f"mutation: {path}:{number}: expected '<mutant> -- <why it is equivalent>'")
+        listed[key.strip()] = reason.strip()
+    return listed
+
+
+def read_previous(path: Path, equivalent: dict[str, str]) -> dict[Site, Result]:
+    """The results of an earlier `--json` run to carry over, by site, for `--resume`.
+
+    A mutant is carried over only if its site is exactly the same (module, node,
+    kind, line and change): a module edited since has other sites, run anew.
+    Kills (and mutants that do not compile) carry over: they stay so as long as
+    tests were only added. So do survivors still listed as equivalent: more
+    tests could only kill one, which would raise the score, never lower it.
+    """
+    try:
+        reports = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"mutation: cannot read earlier results {path}: {exc}") from None
+    found: dict[Site, Result] = {}
+    for report in reports:
+        for result in report["results"]:
+            site = Site(**result["site"])
+            listed = result["outcome"] in ("survived", "equivalent") and site.key() in equivalent
+            if result["outcome"] in ("killed", "invalid") or listed:
+                found[site] = Result(site, "equivalent" if listed else result["outcome"],
+                                     result["seconds"], carried=True)
+    return found
 
 
 # -- generating mutants --------------------------------------------------------------------------
@@ -358,25 +429,47 @@ def baseline(root: Path, files: list[str]) -> tuple[list[str], float]:
 # -- the command -----------------------------------------------------------------------------------
 
 
+def module_rng(seed: int, module: str) -> random.Random:
+    """Each module's own random sample: the same mutants for a seed, whichever modules run with it."""
+    return random.Random(f"{seed}:{module}")
+
+
 def choose(sites: list[Site], sample: int, rng: random.Random) -> list[Site]:
     return sorted(rng.sample(sites, min(sample, len(sites))), key=lambda s: (s.line, s.node, s.variant))
 
 
-def report_text(reports: list[ModuleReport]) -> Iterator[str]:
-    yield (f"{'module':<10} {'mutants':>7} {'killed':>6} {'survived':>8} {'timeout':>7} {'invalid':>7} "
-           f"{'score':>6}")
+def report_text(reports: list[ModuleReport], equivalent: dict[str, str] | None = None) -> Iterator[str]:
+    """The table (score = killed / (killed + survived), equivalent mutants left out), then the
+    survivors, the equivalent ones with their reasons, and any listing the tests contradict."""
+    equivalent = equivalent or {}
+    yield (f"{'module':<10} {'generated':>9} {'sample':>6} {'killed':>6} {'survived':>8} {'equiv':>5} "
+           f"{'timeout':>7} {'invalid':>7} {'score':>6}")
     for r in reports:
         score = f"{r.score:.2f}" if r.score is not None else "-"
-        yield (f"{r.module:<10} {len(r.results):>7} {r.count('killed'):>6} {r.count('survived'):>8} "
-               f"{r.count('timeout'):>7} {r.count('invalid'):>7} {score:>6}")
+        yield (f"{r.module:<10} {r.generated:>9} {len(r.results):>6} {r.count('killed'):>6} "
+               f"{r.count('survived'):>8} {r.count('equivalent'):>5} {r.count('timeout'):>7} "
+               f"{r.count('invalid'):>7} {score:>6}")
     for r in reports:
+        carried = sum(1 for x in r.results if x.carried)
+        if carried:
+            yield f"\n{r.module}: {carried} of the {len(r.results)} results carried over from the earlier run"
         if r.baseline_failures:
             yield f"\n{r.module}: deselected, failing without any mutant: {', '.join(r.baseline_failures)}"
         survivors = [x for x in r.results if x.outcome == "survived"]
         if survivors:
-            yield f"\n{r.module}: surviving mutants ({len(survivors)} of {r.generated} generated)"
+            yield f"\n{r.module}: surviving mutants ({len(survivors)} of a sample of {len(r.results)})"
             for x in survivors:
-                yield f"  ledger/{r.module}.py:{x.site.line}: {x.site.kind}: {x.site.change}"
+                yield f"  {x.site.key()}"
+        same = [x for x in r.results if x.outcome == "equivalent"]
+        if same:
+            yield f"\n{r.module}: equivalent mutants, not scored ({len(same)})"
+            for x in same:
+                yield f"  {x.site.key()} -- {equivalent.get(x.site.key(), '')}"
+        wrong = [x for x in r.results if x.outcome == "killed" and x.site.key() in equivalent]
+        if wrong:
+            yield f"\n{r.module}: listed as equivalent, yet killed (fix the listing)"
+            for x in wrong:
+                yield f"  {x.site.key()}"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -390,6 +483,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds per mutant (default: 3 x the unmutated run + 30)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--equivalent", type=Path, default=EQUIVALENT,
+                        help="mutants known to be equivalent, each with its reason (default: %(default)s)")
+    parser.add_argument("--resume", type=Path, default=None, metavar="EARLIER.json",
+                        help="carry over the kills (and listed equivalent survivors) of an earlier "
+                             "--json run of the same sample; run the rest")
     args = parser.parse_args(argv)
     if args.sample < 1:
         parser.error("--sample must be at least 1")
@@ -399,7 +497,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    rng = random.Random(args.seed)
+    equivalent = read_equivalent(args.equivalent)
+    previous = read_previous(args.resume, equivalent) if args.resume else {}
     with tempfile.TemporaryDirectory(prefix="ledger-mutation-") as scratch:
         unmutated = make_copy(Path(scratch) / "baseline")
         check_isolated(unmutated)
@@ -410,19 +509,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             source = (ROOT / "ledger" / f"{module}.py").read_text(encoding="utf-8")
             sites = sites_of(module, source)
             report.generated = len(sites)
-            print(f"mutation: {module}: {len(sites)} mutants; running its tests unmutated ...",
+            sample = choose(sites, args.sample, module_rng(args.seed, module))
+            report.sample = len(sample)
+            report.results += [previous[site] for site in sample if site in previous]
+            to_run = [site for site in sample if site not in previous]
+            reports.append(report)
+            print(f"mutation: {module}: {len(sites)} mutants, a sample of {len(sample)}, "
+                  f"{len(sample) - len(to_run)} carried over; running its tests unmutated ...",
                   file=sys.stderr, flush=True)
+            if not to_run:
+                continue
             report.baseline_failures, report.baseline_seconds = baseline(unmutated, report.tests)
             timeout = args.timeout or 3 * report.baseline_seconds + 30
-            tasks += [(site, report.tests, report.baseline_failures, timeout)
-                      for site in choose(sites, args.sample, rng)]
-            reports.append(report)
+            tasks += [(site, report.tests, report.baseline_failures, timeout) for site in to_run]
         by_module = {r.module: r for r in reports}
         print(f"mutation: {len(tasks)} mutants on {args.workers} worker(s) ...", file=sys.stderr, flush=True)
         pool = multiprocessing.get_context("spawn").Pool(args.workers, initializer=_init_worker,
                                                           initargs=(scratch,))
         try:
             for done, result in enumerate(pool.imap_unordered(_run_mutant, tasks), 1):
+                if result.outcome == "survived" and result.site.key() in equivalent:
+                    result.outcome = "equivalent"
                 by_module[result.site.module].results.append(result)
                 print(f"mutation: {done}/{len(tasks)} {result.site.module}:{result.site.line} "
                       f"{result.site.change[:60]}: {result.outcome} ({result.seconds:.1f}s)",
@@ -435,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps([{**asdict(r), "score": r.score} for r in reports], indent=2))
     else:
-        print("\n".join(report_text(reports)))
+        print("\n".join(report_text(reports, equivalent)))
     return 0
 
 

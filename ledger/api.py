@@ -14,7 +14,7 @@ import random
 import secrets
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -104,6 +104,33 @@ def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def random_ledger_id() -> str:
+    """A new ledger identity: 16 random bytes in hex, never the all-zero `NO_LEDGER`."""
+    ledger_id = secrets.token_hex(16)
+    while ledger_id == NO_LEDGER:  # pragma: no cover - one chance in 2**128
+        ledger_id = secrets.token_hex(16)
+    return ledger_id
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where a ledger takes the time of its records, its new keys and its identity.
+
+    By default the system clock and the operating system's randomness. Fixed
+    sources (a clock that ticks by a set step, keys from fixed seeds, a fixed
+    identity) make a ledger whose every byte is reproducible: the known-answer
+    vectors that pin the record, checkpoint and proof formats are made that way.
+    Everything else (hashing, signing, ordering) is the same code either way.
+    """
+
+    now: Callable[[], str] = utc_now
+    new_signer: Callable[[], Signer] = Signer.generate
+    new_ledger_id: Callable[[], str] = random_ledger_id
+
+
+SYSTEM = Sources()
+
+
 def default_key() -> Path:
     """The key file a library caller means when it names none (the CLI reads LEDGER_KEY)."""
     return Path(DEFAULT_KEY)
@@ -123,8 +150,9 @@ class Ledger:
     """One ledger database and, for writing, its signing key."""
 
     def __init__(self, store: Store, signer: Signer | None = None, key_path: Path | None = None,
-                 ledger_id: str = NO_LEDGER):
+                 ledger_id: str = NO_LEDGER, sources: Sources = SYSTEM):
         self.store = store
+        self.sources = sources
         self.signer = signer
         #: This ledger's identity (from its genesis record), bound into every signature.
         self.ledger_id = ledger_id
@@ -142,7 +170,7 @@ class Ledger:
     @classmethod
     def open(cls, db: str | os.PathLike[str] | None = None, key: str | os.PathLike[str] | None = None,
              *, writable: bool = True, read_only: bool | None = None,
-             lock_timeout_s: float | None = None) -> Ledger:
+             lock_timeout_s: float | None = None, sources: Sources = SYSTEM) -> Ledger:
         """Open an initialised ledger; `writable` loads the signing key.
 
         `read_only` (by default: when not `writable`) opens a SQLite file so
@@ -167,11 +195,12 @@ class Ledger:
         except BaseException:
             store.close()
             raise
-        return cls(store, signer, key_path, ledger_id or NO_LEDGER)
+        return cls(store, signer, key_path, ledger_id or NO_LEDGER, sources)
 
     @classmethod
     def init(cls, db: str | os.PathLike[str] | None = None, key: str | os.PathLike[str] | None = None,
-             *, actor: str = "ledger-init", reuse_key: bool = False, pin: bool = True) -> Ledger:
+             *, actor: str = "ledger-init", reuse_key: bool = False, pin: bool = True,
+             sources: Sources = SYSTEM) -> Ledger:
         """Create a ledger: its identity, its first signing key, and (with `pin`) its
         anchor pinned in the user's configuration for later `verify` runs.
 
@@ -187,11 +216,9 @@ class Ledger:
         try:
             if store.last(KEY_CHAIN) is not None:
                 raise InputError(f"{store.label} is already a ledger; refusing to initialise it again")
-            signer = load_signer(key_path) if key_path.exists() else Signer.generate()
-            ledger_id = secrets.token_hex(16)
-            while ledger_id == NO_LEDGER:  # pragma: no cover - one chance in 2**128
-                ledger_id = secrets.token_hex(16)
-            ledger = cls(store, signer, key_path, ledger_id)
+            signer = load_signer(key_path) if key_path.exists() else sources.new_signer()
+            ledger_id = sources.new_ledger_id()
+            ledger = cls(store, signer, key_path, ledger_id, sources)
             if pin:  # first: a ledger is never left without the pin its `init` promised
                 ledger.pinned = pin_anchor(ledger_id, signer.public_raw)
             try:
@@ -273,7 +300,7 @@ class Ledger:
         signer = self._signer_for(current_kid)
         if signer.path is None:
             raise KeyFileError("cannot rotate a key that has no key file")
-        new = Signer.generate()
+        new = self.sources.new_signer()
         staged = next_key_path(signer.path, new.kid)  # named by its kid: rotations never collide
         write_private_key(staged, new)
         body = commands.record("key.rotated", actor, "ledger", public_key=new.public_text, new_kid=new.kid,
@@ -309,7 +336,7 @@ class Ledger:
             head = self.head(KEY_CHAIN)
             # Later than every record already committed, whatever clock stamped it.
             heads = [self.head(fleet).timestamp for fleet in self.store.chains()]
-            timestamp = max(utc_now(), head.timestamp, *heads)
+            timestamp = max(self.sources.now(), head.timestamp, *heads)
             record, data = seal(body, fleet=KEY_CHAIN, seq=head.seq + 1, prev=head.hash,
                                 timestamp=timestamp, signer=signer, ledger_id=self.ledger_id)
             sealed.append(Receipt(KEY_CHAIN, head.seq + 1, record["hash"]))
@@ -364,7 +391,7 @@ class Ledger:
         key = self._key or self._read_key_state()
         signer = self._signer_for(key.kid)
         head = self._heads[fleet] if fleet in self._heads else self.head(fleet)
-        timestamp = max(utc_now(), head.timestamp, key.since)
+        timestamp = max(self.sources.now(), head.timestamp, key.since)
         signing = self._signing(signer)
         prev, seq = head.hash, head.seq
         ahead: deque[tuple[int, list[dict[str, Any]], Signatures]] = deque()
@@ -490,7 +517,7 @@ class Ledger:
                 head = self._heads[chain]
                 if expect_seq is not None and head.seq != expect_seq:
                     raise HeadMovedError(f"{chain} moved from seq {expect_seq} to {head.seq}")
-                sealed_at = max(utc_now(), head.timestamp, key.since)
+                sealed_at = max(self.sources.now(), head.timestamp, key.since)
                 events, receipts = self._seal_all(chain, bodies, head, sealed_at, signer)
                 self.store.insert(events, key_chain_seq=key.seq if check_key else None)
                 break

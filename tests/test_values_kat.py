@@ -18,7 +18,14 @@ import orjson
 import pytest
 import rfc8785
 
-from ledger.encoding import MAX_SAFE_INTEGER, canonical, check_values, parse_record
+from ledger.encoding import (
+    MAX_DEPTH,
+    MAX_RECORD_BYTES,
+    MAX_SAFE_INTEGER,
+    canonical,
+    check_values,
+    parse_record,
+)
 from ledger.errors import RecordError
 from tests.conftest import Env, run_cli
 
@@ -115,3 +122,56 @@ def test_ledger_append_refuses_them_and_writes_nothing(env: Env, capsys: pytest.
     assert result.err.count("\n") == 1
     with env.open(writable=False) as lg:
         assert [r["seq"] for r in lg.records("prod")] == [1]
+
+
+def test_check_values_names_places_below_a_given_path_and_checks_any_top_level_value() -> None:
+    """`check_values` on its own: the path given prefixes every place it names, and a value that
+    is not an object (a list) is checked like any nested one, with a `RecordError`."""
+    with pytest.raises(RecordError, match=r"^field 'body\.x': floats are not allowed"):
+        check_values({"x": 0.5}, "body")
+    with pytest.raises(RecordError, match=r"^field '\[1\]': floats are not allowed"):
+        check_values([1, 2.5])
+    check_values([1, "a", None, {"k": [True]}])
+
+
+def _nested(depth: int) -> Any:
+    """1 inside `depth` levels of lists and objects, alternating."""
+    value: Any = 1
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+def test_the_depth_limit_is_the_same_whichever_way_a_value_is_checked() -> None:
+    """The record is level 1 whether checked as a flat record or below a given path."""
+    for path in ("", "p"):
+        check_values({"x": _nested(MAX_DEPTH - 1)}, path)
+        with pytest.raises(RecordError, match=f"nested more than {MAX_DEPTH} levels deep"):
+            check_values({"x": _nested(MAX_DEPTH)}, path)
+
+
+@pytest.mark.parametrize(("text", "what"), [
+    pytest.param("a\ud800", "lone surrogate", id="first-surrogate"),
+    pytest.param("a\udfff", "lone surrogate", id="last-surrogate"),
+    pytest.param("a\x9f", "control character", id="last-c1-control"),
+])
+def test_a_refused_character_is_named_for_what_it_is(text: str, what: str) -> None:
+    with pytest.raises(RecordError, match=f"^field 's': {what} .* at offset 1 "):
+        check_values({"s": text})
+
+
+def test_a_huge_integer_is_quoted_cut_to_40_digits() -> None:
+    value = int("12345" * 10)  # 50 digits
+    with pytest.raises(RecordError) as caught:
+        check_values({"x": value})
+    assert str(caught.value) == f"field 'x': integer '{str(value)[:40]}'... is outside +/-(2**53-1)"
+
+
+def test_a_record_of_exactly_the_size_limit_is_read() -> None:
+    head, tail = b'{"a":"', b'"}'
+    data = head + b"x" * (MAX_RECORD_BYTES - len(head) - len(tail)) + tail
+    assert len(data) == MAX_RECORD_BYTES
+    assert parse_record(data) == {"a": "x" * (MAX_RECORD_BYTES - 8)}
+    with pytest.raises(RecordError, match=f"^record is {MAX_RECORD_BYTES + 1} bytes; the limit is "
+                                          f"{MAX_RECORD_BYTES}$"):
+        parse_record(head + b"x" + data[len(head):])
