@@ -22,10 +22,11 @@ from ledger.store import chain_guards
 class GuardedPostgresRecorder(PostgresApplicationRecorder):
     """The PostgreSQL twin of `ledger.store.GuardedSQLiteRecorder`.
 
-    The guards (key chain, policy chain) run inside the insert's transaction, once the EXCLUSIVE table
-    lock that eventsourcing takes for every insert is held (so no rotation or
-    policy change can commit between the check and this commit), and before the insert is sent,
-    so a refused batch leaves nothing to commit.
+    The guards (key chain, policy chain) run inside the insert's transaction,
+    once the EXCLUSIVE table lock that eventsourcing takes for every insert is
+    held (so no rotation or policy change can commit between the check and this
+    commit), and before the insert is sent, so a refused batch leaves nothing to
+    commit.
     """
 
     def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent],
