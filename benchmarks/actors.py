@@ -1,6 +1,6 @@
 """What proving who did it costs: each figure a ratio against a baseline measured in the same run.
 
-    python -m benchmarks.actors [--full] [--rollbacks N] [--decisions N] [--json]
+    python -m benchmarks.actors [--full] [--rollbacks N] [--reports N] [--decisions N] [--json]
 
 Figures:
 
@@ -8,6 +8,10 @@ Figures:
   ledger (the actor's envelope signed, then checked by the gate: signature, key, nonce,
   expiry, role) vs an unsigned rollback in an open ledger; the two are timed alternately,
   each on a fresh version deployed and completed (untimed) before it (goal <= 1.5).
+- ``signed-report``: p50 latency of a worker fact signed by a reporter bound to the
+  worker and checked by the gate (``ledger.reporter.report_fact``: signature, key, nonce,
+  expiry, binding, and the write held to the policy position) in an enforced ledger vs
+  the same fact appended unsigned in an open ledger; timed alternately (goal <= 2.0).
 - ``verify-signed``: records/s of ``Ledger.verify()`` over a fleet of ``--decisions``
   signed decision records (each one actor signature to check, plus the ledger's own
   proof) vs the Ed25519 verify rate of ``cryptography`` on all cores, measured before
@@ -36,6 +40,7 @@ from benchmarks.common import (
     percentile,
     run_main,
 )
+from ledger import commands
 from ledger.actors import ActorSigner
 from ledger.api import Ledger
 from ledger.app import App, open_app
@@ -43,10 +48,11 @@ from ledger.decide import Complete, Deploy, Meta, Rollback
 from ledger.envelope import seal_envelope
 from ledger.policy import POLICY_CHAIN
 from ledger.policy_decide import AddActor, EnablePolicy
+from ledger.reporter import report_fact
 from ledger.rollback import RollbackRequest
 
-QUICK = {"rollbacks": 60, "decisions": 10_000}
-FULL = {"rollbacks": 300, "decisions": 100_000}
+QUICK = {"rollbacks": 60, "reports": 200, "decisions": 10_000}
+FULL = {"rollbacks": 300, "reports": 1000, "decisions": 100_000}
 FLEET = "bench"
 CHUNK = 1000
 
@@ -106,6 +112,37 @@ def figure_signed_rollback(root: Path, n: int, log: Log) -> Figure:
                   "baseline: the same unsigned rollback through the gate of an open ledger")
 
 
+def figure_signed_report(root: Path, n: int, log: Log) -> Figure:
+    open_db, open_key = _ledger(root, "open-facts")
+    signed_db, signed_key = _ledger(root, "enforced-facts")
+    admin, reporter = ActorSigner.generate("admin"), ActorSigner.generate("pool-reporter")
+    unsigned: list[float] = []
+    signed: list[float] = []
+    with open_app(open_db, open_key, projections=root / "open-facts-views.db") as plain, \
+            open_app(signed_db, signed_key, projections=root / "enforced-facts-views.db") as enforced:
+        _enforce(enforced, admin)
+        bind = AddActor(reporter.name, (reporter.public_raw,), ("reporter",), Meta(admin.name),
+                        workers=("w-*",))
+        assert enforced.service.submit_policy(bind, signer=admin).accepted
+        for i in range(n):
+            body = commands.worker_sessions(f"w-{i % 8}", "v1", i % 5, reporter.name, ok=i, error=0,
+                                            dropped=0)
+            start = time.perf_counter()
+            plain.ledger.append(FLEET, body)
+            unsigned.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            outcome = report_fact(enforced.service, FLEET, body, reporter)
+            signed.append(time.perf_counter() - start)
+            assert outcome.accepted, outcome.decision
+            if (i + 1) % 100 == 0:
+                log(f"signed-report: {i + 1}/{n} pairs")
+    ours, baseline = percentile(signed, 0.5) * 1000, percentile(unsigned, 0.5) * 1000
+    ratio = ours / baseline
+    return Figure("signed-report", f"reporter-signed worker fact, p50 of {n}", ours, baseline, "ms",
+                  ratio, "<= 2.0", ratio <= 2.0,
+                  "baseline: the same fact appended unsigned to an open ledger")
+
+
 def _signed_decisions(ledger: Ledger, signer: ActorSigner, n: int, policy_seq: int) -> None:
     """`n` signed `version.verified` decisions, written in chunks as the gate would record them."""
     for start in range(0, n, CHUNK):
@@ -145,7 +182,7 @@ def figure_verify_signed(root: Path, n: int, log: Log) -> Figure:
                   f"baseline: Ed25519 verifies/s on {workers} core(s), one per record (the actor's)")
 
 
-FIGURES = ("signed-rollback", "verify-signed")
+FIGURES = ("signed-rollback", "signed-report", "verify-signed")
 
 
 def run(args: argparse.Namespace, log: Log) -> tuple[Sequence[Figure], dict[str, Any]]:
@@ -153,13 +190,16 @@ def run(args: argparse.Namespace, log: Log) -> tuple[Sequence[Figure], dict[str,
         root = Path(tmp)
         log("measuring signed-rollback ...")
         first = measured(log, figure_signed_rollback(root, args.rollbacks, log))
+        log("measuring signed-report ...")
+        report = measured(log, figure_signed_report(root, args.reports, log))
         log("measuring verify-signed ...")
         second = measured(log, figure_verify_signed(root, args.decisions, log))
-    return [first, second], {}
+    return [first, report, second], {}
 
 
 def build_parser() -> argparse.ArgumentParser:
     return parser_for("actors", __doc__ or "", {"rollbacks": "rollback pairs timed",
+                                                "reports": "signed and unsigned fact pairs timed",
                                                 "decisions": "signed decisions verified"}, QUICK, FULL)
 
 

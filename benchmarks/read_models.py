@@ -57,6 +57,7 @@ from ledger import commands as build
 from ledger.api import Ledger
 from ledger.decide import Judge, Meta, Verdict
 from ledger.gate import FleetService
+from ledger.policy import POLICY_CHAIN
 from ledger.rollback import RollbackRequest, plan_rollback
 from projections.runner import PAGE_SIZE, Projections
 
@@ -127,7 +128,8 @@ class Builder:
             size = min(SLICE, n - self.count)
             stream = self.streams[fleet]
             bodies = [next(stream) for _ in range(size)]
-            self.ledger.append_gated(fleet, bodies, expect_seq=self.ledger.head(fleet).seq)
+            self.ledger.append_gated(fleet, bodies, expect_seq=self.ledger.head(fleet).seq,
+                                     policy_seq=self.ledger.head(POLICY_CHAIN).seq)
             self.count += size
             turn += 1
 

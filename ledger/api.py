@@ -71,6 +71,7 @@ from ledger.store import (
     KEY_CHAIN,
     PAGE_SIZE,
     KeyChainMovedError,
+    PolicyMovedError,
     SealedRecord,
     Store,
     default_db,
@@ -433,24 +434,53 @@ class Ledger:
         return receipts
 
     def append_gated(self, fleet: str, bodies: Sequence[Mapping[str, Any]], *,
-                     expect_seq: int) -> list[Receipt]:
-        """Store the records of one decision, in one transaction, only at head `expect_seq`.
+                     expect_seq: int, policy_seq: int) -> list[Receipt]:
+        """Store the records of one decision, in one transaction, only at head `expect_seq`
+        and while the policy chain is still at `policy_seq`.
 
         For the gate (`ledger.gate.FleetService`) alone: it has decided these
-        records against the fleet's state at that head. Everyone else appends
-        facts with `append` and submits decisions to the gate.
+        records against the fleet's state at that head and the policy at that
+        position. A policy change (a revocation, a role) that commits in between
+        fails the write with `HeadMovedError`, and the gate decides again.
+        Everyone else appends facts with `append` and submits decisions to the gate.
         """
         check_fleet_name(fleet)
         checked = [self.validate(body, gated=True) for body in bodies]
-        return self._append_chunk(fleet, checked, expect_seq=expect_seq)
+        return self._append_chunk(fleet, checked, expect_seq=expect_seq, policy_seq=policy_seq)
 
     def append_policy(self, bodies: Sequence[Mapping[str, Any]], *, expect_seq: int) -> list[Receipt]:
         """Store the records of one policy decision in the policy chain, only at head `expect_seq`.
 
         For the gate alone (`FleetService.submit_policy`), like `append_gated`.
+        Sealed while holding the write lock, like a key rotation: its timestamp is
+        then no earlier than any record already committed, so a decision stamped
+        after a policy change was written after it too (`verify` relies on this
+        to tell a decision taken under a superseded policy).
         """
         checked = [self.validate(body, gated=True) for body in bodies]
-        return self._append_chunk(POLICY_CHAIN, checked, expect_seq=expect_seq)
+        sealed: list[Receipt] = []
+        sealed_at = ""
+
+        def make() -> list[SealedRecord]:
+            nonlocal sealed_at
+            head = self.head(POLICY_CHAIN)
+            if head.seq != expect_seq:
+                raise HeadMovedError(f"{POLICY_CHAIN} moved from seq {expect_seq} to {head.seq}")
+            key = self._read_key_state()
+            signer = self._signer_for(key.kid)
+            heads = [self.head(chain).timestamp for chain in self.store.chains()]
+            sealed_at = max(utc_now(), head.timestamp, key.since, *heads)
+            events, receipts = self._seal_all(POLICY_CHAIN, checked, head, sealed_at, signer)
+            sealed.extend(receipts)
+            return events
+
+        try:
+            self.store.insert_locked(make)
+        except storage_errors() as exc:
+            raise storage_fault(exc, self.store.label, "write to") from None
+        last = sealed[-1]
+        self._heads[POLICY_CHAIN] = Head(last.seq, last.hash, sealed_at)
+        return sealed
 
     @staticmethod
     def validate(body: Mapping[str, Any], where: str = "record", *, gated: bool = False) -> dict[str, Any]:
@@ -486,8 +516,8 @@ class Ledger:
                 f"the last record of {chain} is unreadable; the ledger is damaged (run `ledger verify`)"
             ) from None
 
-    def _append_chunk(self, chain: str, bodies: Sequence[Mapping[str, Any]],
-                      *, check_key: bool = True, expect_seq: int | None = None) -> list[Receipt]:
+    def _append_chunk(self, chain: str, bodies: Sequence[Mapping[str, Any]], *, check_key: bool = True,
+                      expect_seq: int | None = None, policy_seq: int | None = None) -> list[Receipt]:
         """Seal on the head and insert; retry lost races and a store that is briefly away.
 
         A lost race (the position is taken) re-reads the head and seals again.
@@ -495,7 +525,8 @@ class Ledger:
         up to `RECONNECT_SECONDS`. Any attempt whose outcome is unknown is
         remembered, and before sealing again the retry looks for it at its
         positions: if it did land, its receipts are returned and nothing is
-        written twice.
+        written twice. With `policy_seq` the write also needs the policy chain
+        still at that position (`HeadMovedError` if it moved).
         """
         reconnect_until: float | None = None
         unknown: list[tuple[list[Receipt], str]] = []  # attempts that may have committed
@@ -519,8 +550,12 @@ class Ledger:
                     raise HeadMovedError(f"{chain} moved from seq {expect_seq} to {head.seq}")
                 sealed_at = max(self.sources.now(), head.timestamp, key.since)
                 events, receipts = self._seal_all(chain, bodies, head, sealed_at, signer)
-                self.store.insert(events, key_chain_seq=key.seq if check_key else None)
+                self.store.insert(events, key_chain_seq=key.seq if check_key else None,
+                                  policy_seq=policy_seq)
                 break
+            except PolicyMovedError:
+                self._heads.pop(chain, None)
+                raise HeadMovedError(f"{POLICY_CHAIN} moved past seq {policy_seq}") from None
             except IntegrityError:
                 self._heads.pop(chain, None)
                 if self._landed(chain, receipts):

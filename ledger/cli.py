@@ -84,6 +84,7 @@ def _fill_defaults(args: argparse.Namespace) -> Config:
     args.projections, args.driver = config.projections, config.driver
     args.driver_config = config.driver_config
     args.actor_key = config.actor_key
+    args.reporter, args.reporter_key = config.reporter, config.reporter_key
     args.config = config
     return config
 

@@ -36,6 +36,7 @@ from ledger.decide import (
 from ledger.errors import InputError, RecordError
 from ledger.events import EVENT_TYPES
 from ledger.gate import Outcome, Refused, command_from_record
+from ledger.reporter import ReporterKey, reporter_key
 
 Common = Callable[..., None]
 
@@ -174,6 +175,21 @@ def add_decision_options(p: argparse.ArgumentParser, *, reason_required: bool = 
                    help="a retry with this key returns the first result and writes nothing new")
     p.add_argument("--projections", default=None, help=argparse.SUPPRESS)
     add_signing_options(p)
+
+
+def add_reporter_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reporter", default=argparse.SUPPRESS, metavar="NAME",
+                   help="the reporter actor that signs the worker facts written here (env LEDGER_REPORTER)")
+    p.add_argument("--reporter-key", default=argparse.SUPPRESS, metavar="PATH",
+                   help="the reporter's Ed25519 private key (OpenSSH, PEM or raw) (env LEDGER_REPORTER_KEY)")
+
+
+def reporter_of(args: argparse.Namespace) -> ReporterKey | None:
+    """The reporter `--reporter`/`--reporter-key` name, its key checked readable now (exit 2 if not)."""
+    reporter = reporter_key(getattr(args, "reporter", None), getattr(args, "reporter_key", None))
+    if reporter is not None:
+        reporter.load()
+    return reporter
 
 
 def add_signing_options(p: argparse.ArgumentParser) -> None:

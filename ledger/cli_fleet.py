@@ -15,7 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ledger.cli_decide import add_decision_options, deploy_command, open_for, report
+from ledger.cli_decide import (
+    add_decision_options,
+    add_reporter_options,
+    deploy_command,
+    open_for,
+    report,
+    reporter_of,
+)
 from ledger.cli_output import add_output_option, print_json, wants_json
 from ledger.decide import Accepted, Meta, Refused, Rollback, check_well_formed
 from ledger.drive import DRIVER_ACTOR, Ending, Executor
@@ -41,9 +48,10 @@ class FleetSession:
             self.ledger, self.views, self.service = self.app.ledger, self.app.views, self.app.service
             assert self.ledger.signer is not None and self.ledger.signer.path is not None
             rundir = args.rundir or self.settings.options.get("rundir")
+            reporter = reporter_of(args)
             self.driver = open_driver(self.settings, db=self.ledger.db,
                                       key=str(self.ledger.signer.path), fleet=args.fleet,
-                                      rundir=Path(rundir) if rundir else None)
+                                      rundir=Path(rundir) if rundir else None, reporter=reporter)
             self.tracker = Tracker(self.ledger.db, "fleet-driver")
         except BaseException:
             self.app.close()
@@ -52,7 +60,8 @@ class FleetSession:
         signer = self.service.signer
         self.executor = Executor(self.service, self.driver or WatchOnly(), self.tracker, args.fleet,
                                  actor=signer.name if signer is not None else DRIVER_ACTOR,
-                                 step_delay_s=args.step_delay, say=_say)
+                                 step_delay_s=args.step_delay, say=_say,
+                                 reporter=reporter.load() if reporter is not None else None)
 
     @property
     def external(self) -> bool:
@@ -217,6 +226,7 @@ def add_driver_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rundir", default=None, help="local worker lock files and logs "
                    "(default <db>.run)")
     p.add_argument("--step-delay", type=float, default=0.0, help=argparse.SUPPRESS)
+    add_reporter_options(p)
 
 
 def register(sub: argparse._SubParsersAction[Any], common: Common) -> None:

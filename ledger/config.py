@@ -17,6 +17,8 @@ variables) come from the functions here.
 | driver_config | `--driver-config` | `LEDGER_DRIVER_CONFIG` | none |
 | trust | `--public-key` | `LEDGER_TRUST` | the key pinned at init |
 | actor_key | `--actor-key` | `LEDGER_ACTOR_KEY` | none (commands go unsigned) |
+| reporter | `--reporter` | `LEDGER_REPORTER` | none (worker facts go unsigned) |
+| reporter_key | `--reporter-key` | `LEDGER_REPORTER_KEY` | none |
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ class Config:
     user: str = "ledger-init"
     #: The private key the actor signs decisions with (enforced ledgers need it).
     actor_key: str | None = None
+    #: The reporter actor that signs the worker facts a driver or importer writes, and its key.
+    reporter: str | None = None
+    reporter_key: str | None = None
 
     @classmethod
     def load(cls, given: Mapping[str, Any], environ: Mapping[str, str] | None = None, *,
@@ -71,6 +76,8 @@ class Config:
             driver_config=pick("driver_config", "LEDGER_DRIVER_CONFIG", None),
             user=env.get("USER") or "ledger-init",
             actor_key=pick("actor_key", "LEDGER_ACTOR_KEY", None),
+            reporter=pick("reporter", "LEDGER_REPORTER", None),
+            reporter_key=pick("reporter_key", "LEDGER_REPORTER_KEY", None),
         )
 
 

@@ -66,7 +66,8 @@ def report(service: FleetService, fleet: str, body: Mapping[str, Any], *,
             body_out = {**fact, **attestation.fields}
             decision = Accepted((body_out,))
         try:
-            receipts = service.ledger.append_gated(fleet, [body_out], expect_seq=head)
+            receipts = service.ledger.append_gated(fleet, [body_out], expect_seq=head,
+                                                   policy_seq=policy.seq)
         except HeadMovedError:
             continue
         return Outcome(decision, tuple(receipts))
@@ -131,7 +132,8 @@ def approve(service: FleetService, chain: str, request_seq: int, meta: Meta, *,
             if state is None:
                 receipts = service.ledger.append_policy(bodies, expect_seq=head)
             else:
-                receipts = service.ledger.append_gated(chain, bodies, expect_seq=head)
+                receipts = service.ledger.append_gated(chain, bodies, expect_seq=head,
+                                                       policy_seq=policy.seq)
         except HeadMovedError:
             continue
         return Outcome(decision, tuple(receipts))

@@ -36,10 +36,12 @@ from enum import StrEnum
 from typing import Any
 
 from ledger import commands
+from ledger.actors import ActorSigner
 from ledger.decide import Complete, Fail, Meta, external_settlement, unclean_workers
 from ledger.fleet import FleetDriver
 from ledger.gate import FleetService, Outcome
 from ledger.model import MoveKind
+from ledger.reporter import report_fact
 from ledger.rules import FleetHistory
 from ledger.tracking import Tracker
 
@@ -126,8 +128,10 @@ class Executor:
     def __init__(self, service: FleetService, driver: FleetDriver, tracker: Tracker,
                  fleet: str, *, actor: str = DRIVER_ACTOR, poll_s: float = 0.2,
                  start_timeout_s: float = DEFAULT_START_TIMEOUT_S, step_delay_s: float = 0.0,
-                 say: Callable[[str], None] = lambda _line: None):
+                 say: Callable[[str], None] = lambda _line: None, reporter: ActorSigner | None = None):
         self.service, self.driver, self.tracker = service, driver, tracker
+        #: Signs the worker facts this executor records (drains asked, workers gone), if given.
+        self.reporter = reporter
         self.ledger, self.states = service.ledger, service.states
         self.fleet, self.actor, self.poll_s = fleet, actor, poll_s
         self.start_timeout_s, self.step_delay_s, self._say = start_timeout_s, step_delay_s, say
@@ -165,8 +169,12 @@ class Executor:
     # -- carrying out ------------------------------------------------------------------
 
     def _record(self, body: dict[str, Any]) -> int:
-        """Append a fact the executor observed or caused (a drain, an exit)."""
-        receipt = self.ledger.append(self.fleet, body)
+        """Append a fact the executor observed or caused (a drain, an exit); signed by the
+        reporter if there is one (a refused one is recorded as refused)."""
+        if self.reporter is not None:
+            receipt = report_fact(self.service, self.fleet, body, self.reporter).receipt
+        else:
+            receipt = self.ledger.append(self.fleet, body)
         self._pause()
         return receipt.seq
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from ledger.errors import InputError
 from ledger.fleet import FleetDriver
+from ledger.reporter import ReporterKey
 
 
 class DriverKind(StrEnum):
@@ -60,21 +61,26 @@ class DriverSettings:
 
 
 def open_driver(settings: DriverSettings, *, db: str, key: str, fleet: str,
-                rundir: Path | None) -> FleetDriver | None:
-    """The driver `settings` names, ready to start and drain workers; None for `none`."""
+                rundir: Path | None, reporter: ReporterKey | None = None) -> FleetDriver | None:
+    """The driver `settings` names, ready to start and drain workers; None for `none`.
+
+    With a `reporter`, the workers it starts (local) or the sinks of its pools
+    (openrtc) sign the worker facts they write (`ledger.reporter`).
+    """
     if settings.kind is DriverKind.NONE:
         return None
     if settings.kind is DriverKind.LOCAL:
         from ledger.sim.local_driver import LocalProcessDriver, WorkerSettings, default_rundir
 
         return LocalProcessDriver(db, key, fleet, rundir or default_rundir(db, key),
-                                  WorkerSettings.from_options(settings.options))
+                                  WorkerSettings.from_options(settings.options), reporter=reporter)
     from ledger.openrtc.driver import OpenRTCPoolDriver
     from ledger.openrtc.sink import LedgerAuditSink
 
     factory = _pool_factory(settings.options.get("pool_factory"))
-    return OpenRTCPoolDriver(factory, sink_for=lambda worker_id: LedgerAuditSink(db, key, fleet,
-                                                                                 source=worker_id))
+    signer = reporter.load() if reporter is not None else None
+    return OpenRTCPoolDriver(factory, sink_for=lambda worker_id: LedgerAuditSink(
+        db, key, fleet, source=worker_id, reporter=signer))
 
 
 def _pool_factory(spec: object) -> Any:

@@ -5,9 +5,11 @@ refusal records (`ledger.events.GATED_EVENTS`): the CLI, the Python API, the
 executor's own settlements, the OpenRTC sink and the importer all come here.
 It reads the fleet's state at the chain head from a `StateSource` (the
 projections, caught up), decides with the pure `ledger.decide.decide`, and
-appends the result with `expect_seq` set to that head: if another writer got
-there first the append fails cleanly and the command is decided again on the
-new head, so no decision ever rests on stale history.
+appends the result with `expect_seq` set to that head and `policy_seq` set to
+the policy position it was decided against: if another writer got there first
+(a fleet record, or a policy change such as a revocation) the append fails
+cleanly and the command is decided again on the new heads, so no decision ever
+rests on stale history or a superseded policy.
 
 A repeated idempotency key returns the first result and writes nothing; keys
 count only on records this gate wrote (a fact carrying one claims nothing).
@@ -158,9 +160,10 @@ class FleetService:
                 signed = self.sign(fleet, command, signer)
             decision, bodies = self.decide_at(fleet, command, signed, state.head_seq, policy, state)
             try:
-                receipts = self.ledger.append_gated(fleet, bodies, expect_seq=state.head_seq)
+                receipts = self.ledger.append_gated(fleet, bodies, expect_seq=state.head_seq,
+                                                   policy_seq=policy.seq)
             except HeadMovedError:
-                continue  # someone wrote meanwhile: decide again on the new head
+                continue  # someone wrote meanwhile (the fleet or the policy): decide again
             return Outcome(decision, tuple(receipts))
         raise HeadMovedError(f"fleet {fleet} kept moving; gave up after {MAX_DECISIONS} decisions")
 

@@ -53,6 +53,8 @@ def storage_errors() -> tuple[type[BaseException], ...]:
 
 FLEET_PREFIX = "fleet:"
 KEY_CHAIN = "@keys"
+#: The policy chain (`ledger.policy.POLICY_CHAIN`), named here so the store imports no policy.
+POLICY_CHAIN = "@policy"
 PAGE_SIZE = 2000
 OPEN_ATTEMPTS = 5
 
@@ -97,13 +99,30 @@ class KeyChainMovedError(Exception):
     """The key chain changed since the writer read it: re-read the key, re-seal."""
 
 
+class PolicyMovedError(Exception):
+    """The policy chain changed since the writer decided against it: decide again."""
+
+
+def chain_guards(key_chain_seq: int | None, policy_seq: int | None) -> list[tuple[str, int, type[Exception]]]:
+    """The chains an insert must find at the lengths its writer read, and what it raises if not."""
+    guards: list[tuple[str, int, type[Exception]]] = []
+    if key_chain_seq is not None:
+        guards.append((KEY_CHAIN, key_chain_seq, KeyChainMovedError))
+    if policy_seq is not None:
+        guards.append((POLICY_CHAIN, policy_seq, PolicyMovedError))
+    return guards
+
+
 class GuardedSQLiteRecorder(SQLiteApplicationRecorder):
     """Inserts a batch in one statement and, inside the same write transaction,
-    checks that the key chain is still at the position the writer sealed against.
+    checks that the key chain is still at the position the writer sealed against
+    and, for a decision, that the policy chain is still at the position it was
+    decided against.
 
     The check runs after the insert, when the write lock is held, so no rotation
-    can commit between the check and the commit: a record is never stored with
-    a key that was retired before it was written.
+    (or policy change) can commit between the check and the commit: a record is
+    never stored with a key that was retired before it was written, nor a
+    decision taken under a policy that was already replaced.
     """
 
     def construct_create_table_statements(self) -> list[str]:
@@ -120,14 +139,13 @@ class GuardedSQLiteRecorder(SQLiteApplicationRecorder):
         nodes = merkle_nodes.nodes_to_write(c, table, "?", stored_events)
         if nodes:
             c.executemany(merkle_nodes.UPSERT_SQLITE.format(table=table), nodes)
-        expected = kwargs.get("key_chain_seq")
-        if expected is not None:
-            expected += sum(1 for s in stored_events if s.originator_id == KEY_CHAIN)
+        for chain, length, moved in chain_guards(kwargs.get("key_chain_seq"), kwargs.get("policy_seq")):
+            expected = length + sum(1 for s in stored_events if s.originator_id == chain)
             c.execute(f"SELECT MAX(originator_version) FROM {self.events_table_name} "
-                      "WHERE originator_id=?", (KEY_CHAIN,))
+                      "WHERE originator_id=?", (chain,))
             found = c.fetchone()[0] or 0
             if found != expected:
-                raise KeyChainMovedError(f"key chain at {found}, sealed against {expected}")
+                raise moved(f"{chain} at {found}, sealed against {expected}")
         return None
 
 
@@ -353,15 +371,17 @@ class Store:
     def close(self) -> None:
         self.app.close()
 
-    def insert(self, records: Sequence[SealedRecord], key_chain_seq: int | None = None) -> None:
+    def insert(self, records: Sequence[SealedRecord], key_chain_seq: int | None = None,
+               policy_seq: int | None = None) -> None:
         """Write records in one transaction; returns only once they are durable.
 
         Raises eventsourcing's IntegrityError when a position is taken, and
         `KeyChainMovedError` when `key_chain_seq` is given and is no longer the
-        key chain's length (before this batch). (The application's event store is used directly:
+        key chain's length (before this batch); `PolicyMovedError` likewise for `policy_seq`
+        and the policy chain. (The application's event store is used directly:
         `Application.save` only adds aggregate bookkeeping this ledger has none of.)
         """
-        self.app.events.put(list(records), key_chain_seq=key_chain_seq)
+        self.app.events.put(list(records), key_chain_seq=key_chain_seq, policy_seq=policy_seq)
 
     def insert_locked(self, make: Callable[[], Sequence[SealedRecord]]) -> None:
         """Take the write lock first, then build the records and insert them.

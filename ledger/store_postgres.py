@@ -16,30 +16,33 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.rows import dict_row
 
 from ledger import merkle_nodes
-from ledger.store import KEY_CHAIN, KeyChainMovedError
+from ledger.store import chain_guards
 
 
 class GuardedPostgresRecorder(PostgresApplicationRecorder):
     """The PostgreSQL twin of `ledger.store.GuardedSQLiteRecorder`.
 
-    The guard runs inside the insert's transaction, once the EXCLUSIVE table
-    lock that eventsourcing takes for every insert is held (so no rotation can
-    commit between the check and this commit), and before the insert is sent,
-    so a refused batch leaves nothing to commit.
+    The guards (key chain, policy chain) run inside the insert's transaction,
+    once the EXCLUSIVE table lock that eventsourcing takes for every insert is
+    held (so no rotation or policy change can commit between the check and this
+    commit), and before the insert is sent, so a refused batch leaves nothing to
+    commit.
     """
 
     def _insert_stored_events(self, curs: Any, stored_events: Sequence[StoredEvent],
                               **kwargs: Any) -> None:
-        expected = kwargs.get("key_chain_seq")
-        if expected is not None:
-            self._lock_table(curs)  # taken before the check: commits are ordered from here
+        guards = chain_guards(kwargs.get("key_chain_seq"), kwargs.get("policy_seq"))
+        if guards:
+            self._lock_table(curs)  # taken before the checks: commits are ordered from here
             table = f'"{self.datastore.schema}"."{self.events_table_name}"'
+        for chain, length, moved in guards:
+            expected = length + sum(1 for s in stored_events if s.originator_id == chain)
             curs.execute(f"SELECT COALESCE(MAX(originator_version), 0) AS length FROM {table} "
-                         "WHERE originator_id = %s", (KEY_CHAIN,))
+                         "WHERE originator_id = %s", (chain,))
             found = curs.fetchone()["length"]  # syncs the pipeline: nothing is queued behind it
             if found != expected:
                 # Raised before the insert is sent, so the transaction holds nothing to commit.
-                raise KeyChainMovedError(f"key chain at {found}, sealed against {expected}")
+                raise moved(f"{chain} at {found}, sealed against {expected}")
         super()._insert_stored_events(curs, stored_events, **kwargs)
         table = f'"{self.datastore.schema}"."{merkle_nodes.table_name(self.events_table_name)}"'
         # A cursor of its own: eventsourcing reads the insert's notification ids from `curs` next.

@@ -12,7 +12,8 @@ position:
 - for each decision: the envelope names this ledger, this chain, the record's
   actor and an action that yields the record's event (and version); the key
   that signed was that actor's and in force at the policy position the record
-  names (`policy_seq`, which existed when the record was written); the
+  names (`policy_seq`, which existed when the record was written and was
+  still the latest then: no later policy record is stamped before it); the
   signature verifies; the nonce appears on no other verified command of the
   chain; the envelope had not expired; and a role allowed the action, with
   the approvals the policy then asked for.
@@ -298,6 +299,12 @@ class ActorChecker:
                          f"a policy recorded by {record['timestamp']}",
                          f"{POLICY_CHAIN} seq {position} of {self.timestamps[position]}",
                          "decided against a policy not yet recorded")
+        if position + 1 < len(self.timestamps) and self.timestamps[position + 1] < str(record["timestamp"]):
+            return Fault(chain, seq, FaultCheck.POLICY_POSITION,
+                         f"the policy in force at {record['timestamp']}",
+                         f"{POLICY_CHAIN} seq {position}, replaced at seq {position + 1} of "
+                         f"{self.timestamps[position + 1]}",
+                         "decided against a policy already superseded")
         policy = self.history[position]
         if refusal and record.get("actor_verified") is not True:
             return None  # a refused claim, recorded as unproven

@@ -92,6 +92,11 @@ def ok(result: CliResult) -> CliResult:
 def people(env: Env, capsys: pytest.CaptureFixture[str]) -> People:
     """An enforced ledger: alice admin, dave deployer (OpenSSH key), olga on-call, and keys
     for mallory (never registered)."""
+    return enforced_people(env, capsys)
+
+
+def enforced_people(env: Env, capsys: pytest.CaptureFixture[str]) -> People:
+    """The `people` fixture's ledger, for other test modules."""
     keys = {}
     for name in ("alice", "olga", "mallory", "ann"):
         keys[name] = env.dir / f"{name}.key"

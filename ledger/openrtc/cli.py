@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger.app import open_app
-from ledger.cli_decide import notice
+from ledger.cli_decide import actor_signer, add_reporter_options, notice, reporter_of
 from ledger.openrtc.importer import ImportReport, import_files
 from ledger.openrtc.mapping import REQUESTABLE_EVENTS
 
@@ -24,10 +24,14 @@ Common = Callable[..., None]
 
 def cmd_import_openrtc(args: argparse.Namespace) -> int:
     paths = [Path(p) for p in args.files]
+    reporter = reporter_of(args)
+    requester = actor_signer(args)
     with open_app(args.db, args.key, notice=notice) as app:
         report = import_files(app.ledger, args.fleet, paths, worker=args.worker, actor=args.actor,
                               skip_bad=args.skip_bad, service=app.service,
-                              may_request=args.may_request)
+                              may_request=args.may_request,
+                              reporter=reporter.load() if reporter is not None else None,
+                              requester=requester)
     _print_report(report, args.fleet)
     return 0
 
@@ -68,4 +72,8 @@ def register(subparsers: argparse._SubParsersAction[Any], common: Common) -> Non
     p.add_argument("--may-request", action="append", default=[], choices=sorted(REQUESTABLE_EVENTS),
                    help="a decision these logs' pools may request: validated by the gate and recorded "
                         "as the ledger's own decision, or refused (default: kept as audit.external)")
+    add_reporter_options(p)
+    p.add_argument("--actor-key", default=argparse.SUPPRESS, metavar="PATH",
+                   help="the private key of --actor that signs the requests these logs' pools made "
+                        "(env LEDGER_ACTOR_KEY; an enforced ledger refuses them unsigned)")
     p.set_defaults(handler=cmd_import_openrtc)

@@ -41,6 +41,7 @@ from typing import Any
 
 import orjson
 
+from ledger.actors import ActorSigner
 from ledger.api import Ledger, Receipt
 from ledger.encoding import check_values
 from ledger.errors import InputError, LedgerError, RecordError
@@ -273,10 +274,16 @@ def plan_import(paths: Sequence[Path], *, worker: str | None = None, actor: str 
 
 def import_files(ledger: Ledger, fleet: str, paths: Sequence[Path], *, worker: str | None = None,
                  actor: str = "ledger-import", skip_bad: bool = False,
-                 service: FleetService | None = None, may_request: Iterable[str] = ()) -> ImportReport:
+                 service: FleetService | None = None, may_request: Iterable[str] = (),
+                 reporter: ActorSigner | None = None, requester: ActorSigner | None = None,
+                 ) -> ImportReport:
     """Append what the files hold and the fleet does not, in order; return what happened.
 
-    Decisions the files' pools requested (`may_request`) pass `service`, the gate.
+    Decisions the files' pools requested (`may_request`) pass `service`, the gate,
+    signed by `requester` if given (an enforced ledger refuses them unsigned). With
+    a `reporter`, every fact is signed in its name and checked by the gate too
+    (`ledger.reporter`): a fact about a worker outside its binding is refused and
+    recorded.
     """
     bodies, report = plan_import(paths, worker=worker, actor=actor, skip_bad=skip_bad,
                                  may_request=may_request)
@@ -293,5 +300,6 @@ def import_files(ledger: Ledger, fleet: str, paths: Sequence[Path], *, worker: s
     report.gaps_recorded = sum(1 for body in fresh if body["event"] == "audit.gap")
     report.imported = len(fresh) - report.gaps_recorded
     if fresh:
-        report.receipts = write_in_order(ledger, service, fleet, fresh, CHUNK)
+        report.receipts = write_in_order(ledger, service, fleet, fresh, CHUNK, reporter=reporter,
+                                         requester=requester)
     return report

@@ -12,7 +12,9 @@ import add nothing twice.
 `write_in_order` stores mapped bodies in their order: facts in batches, and
 each decision a pool requested through the gate (`ledger.gate`), which
 validates it like a command typed by a person and records the ledger's own
-decision, linked to the pool's event, or its refusal.
+decision, linked to the pool's event, or its refusal. Given a reporter key, the
+facts are signed and checked by the gate too (`ledger.reporter`), and given a
+requester key, the requests are signed.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from typing import Any
 
 import orjson
 
+from ledger.actors import ActorSigner
 from ledger.api import Ledger, Receipt
 from ledger.decide import Meta, Rollback
 from ledger.gate import FleetService
 from ledger.openrtc.mapping import identity, is_request
+from ledger.reporter import report_fact
 from ledger.rollback import RollbackRequest
 
 _MARKER = b'"source_digest"'
@@ -70,10 +74,17 @@ def request_command(fleet: str, body: Mapping[str, Any]) -> Rollback:
 
 
 def write_in_order(ledger: Ledger, service: FleetService | None, fleet: str,
-                   bodies: Sequence[Mapping[str, Any]], chunk: int) -> list[Receipt]:
+                   bodies: Sequence[Mapping[str, Any]], chunk: int, *,
+                   reporter: ActorSigner | None = None, requester: ActorSigner | None = None,
+                   ) -> list[Receipt]:
     """Store `bodies` in order: runs of facts with `append_many`, each request through the gate.
 
-    `service` may be None only when no body is a request.
+    With a `reporter`, each fact is signed in its name and checked by the gate
+    instead (`ledger.reporter.report_fact`): one written per transaction, and a
+    fact the reporter may not vouch for is refused and recorded in its place.
+    With a `requester`, each request is signed by it and made in its name; an
+    unsigned request in an enforced ledger is refused (recorded unproven).
+    `service` may be None only when no body is a request and there is no reporter.
     """
     receipts: list[Receipt] = []
     run: list[Mapping[str, Any]] = []
@@ -84,12 +95,18 @@ def write_in_order(ledger: Ledger, service: FleetService | None, fleet: str,
         run.clear()
 
     for body in bodies:
-        if not is_request(body):
+        if not is_request(body) and reporter is None:
             run.append(body)
             continue
         flush()
         if service is None:
-            raise ValueError("a decision request needs the gate (no FleetService given)")
-        receipts.extend(service.submit(fleet, request_command(fleet, body)).receipts)
+            raise ValueError("a decision request or a signed fact needs the gate (no FleetService given)")
+        if not is_request(body):
+            assert reporter is not None
+            receipts.extend(report_fact(service, fleet, body, reporter).receipts)
+            continue
+        if requester is not None:
+            body = {**body, "actor": requester.name}
+        receipts.extend(service.submit(fleet, request_command(fleet, body), signer=requester).receipts)
     flush()
     return receipts

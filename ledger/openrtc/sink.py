@@ -47,6 +47,7 @@ from typing import Any
 
 import orjson
 
+from ledger.actors import ActorSigner
 from ledger.api import Ledger
 from ledger.decide import external_settlement
 from ledger.errors import LedgerError, RecordError
@@ -110,6 +111,15 @@ class LedgerAuditSink:
     `worker_id` of its own worker facts); give each pool its own sink. The spool
     lives in `spool_dir` (default: `<ledger_db>.spool/`); put it on another
     filesystem than the ledger if a full disk is a concern.
+
+    In an enforced ledger, give the sink a `reporter` (an actor with the reporter
+    role bound to `source`) and it signs every fact it writes, in the reporter's
+    name, one per transaction; a fact about a worker outside the reporter's
+    binding is refused and recorded instead. The rollbacks a pool requests
+    (`may_request`) are signed by `requester` (an actor whose role allows
+    rollback, and complete and fail: it also settles them), in its name; without
+    one an enforced ledger refuses them (recorded as unproven), never stores them
+    as proven.
     """
 
     def __init__(self, ledger_db: str | os.PathLike[str], key: str | os.PathLike[str] | None,
@@ -117,7 +127,8 @@ class LedgerAuditSink:
                  queue_size: int = DEFAULT_QUEUE, lock_timeout_s: float = 0.25,
                  retry_s: tuple[float, float] = (0.2, 5.0),
                  trusted_events: Iterable[str] = TRUSTED_EVENTS, instance: str | None = None,
-                 may_request: Iterable[str] = (), watch_actor: str = "ledger-watch"):
+                 may_request: Iterable[str] = (), watch_actor: str = "ledger-watch",
+                 reporter: ActorSigner | None = None, requester: ActorSigner | None = None):
         check_fleet_name(fleet)
         requests = frozenset(may_request)
         if not requests <= REQUESTABLE_EVENTS:
@@ -134,6 +145,7 @@ class LedgerAuditSink:
         self.trusted = frozenset(trusted_events)
         self.may_request = requests
         self.watch_actor = watch_actor
+        self.reporter, self.requester = reporter, requester
         self.lock_timeout_s = lock_timeout_s
         self.retry_min, self.retry_max = retry_s
         self.spool = Spool(spool_dir, spool_name(fleet, source))
@@ -396,7 +408,8 @@ class LedgerAuditSink:
         (A local flush has already dropped what the ledger holds: `_already_stored`.)
         """
         ledger = self._open()
-        receipts = write_in_order(ledger, self._gate(ledger), self.fleet, bodies, BATCH)
+        receipts = write_in_order(ledger, self._gate(ledger), self.fleet, bodies, BATCH,
+                                  reporter=self.reporter, requester=self.requester)
         return Stored(receipts[-1].seq if receipts else None, len(bodies), 0)
 
     def _already_stored(self, entries: Sequence[SpoolEntry]) -> set[Identity] | None:
@@ -464,10 +477,11 @@ class LedgerAuditSink:
             ledger = self._open()
             service = self._gate(ledger)
             state = service.states.fleet_state(self.fleet)
-            command = external_settlement(state, self.watch_actor, datetime.now(UTC))
+            actor = self.requester.name if self.requester is not None else self.watch_actor
+            command = external_settlement(state, actor, datetime.now(UTC))
             self._watching = state.in_flight is not None and state.in_flight.external
             if command is not None:
-                receipts = service.submit(self.fleet, command).receipts
+                receipts = service.submit(self.fleet, command, signer=self.requester).receipts
                 self._known_head = max(self._known_head, receipts[-1].seq)
                 self._watching = False
         except Exception as exc:  # the next pass tries again

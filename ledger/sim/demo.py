@@ -13,6 +13,8 @@ The ledger is enforced from `init`: alice (admin) registers two actors with
 OpenSSH keys, dave the deployer and olga the on-call. Every decision is
 signed by the actor who asks for it: dave's deploys, olga's rule, and the
 rollback, which olga's watcher signs with her key; verify re-checks them all.
+The local driver's workers sign the facts they report (starts, sessions,
+exits) with the key of `fleet`, a reporter bound to the worker ids `v*`.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from ledger.sim.local_driver import LocalProcessDriver
 
 #: The simulated fleet: calls of 1-3 s arriving 3/s per worker; v2 fails 60% of its calls.
 SIMULATION = {"call_seconds": [1, 3], "arrival_rate": 3, "fail_rate": {"v2": 0.6}}
-DRIVER = ["--driver", "local", "--driver-config", "sim.json"]
+DRIVER = ["--driver", "local", "--driver-config", "sim.json", "--reporter", "fleet",
+          "--reporter-key", "fleet.ssh"]
 #: The rollback rule the watcher applies: 30 s windows, 30 ended sessions a side at least,
 #: 99% one-sided confidence, at least 10 points worse, two failing evaluations in a row.
 RULE = ["--window", "30", "--min-sessions", "30", "--confidence", "99", "--min-increase", "10",
@@ -54,6 +57,8 @@ def run(workdir: Path, *argv: str, expect: tuple[int, ...] = (0,)) -> str:
 
 #: Who acts, and with which role (each gets an OpenSSH key pair in the work directory).
 ACTORS = {"dave": "deployer", "olga": "oncall"}
+#: The reporter the local driver's workers sign their facts with, bound to every worker id.
+REPORTER = ["fleet", "--role", "reporter", "--worker", "v*"]
 
 
 def write_ssh_key(path: Path, comment: str) -> None:
@@ -80,6 +85,13 @@ def session_errors(workdir: Path, version: str) -> tuple[int, int]:
                 ended = error + record.get("sessions_ok", 0) + record.get("sessions_dropped", 0)
                 latest[record["worker_id"]] = (error, ended)
     return sum(f for f, _ in latest.values()), sum(t for _, t in latest.values())
+
+
+def signed_facts(workdir: Path) -> tuple[int, int]:
+    """(signed and verified, all) worker facts of the fleet."""
+    with Ledger.open(workdir / "ledger.db", writable=False) as ledger:
+        facts = [r for r in ledger.records("prod") if str(r["event"]).startswith("worker.")]
+    return sum(1 for r in facts if r.get("actor_verified") is True), len(facts)
 
 
 def watch_errors(workdir: Path, version: str, seconds: float) -> None:
@@ -113,14 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         (workdir / "sim.json").write_text(json.dumps(SIMULATION) + "\n")
         print(f"# the local driver's simulated workers (sim.json): {json.dumps(SIMULATION)}")
-        for name in ("alice", *ACTORS):
+        for name in ("alice", *ACTORS, "fleet"):
             write_ssh_key(workdir / f"{name}.ssh", f"{name}@example.com")
         print("# OpenSSH Ed25519 keys (as `ssh-keygen -t ed25519` writes them): alice.ssh, dave.ssh, "
-              "olga.ssh and their .pub files")
+              "olga.ssh, fleet.ssh and their .pub files")
         run(workdir, "init", "--actor", "alice", "--admin", "alice", "--admin-key", "alice.ssh.pub")
         for name, role in ACTORS.items():
             run(workdir, "actors", "add", name, "--public-key", f"{name}.ssh.pub", "--role", role,
                 *as_actor("alice"))
+        run(workdir, "actors", "add", *REPORTER, "--public-key", "fleet.ssh.pub", *as_actor("alice"))
         run(workdir, "deploy", "v1", *as_actor("dave"), "--reason", "release 1", "--drive",
             "--workers", "2", *DRIVER, *fleet)
         run(workdir, "rule", "set", *RULE, *as_actor("olga"), "--reason", "roll back on evidence",
@@ -148,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         record = json.loads(rolled.splitlines()[0])
         print(f"\n# the rollback was signed by {record['actor']} (key {record['actor_kid']}, "
               f"verified by the gate: {record['actor_verified']}); `ledger verify` checks it again below")
+        signed, facts = signed_facts(workdir)
+        print(f"# {signed} of {facts} worker facts were signed by the reporter fleet (bound to v*) and "
+              "verified by the gate")
         run(workdir, "actors", "list")
         run(workdir, "verify")
         checkpoint = run(workdir, "checkpoint", *fleet)

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from ledger.errors import InputError, RecordError
 from ledger.names import is_worker_id, shown
+from ledger.reporter import ReporterKey
 
 WorkerFile = Literal["lock", "log"]
 
@@ -101,11 +102,17 @@ def _number(value: object) -> bool:
 
 
 class LocalProcessDriver:
-    """Runs `python -m ledger.sim.worker` processes on this machine."""
+    """Runs `python -m ledger.sim.worker` processes on this machine.
+
+    With a `reporter`, each worker signs the facts it reports about itself with
+    the reporter's key (handed to it as a path), so they pass an enforced ledger
+    when the reporter is bound to the workers' ids.
+    """
 
     def __init__(self, db: str, key: str, fleet: str, rundir: Path,
-                 settings: WorkerSettings | None = None):
+                 settings: WorkerSettings | None = None, *, reporter: ReporterKey | None = None):
         self.db, self.key, self.fleet = db, key, fleet
+        self.reporter = reporter
         self.rundir = rundir
         self.settings = settings or WorkerSettings()
         self._children: list[subprocess.Popen[bytes]] = []
@@ -126,6 +133,7 @@ class LocalProcessDriver:
             "--capacity", str(s.capacity), "--call-min", str(s.call_min),
             "--call-max", str(s.call_max), "--fail-rate", str(s.fail_rate.get(version, 0.0)),
             "--max-seconds", str(s.max_seconds),
+            *(self.reporter.argv() if self.reporter is not None else []),
         ]
         log = open(log_path, "ab")  # noqa: SIM115 - the child owns it
         with log:

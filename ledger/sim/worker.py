@@ -3,7 +3,8 @@
 It is the real process the local fleet driver starts. Tagged with a version,
 it takes calls of random length; on SIGTERM (or SIGINT) it stops taking calls,
 lets the in-flight ones run to hangup, reports, and exits 0. It reports its
-start, its session count as it changes, and its exit into the ledger itself.
+start, its session count as it changes, and its exit into the ledger itself,
+signed by a reporter when given one (`--reporter`, `--reporter-key`).
 A lock file per worker id makes a second start of the same worker exit at once
 (code 3), so a driver that restarts after a crash can never double a worker.
 """
@@ -20,10 +21,12 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from ledger import commands
 from ledger.api import Ledger
 from ledger.errors import LedgerError
+from ledger.reporter import fact_gate, report_fact, reporter_key
 from ledger.sim.local_driver import worker_file
 
 ALREADY_RUNNING = 3
@@ -98,9 +101,20 @@ def run(args: argparse.Namespace) -> int:
     rng = random.Random(args.seed if args.seed is not None else os.getpid())
     calls = Calls(rng, args.call_min, args.call_max, args.fail_rate)
     actor = args.worker_id
+    reporter = reporter_key(args.reporter, args.reporter_key)
+    signer = reporter.load() if reporter is not None else None
     with Ledger.open(args.db, args.key) as ledger:
-        ledger.append(args.fleet, commands.worker_start(args.worker_id, args.version, actor,
-                                                        pid=os.getpid()))
+        gate = fact_gate(ledger)
+
+        def write(body: dict[str, Any]) -> None:
+            if signer is None:
+                ledger.append(args.fleet, body)
+                return
+            check = report_fact(gate, args.fleet, body, signer).check
+            if check is not None:  # refused and recorded by the gate; the worker goes on
+                print(f"worker: report refused ({check.value})", file=sys.stderr, flush=True)
+
+        write(commands.worker_start(args.worker_id, args.version, actor, pid=os.getpid()))
         started = time.monotonic()
         reported, last_report = (-1, -1), 0.0
         while True:
@@ -118,14 +132,14 @@ def run(args: argparse.Namespace) -> int:
                                                 ok=calls.ended_ok, error=calls.ended_error, dropped=0)
                 body.update(total_sessions=calls.total, failed_sessions=calls.failed,
                             draining=draining)
-                ledger.append(args.fleet, body)
+                write(body)
                 reported, last_report = (calls.active, ended), now
             time.sleep(TICK)
         exit_body = commands.worker_exit(args.worker_id, args.version, 0, actor,
                                          "drained", exit_code=0, ok=calls.ended_ok,
                                          error=calls.ended_error, dropped=0)
         exit_body.update(total_sessions=calls.total, failed_sessions=calls.failed)
-        ledger.append(args.fleet, exit_body)
+        write(exit_body)
     return 0
 
 
@@ -145,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-interval", type=float, default=0.5, help="least seconds between reports")
     p.add_argument("--max-seconds", type=float, default=0.0, help="drain by itself after this long")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--reporter", default=None, help="the reporter actor that signs this worker's facts")
+    p.add_argument("--reporter-key", default=None, help="the reporter's private key file")
     return p
 
 
