@@ -35,7 +35,7 @@ import pytest
 from ledger import bundle, chain, encoding, evidence, keys
 from ledger.bundle import index_path, verify_bundle
 from ledger.errors import LedgerError
-from ledger.evidence import MemoryStore, Trust, read_key_chain, verify_proof_text
+from ledger.evidence import CheckpointRole, MemoryStore, Trust, read_key_chain, verify_proof_text
 from ledger.keys import parse_public_key
 from ledger.store import KEY_CHAIN
 from ledger.verify import verify_ledger
@@ -82,7 +82,7 @@ def verification_failures(directory: Path) -> list[str]:
     for path in sorted(directory.glob("*-proof")):
         attempt(path.name, lambda p=path: verify_proof_text(p.read_text(), trust()))
     for path in sorted(directory.glob("*.checkpoint")):
-        attempt(path.name, lambda p=path: trust().checkpoint(p.read_text(), "checkpoint"))
+        attempt(path.name, lambda p=path: trust().checkpoint(p.read_text(), CheckpointRole.CHECKPOINT))
     chains = {KEY_CHAIN: key_chain}
     chains |= {f: read_key_chain((directory / "records" / f"{f}.jsonl").read_bytes()) for f in FLEETS}
     attempt("records", lambda: verify_ledger(MemoryStore(chains), anchor))  # type: ignore[arg-type]
@@ -235,7 +235,7 @@ def literal_changed(function: Callable[..., Any], old: object, new: object) -> C
 CONSTANTS = [  # (module, name): a constant every known answer depends on
     (chain, "SIGNATURE_CONTEXT"), (chain, "ORIGIN_PREFIX"), (chain, "GENESIS_PREV"), (chain, "EM_DASH"),
     (chain, "ED25519_ALGORITHM"), (evidence, "TLOG_PROOF_HEADER"), (evidence, "CONSISTENCY_HEADER"),
-    (bundle, "TILE_HEIGHT"), (bundle, "TILE_WIDTH"), (keys, "PUBLIC_PREFIX"),
+    (keys, "PUBLIC_PREFIX"),
 ]
 LITERALS = [  # (module, function, constant, changed by one byte): formats written inline
     (chain, "leaf_hash", b"\x00", b"\x02"),
@@ -253,6 +253,15 @@ def test_a_one_byte_change_of_a_format_constant_fails_the_check(
         module: Any, name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     original = getattr(module, name)
     assert patch_everywhere(monkeypatch, name, original, one_byte(original)) >= 1
+    assert known_answer_failures(tmp_path)
+
+
+@pytest.mark.parametrize("height", [7, 9])
+def test_another_tile_geometry_fails_the_check(height: int, monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    """Tile height and width are one constant (width = 2**height): changed together, still caught."""
+    assert patch_everywhere(monkeypatch, "TILE_HEIGHT", bundle.TILE_HEIGHT, height) >= 1
+    assert patch_everywhere(monkeypatch, "TILE_WIDTH", bundle.TILE_WIDTH, 1 << height) >= 1
     assert known_answer_failures(tmp_path)
 
 
