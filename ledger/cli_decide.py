@@ -33,6 +33,7 @@ from ledger.decide import (
     check_well_formed,
     command_event,
 )
+from ledger.envelope import MAX_EXPIRY_MINUTES
 from ledger.errors import InputError, RecordError
 from ledger.events import EVENT_TYPES
 from ledger.gate import Outcome, Refused, command_from_record
@@ -58,7 +59,9 @@ def actor_signer(args: argparse.Namespace) -> ActorSigner | None:
 def open_for(args: argparse.Namespace) -> App:
     app = open_app(args.db, args.key, projections=getattr(args, "projections", None), notice=notice,
                    signer=actor_signer(args))
-    app.service.expiry_minutes = getattr(args, "expires", None) or app.service.expiry_minutes
+    expires = getattr(args, "expires", None)
+    if expires is not None:  # 0 is a value to refuse, not "the default"
+        app.service.expiry_minutes = expires
     return app
 
 
@@ -192,11 +195,23 @@ def reporter_of(args: argparse.Namespace) -> ReporterKey | None:
     return reporter
 
 
+def _expiry_minutes(text: str) -> int:
+    """`--expires`: whole minutes within the envelope's limits, refused while parsing (exit 2)."""
+    try:
+        minutes = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of minutes: {text!r}") from None
+    if not 1 <= minutes <= MAX_EXPIRY_MINUTES:
+        raise argparse.ArgumentTypeError(
+            f"the expiry must be 1 to {MAX_EXPIRY_MINUTES} minutes, not {minutes}")
+    return minutes
+
+
 def add_signing_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--actor-key", default=argparse.SUPPRESS, metavar="PATH",
                    help="the actor's Ed25519 private key (OpenSSH, PEM or raw) to sign the command "
                    "with (env LEDGER_ACTOR_KEY; needed once the policy is enforced)")
-    p.add_argument("--expires", type=int, default=None, metavar="MINUTES",
+    p.add_argument("--expires", type=_expiry_minutes, default=None, metavar="MINUTES",
                    help="how long the signed command stays valid (default 10)")
 
 

@@ -217,6 +217,20 @@ def test_an_unsigned_command_is_refused(people: People, capsys: pytest.CaptureFi
     assert refusal["actor_verified"] is False and "envelope" not in refusal
 
 
+@pytest.mark.parametrize("minutes", ["0", "-5", "1441", "ten"])
+def test_an_expiry_out_of_range_is_bad_input_and_writes_nothing(
+        people: People, capsys: pytest.CaptureFixture[str], minutes: str) -> None:
+    env = people.env
+    before = (count(env), count(env, "@policy"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:  # refused while parsing, as argparse does: exit 2
+        cli(capsys, env, *as_(people, "dave", "deploy", "v1", "--reason", "r"), "--expires", minutes)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert len(err.strip().splitlines()) == 1 and "--expires" in err, err
+    assert (count(env), count(env, "@policy")) == before
+
+
 @pytest.mark.parametrize("what", ["key", "actor"])
 def test_a_revoked_key_or_actor_is_refused(people: People, capsys: pytest.CaptureFixture[str],
                                            what: str) -> None:
