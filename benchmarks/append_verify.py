@@ -235,11 +235,8 @@ SIZES = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = parser_for("append_verify", "Appends, verify and memory: figures as ratios to baselines "
-                        "measured in the same run.", SIZES, QUICK, FULL)
-    parser.add_argument("--only", nargs="+", choices=FIGURES, metavar="NAME",
-                        help=f"only these figures ({', '.join(FIGURES)})")
-    return parser
+    return parser_for("append_verify", "Appends, verify and memory: figures as ratios to baselines "
+                        "measured in the same run.", SIZES, QUICK, FULL, FIGURES)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

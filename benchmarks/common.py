@@ -115,9 +115,10 @@ def report(figures: Sequence[Figure], settings: dict[str, Any], as_json: bool,
 
 
 def parser_for(name: str, description: str, sizes: Mapping[str, str], quick: Mapping[str, int],
-               full: Mapping[str, int]) -> argparse.ArgumentParser:
+               full: Mapping[str, int], figures: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The command line of `python -m benchmarks.<name>`: one integer option per size (named
-    in `sizes`, with what it counts), each defaulting to `quick` or, with --full, `full`."""
+    in `sizes`, with what it counts), each defaulting to `quick` or, with --full, `full`;
+    with `figures`, `--only NAME...` picks some of them."""
     parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     for option, what in sizes.items():
@@ -126,6 +127,9 @@ def parser_for(name: str, description: str, sizes: Mapping[str, str], quick: Map
     parser.add_argument("--full", action="store_true",
                         help="the sizes the goals are stated at (slow); explicit sizes still win")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    if figures:
+        parser.add_argument("--only", nargs="+", choices=figures, metavar="NAME",
+                            help=f"only these figures ({', '.join(figures)})")
     return parser
 
 
