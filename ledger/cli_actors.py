@@ -19,6 +19,7 @@ from ledger.cli_output import add_output_option, print_json, wants_json
 from ledger.decide import Meta
 from ledger.errors import InputError
 from ledger.keys import public_text
+from ledger.names import seq_argument
 from ledger.policy import (
     DEFAULT_APPROVAL_ACTIONS,
     DEFAULT_PERSONS,
@@ -201,7 +202,7 @@ def register(sub: argparse._SubParsersAction[Any], common: Common) -> None:
 
     p = sub.add_parser("approve", help="approve a pending request (two-person control), signed")
     common(p)
-    p.add_argument("request", type=int, metavar="SEQ", help="the position of the pending request")
+    p.add_argument("request", type=seq_argument, metavar="SEQ", help="the position of the pending request")
     p.add_argument("--policy", action="store_true", help="the request is a policy change (in @policy)")
     _who(p)
     p.set_defaults(handler=cmd_approve)

@@ -18,7 +18,7 @@ from ledger.bundle import verify_bundle, write_bundle
 from ledger.errors import InputError, UnknownFleetError
 from ledger.evidence import Trust, read_key_chain, verify_proof_text
 from ledger.keys import read_public_key
-from ledger.names import shown
+from ledger.names import seq_argument, shown
 from ledger.store import KEY_CHAIN, default_db
 from ledger.witness import Witness
 
@@ -112,7 +112,7 @@ def cmd_witness(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[Any], common: Common) -> None:
     p = sub.add_parser("prove", help="print an inclusion (tlog-proof) or consistency proof")
     common(p)
-    p.add_argument("--seq", type=int, default=None, help="the record to prove (inclusion)")
+    p.add_argument("--seq", type=seq_argument, default=None, help="the record to prove (inclusion)")
     p.add_argument("--checkpoint", default=None,
                    help="prove against this signed checkpoint (default: sign a fresh one)")
     p.add_argument("--consistency", nargs="+", metavar="CHECKPOINT", default=None,

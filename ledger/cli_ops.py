@@ -25,6 +25,7 @@ from ledger.cli_output import add_output_option, print_json, wants_json
 from ledger.errors import InputError, NotFoundError, StorageError
 from ledger.events import check_fleet_name
 from ledger.model import Move, MoveKind, Settlement
+from ledger.names import seq_argument
 from ledger.rules import FleetHistory
 from ledger.store import default_db, is_postgres
 from ledger.verify import check_batch
@@ -266,7 +267,7 @@ def register(sub: argparse._SubParsersAction[Any], common: Common, root: argpars
     p = sub.add_parser("show", help="one record, decoded, with its verification status (checked alone)")
     common(p, fleet=False)
     p.add_argument("fleet_name", metavar="FLEET")
-    p.add_argument("seq", type=int, metavar="SEQ")
+    p.add_argument("seq", type=seq_argument, metavar="SEQ")
     p.add_argument("--public-key", default=None, help="trusted public key or its file (default: as verify)")
     add_output_option(p)
     p.set_defaults(handler=cmd_show)

@@ -15,6 +15,7 @@ the terminal.
 
 from __future__ import annotations
 
+import argparse
 import re
 
 from ledger.errors import RecordError
@@ -112,3 +113,22 @@ def check_worker_id(worker_id: str) -> str:
     if not is_worker_id(worker_id):
         raise RecordError(f"worker id {shown(worker_id)} is invalid: use {_ID_RULE}")
     return worker_id
+
+
+#: The largest position a chain can hold: both stores keep a seq in a signed 64-bit integer.
+MAX_SEQ = 2**63 - 1
+
+
+def seq_argument(text: str) -> int:
+    """A command-line position (`SEQ`, `--after`, `--seq`): a whole number from 0 to `MAX_SEQ`.
+
+    Checked while parsing, so a number no store can hold is bad input (exit 2),
+    never a storage error from deep inside a query.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value <= MAX_SEQ:
+        raise argparse.ArgumentTypeError(f"a position must be 0 to {MAX_SEQ}, not {value}")
+    return value

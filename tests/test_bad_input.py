@@ -97,6 +97,27 @@ def test_jsonl_file_with_one_bad_line_writes_nothing(env: Env, capsys: pytest.Ca
         assert lg.fleets() == []
 
 
+@pytest.mark.parametrize("argv", [
+    ["feed", "--fleet", "prod", "--after", "99999999999999999999"],
+    ["feed", "--fleet", "prod", "--after", "-1"],
+    ["show", "--fleet", "prod", "9223372036854775808"],
+    ["prove", "--fleet", "prod", "--seq", "99999999999999999999"],
+    ["approve", "99999999999999999999", "--actor", "a"],
+    ["approve", "x1", "--actor", "a"],
+], ids=["feed-after-huge", "feed-after-negative", "show-huge", "prove-huge", "approve-huge", "approve-text"])
+def test_a_position_no_store_can_hold_is_bad_input(sqlite_env: Env, argv: list[str]) -> None:
+    """A seq beyond a signed 64-bit integer is refused while parsing, not by the database (exit 70)."""
+    env = sqlite_env
+    with env.open() as lg:
+        seed(lg)
+        before = [lg.head(fleet) for fleet in lg.fleets()]
+    done = run_process(*argv, *env.args())
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count(b"\n") == 1 and b"Traceback" not in done.stderr
+    with env.open(writable=False) as lg:
+        assert [lg.head(fleet) for fleet in lg.fleets()] == before
+
+
 def test_non_utf8_stdin_is_refused(env: Env) -> None:
     done = run_process("append", *env.args(), "--fleet", "prod",
                        stdin=b'{"event":"deployment.started","actor":"\xff"}')
