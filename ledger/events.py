@@ -582,57 +582,82 @@ def validate_input(record: Mapping[str, Any], where: str = "record") -> EventTyp
 #: equals the hash it computes, `prev` the hash before (or the genesis value), `kid` a key
 #: id of the verified key chain, all lowercase hex of the right length.
 LINK_CHECKED = ("hash", "prev", "kid")
+#: The field a verifier that does not check a record's signature leaves alone, form and
+#: all: `sig` is outside the hash, so its form proves nothing the signature check would not.
+SIGNATURE_FIELD = "sig"
 
 
 @dataclass(frozen=True)
-class _StoredCheck:
+class StoredCheck:
     """A stored record's schema split for speed, accepting exactly what it accepts.
 
     `propertyNames` costs a pattern match per key, yet every name the schema lists
     matches the pattern: `fast` is the schema without it, and only names outside
     `known` are matched here. `linked` also leaves out the patterns of
-    `LINK_CHECKED`, for a verifier that checks those fields itself. When a part
-    refuses, `full` (the whole schema) decides and names the error, so the split
-    never changes an answer.
+    `LINK_CHECKED`, for a verifier that checks those fields itself, and `unsigned`
+    the pattern of `SIGNATURE_FIELD` as well, for one that does not check this
+    record's signature. When a part refuses, `full` (the whole schema) decides and
+    names the error, so the split never changes an answer.
     """
 
     fast: Any
     linked: Any
+    unsigned: Any
     full: Any
     known: frozenset[str]
     name: re.Pattern[str]  # propertyNames' pattern, for the names outside `known`
 
+    def validator(self, *, linked: bool, signed: bool) -> Any:
+        """The part that checks a record for a verifier doing (or not) those checks itself."""
+        if not linked:
+            return self.fast
+        return self.linked if signed else self.unsigned
 
-def _stored_check(name: str) -> _StoredCheck:
+
+def _without_patterns(schema: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    return {**schema, "properties": {
+        key: ({k: v for k, v in value.items() if k != "pattern"} if key in fields else value)
+        for key, value in schema["properties"].items()}}
+
+
+def _stored_check(name: str) -> StoredCheck:
     schema = event_schema(EVENT_TYPES[name], sealed=True)
     pattern = re.compile(schema["propertyNames"]["pattern"])
     known = frozenset(schema["properties"])
     assert all(pattern.fullmatch(key) for key in known), "a listed property breaks propertyNames"
     fast = {k: v for k, v in schema.items() if k != "propertyNames"}
-    linked = {**fast, "properties": {
-        key: ({k: v for k, v in value.items() if k != "pattern"} if key in LINK_CHECKED else value)
-        for key, value in fast["properties"].items()}}
-    return _StoredCheck(jsonschema_rs.validator_for(fast), jsonschema_rs.validator_for(linked),
-                        _validator(name, True), known, pattern)
+    linked = _without_patterns(fast, LINK_CHECKED)
+    unsigned = _without_patterns(fast, (*LINK_CHECKED, SIGNATURE_FIELD))
+    return StoredCheck(jsonschema_rs.validator_for(fast), jsonschema_rs.validator_for(linked),
+                       jsonschema_rs.validator_for(unsigned), _validator(name, True), known, pattern)
 
 
-_STORED_CHECKS: dict[str, _StoredCheck] = {}  # `_stored_check` by event type, made on first use
+_STORED_CHECKS: dict[str, StoredCheck] = {}  # `_stored_check` by event type, made on first use
 
 
-def stored_schema_error(record: Mapping[str, Any], *, linked: bool = False) -> str | None:
+def stored_check(event: object) -> StoredCheck | None:
+    """The split schema of a stored record of event type `event` (None for no event type)."""
+    check = _STORED_CHECKS.get(event) if type(event) is str else None
+    if check is None and isinstance(event, str) and event in EVENT_TYPES:
+        check = _STORED_CHECKS[event] = _stored_check(event)
+    return check
+
+
+def stored_schema_error(record: Mapping[str, Any], *, linked: bool = False,
+                        signed: bool = True) -> str | None:
     """Why a stored record breaks its schema, or None when it conforms.
 
     With `linked`, the patterns of `LINK_CHECKED` are not matched: for a caller
     that checks those fields' values itself and, before reporting a fault in one
     of them, asks again without `linked` (a malformed value is a schema fault).
+    With `linked` and not `signed`, nor is the pattern of `SIGNATURE_FIELD`: for
+    a caller that does not check this record's signature.
     """
     event = record.get("event")
-    check = _STORED_CHECKS.get(event) if type(event) is str else None
+    check = stored_check(event)
     if check is None:
-        if not isinstance(event, str) or event not in EVENT_TYPES:
-            return f"unknown event type {event!r}"
-        check = _STORED_CHECKS[event] = _stored_check(event)
-    if (check.linked if linked else check.fast).is_valid(record) and (
+        return f"unknown event type {event!r}"
+    if check.validator(linked=linked, signed=signed).is_valid(record) and (
             check.known.issuperset(record) or all(
                 type(key) is str and check.name.fullmatch(key) for key in record if key not in check.known)):
         return None

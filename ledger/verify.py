@@ -39,7 +39,7 @@ from ledger.chain import (
 )
 from ledger.children import die_with_parent, parent_identity
 from ledger.errors import Fault, FaultCheck, InputError, VerificationError
-from ledger.events import INTERNAL_EVENTS, stored_schema_error
+from ledger.events import INTERNAL_EVENTS, stored_check, stored_schema_error
 from ledger.keys import key_id, parse_public_key, verify_signature
 from ledger.names import is_ledger_id, shown
 from ledger.store import KEY_CHAIN, Store
@@ -74,7 +74,8 @@ class ChainReport:
     chain: str
     count: int = 0
     head: str = GENESIS_PREV
-    root: bytes = b""
+    #: The Merkle root of the `count` records; None when the verifier was asked for no roots.
+    root: bytes | None = None
     checkpoint_size: int | None = None
 
 
@@ -111,7 +112,9 @@ def check_record(
     `signatures` false they are left to the caller, which checks those that
     carry the proof (see `Verifier`). With `linked` the caller also checks
     `prev` against the hash before, so the schema's patterns for `hash`, `prev`
-    and `kid` are left to the value checks (see `stored_schema_error`).
+    and `kid` are left to the value checks (see `stored_schema_error`), and,
+    without `signatures`, the pattern of `sig`: a signature left unchecked is
+    left unchecked in form too.
     """
     try:
         record = _loads(data)
@@ -124,7 +127,7 @@ def check_record(
     seq = record.get("seq")
     if seq != position:
         return (position, FaultCheck.SEQ, str(position), repr(seq), "record stored out of place")
-    schema_error = stored_schema_error(record, linked=linked)
+    schema_error = stored_schema_error(record, linked=linked, signed=signatures)
     if schema_error is not None:
         return (position, FaultCheck.SCHEMA, "a valid record", "invalid record", schema_error)
     if record["fleet"] != chain:
@@ -218,16 +221,119 @@ class SpanChecker:
     ledger_id: str
     signatures: bool
     cut: int = 0  # a checkpoint's size: the span holding it reports the tree there
+    #: Fold the records into the span's Merkle subtrees: for a root (a checkpoint to match or
+    #: to sign). Verifying the chain alone needs none, and the leaf and node hashes are a
+    #: third of the work per record.
+    merkle: bool = True
 
     def check(self, first: int, rows: Sequence[tuple[int, bytes]]) -> Span:
         """Check `rows`, which should hold the records from position `first` on, in order."""
         if (first - 1) % SPAN:
             raise ValueError(f"a span starts after a multiple of {SPAN}, not at {first}")
+        if self.cut and not self.merkle:
+            raise ValueError("a checkpoint's tree needs the Merkle subtrees")
+        return self._check_clean(first, rows) or self._check_exact(first, rows)
+
+    def _check_clean(self, first: int, rows: Sequence[tuple[int, bytes]]) -> Span | None:
+        """The span, if it is the common case; else None, for `_check_exact` to find the fault.
+
+        The common case is a span of records that pass every check. For it one
+        pass of the fewest steps per record will do: the checks of
+        `check_record` and `_check_exact` in their cheapest order, each the same
+        test on the same values, and each key's time in force compared once per
+        run of records it signed (timestamps never go back, so a run's first and
+        last record bound the rest). It accepts no span those refuse: on
+        anything else, a fault or a field name the schema admits by pattern, it
+        gives up, and the exact check decides and names the first fault. (It
+        also gives up on a span whose first record is outside its key's time:
+        the exact check leaves that record's link to the caller, who names it.)
+        """
+        if not rows:
+            return None
+        chain, keys, ledger_id, signatures, cut = (self.chain, self.keys, self.ledger_id,
+                                                   self.signatures, self.cut)
+        key_chain = chain == KEY_CHAIN
+        #: event type of this chain -> (its schema's part for this check, the names it lists), as
+        #: bound methods
+        schemas: dict[str, tuple[Callable[[Any], bool], Callable[[Any], bool]]] = {}
+        leaves: list[bytes] | None = [] if self.merkle else None
+        #: (kid, first timestamp, last timestamp) of each run of records one key signed
+        runs: list[tuple[str, str, str]] = []
+        last_by_key: dict[str, tuple[int, str, str]] = {}
+        expected = first
+        first_prev = first_timestamp = kid = head = last_timestamp = last_sig = cut_head = ""
+        for position, data in rows:
+            if position != expected:
+                return None
+            try:
+                record = _loads(data)
+            except orjson.JSONDecodeError:
+                return None
+            if type(record) is not dict or _dumps(record, option=_SORTED) != data:
+                return None
+            event = record.get("event")
+            schema = schemas.get(event) if type(event) is str else None
+            if schema is None:  # an event type this span has not met yet: one of this chain's?
+                check = stored_check(event)
+                if check is None or type(event) is not str or (event in INTERNAL_EVENTS) != key_chain:
+                    return None
+                schema = schemas[event] = (check.validator(linked=True, signed=signatures).is_valid,
+                                           check.known.issuperset)
+            conforms, named = schema
+            if (record.get("seq") != position or record.get("fleet") != chain or not conforms(record)
+                    or not named(record)):
+                return None
+            stated = record.pop("hash")
+            sig = record.pop("sig")
+            digest = _sha256(_dumps(record, option=_SORTED)).hexdigest()
+            if digest != stated:
+                return None
+            timestamp = record["timestamp"]
+            prev = record["prev"]
+            if position == first:
+                if not _is_hex64(prev):
+                    return None
+                first_prev, first_timestamp = prev, timestamp
+            elif prev != head or timestamp < last_timestamp:
+                return None
+            if position == first or record["kid"] != kid:  # a run of records by one key starts
+                if runs:
+                    runs[-1] = (kid, runs[-1][1], last_timestamp)
+                    last_by_key[kid] = (position - 1, head, last_sig)
+                kid = record["kid"]
+                if kid not in keys:
+                    return None
+                runs.append((kid, timestamp, ""))
+            if signatures and not verify_signature(keys[kid], sig, signed_message(digest, ledger_id)):
+                return None
+            head, last_timestamp, last_sig = digest, timestamp, sig
+            if leaves is not None:
+                leaves.append(_sha256(b"\x00" + data).digest())
+            if position == cut:
+                cut_head = digest
+            expected += 1
+        runs[-1] = (kid, runs[-1][1], last_timestamp)
+        last_by_key[kid] = (expected - 1, head, last_sig)
+        for run_kid, since, until in runs:
+            start, end = self.epochs[run_kid]
+            if since < start or (end is not None and until > end):
+                return None
+        span = Span(first, expected - first, first_prev, first_timestamp, runs[0][0], head,
+                    last_timestamp, last_by_key)
+        if leaves is not None:
+            span.peaks = subtree_peaks(leaves)
+            if cut_head:
+                span.cut_head = cut_head
+                span.cut_peaks = subtree_peaks(leaves[:cut - first + 1])
+        return span
+
+    def _check_exact(self, first: int, rows: Sequence[tuple[int, bytes]]) -> Span:
+        """Check the span record by record (`check_record`, then the link), stopping at a fault."""
         span = Span(first)
         chain, keys, epochs, ledger_id, signatures = (self.chain, self.keys, self.epochs,
                                                       self.ledger_id, self.signatures)
         last_by_key = span.last_by_key
-        leaves: list[bytes] = []
+        leaves: list[bytes] | None = [] if self.merkle else None
         cut = self.cut
         expected = first
         head = last_timestamp = ""
@@ -262,15 +368,17 @@ class SpanChecker:
                 key_kid, key_end = kid, epochs[kid][1]
             head, last_timestamp = digest, timestamp
             last_by_key[kid] = (position, digest, sig)
-            leaves.append(_sha256(b"\x00" + data).digest())
+            if leaves is not None:
+                leaves.append(_sha256(b"\x00" + data).digest())
             if position == cut:
                 span.cut_head = digest
             expected += 1
         span.count = expected - first
         span.head, span.last_timestamp = head, last_timestamp
-        span.peaks = subtree_peaks(leaves)
-        if span.cut_head:
-            span.cut_peaks = subtree_peaks(leaves[:self.cut - first + 1])
+        if leaves is not None:
+            span.peaks = subtree_peaks(leaves)
+            if span.cut_head:
+                span.cut_peaks = subtree_peaks(leaves[:self.cut - first + 1])
         return span
 
 
@@ -398,8 +506,9 @@ class _Linker:
             self.fault(seq, FaultCheck.CHECKPOINT_HEAD, self.checkpoint.head, head)
         self.report.checkpoint_size = seq
 
-    def finish(self) -> ChainReport:
-        self.report.root = self.accumulator.root()
+    def finish(self, roots: bool) -> ChainReport:
+        if roots:
+            self.report.root = self.accumulator.root()
         checkpoint = self.checkpoint
         if checkpoint is not None:
             if checkpoint.size == 0:
@@ -425,8 +534,11 @@ class Verifier:
     """
 
     def __init__(self, store: RecordSource, anchor_raw: bytes, progress: Progress | None = None,
-                 all_signatures: bool = True):
+                 all_signatures: bool = True, roots: bool = True):
         self.store = store
+        #: Report each chain's Merkle root. A chain verified against a checkpoint has its tree
+        #: folded regardless; one verified alone, without roots, skips the Merkle hashing.
+        self.roots = roots
         #: False: check every record's bytes, hash, link and position, and the signatures
         #: that carry the proof (each key's last record in the chain, the head among them);
         #: a fault found that way is re-examined with every signature, to name the first.
@@ -518,12 +630,18 @@ class Verifier:
                 raise exact from None
             raise fast from None  # pragma: no cover - every signature checks a superset
 
+    def span_checker(self, chain: str, signatures: bool, cut: int = 0, merkle: bool = True) -> SpanChecker:
+        """What checks `chain`'s spans under the verified key chain (`verify_keys` first)."""
+        return SpanChecker(chain, {k: e.public_raw for k, e in self.epochs.items()},
+                           {k: (e.start, e.end) for k, e in self.epochs.items()}, self.ledger_id,
+                           signatures, cut, merkle)
+
     def _verify_chain(self, chain: str, checkpoint: Checkpoint | None, signatures: bool) -> ChainReport:
         total = self.store.last_seq(chain)
         linker = _Linker(chain, self.epochs, checkpoint)
-        checker = SpanChecker(chain, {k: e.public_raw for k, e in self.epochs.items()},
-                              {k: (e.start, e.end) for k, e in self.epochs.items()}, self.ledger_id,
-                              signatures, checkpoint.size if checkpoint is not None else 0)
+        merkle = self.roots or checkpoint is not None
+        checker = self.span_checker(chain, signatures, checkpoint.size if checkpoint is not None else 0,
+                                    merkle)
         firsts = range(1, total + 1, SPAN)
         if total >= PARALLEL_THRESHOLD and (os.cpu_count() or 1) > 1:
             spans = self._parallel(checker, firsts)
@@ -540,7 +658,7 @@ class Verifier:
                     linker.fault(seq, FaultCheck.SIGNATURE,
                                  f"valid signature by {kid} for ledger {self.ledger_id}",
                                  "bad signature", "forged, altered, or signed for another ledger")
-        return linker.finish()
+        return linker.finish(merkle)
 
     def _parallel(self, checker: SpanChecker, firsts: range) -> Iterator[Span]:
         """The spans, checked in a pool, in order; at most a few in flight at a time.
@@ -573,10 +691,11 @@ def verify_ledger(
     checkpoint_text: str | None = None,
     progress: Progress | None = None,
     all_signatures: bool = True,
+    roots: bool = True,
 ) -> LedgerReport:
     """Verify the key chain, then each fleet (all of them unless named)."""
     report = LedgerReport()
-    with Verifier(store, anchor_raw, progress, all_signatures) as verifier:
+    with Verifier(store, anchor_raw, progress, all_signatures, roots) as verifier:
         report.keys = verifier.verify_keys()
         report.ledger_id = verifier.ledger_id
         checkpoint = None
