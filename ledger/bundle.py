@@ -51,8 +51,9 @@ TILE_WIDTH = 1 << TILE_HEIGHT
 MAX_ENTRY = 0xFFFF
 KEYS_FILE = "keys.jsonl"
 POLICY_FILE = "policy.jsonl"
-#: The top-level fields only a record of an enforced ledger has (`"name":` in canonical bytes).
-ACTOR_FIELDS = (b'"policy_seq":', b'"actor_verified":', b'"envelope":')
+#: The top-level fields only a record of an enforced ledger has.
+ACTOR_FIELDS = ("policy_seq", "actor_verified", "envelope")
+_ACTOR_MARKS = tuple(f'"{name}":'.encode() for name in ACTOR_FIELDS)  # as canonical bytes hold them
 
 VERIFY_MD = """# Verifying this bundle
 
@@ -340,9 +341,9 @@ def _first_signed(source: BundleSource) -> int | None:
     claiming an actor signature or naming a policy position), if any."""
     for n in range((source.size + TILE_WIDTH - 1) // TILE_WIDTH):
         for position, data in enumerate(source.bundle(n), n * TILE_WIDTH + 1):
-            if any(field in data for field in ACTOR_FIELDS):  # a cheap look first, then exactly
-                record = orjson.loads(data)
-                if any(name.strip(b'":').decode() in record for name in ACTOR_FIELDS):
+            if any(mark in data for mark in _ACTOR_MARKS):  # a cheap look first, then exactly
+                record = orjson.loads(data)  # (verified already: a JSON object)
+                if any(name in record for name in ACTOR_FIELDS):
                     return position
     return None
 
@@ -361,17 +362,14 @@ def _check_actors(source: BundleSource, verifier: Verifier, fleet: str, head: in
     no policy chain, or one that (as the bundle has it) never enforced the policy,
     their signatures went unchecked, so the bundle fails instead."""
 
-    def verify_policy(chain: str) -> int:
-        try:
-            return verifier.verify_chain(chain).count
-        except VerificationError as error:
-            raise _in_file(error, f"{POLICY_FILE} line {error.fault.seq}") from None
-
     try:
-        report = verify_actors(source, verifier.ledger_id, {fleet: head}, verify_policy)
+        report = verify_actors(source, verifier.ledger_id, {fleet: head},
+                               lambda chain: verifier.verify_chain(chain).count)
     except VerificationError as error:
         fault = error.fault
-        if fault.chain != fleet or fault.seq < 1:
+        if fault.chain == POLICY_CHAIN:  # as a chain, or as a policy
+            raise _in_file(error, f"{POLICY_FILE} line {fault.seq}") from None
+        if fault.chain != fleet or not 0 < fault.seq <= source.size:
             raise
         bundle = (fault.seq - 1) // TILE_WIDTH
         width = min(TILE_WIDTH, source.size - bundle * TILE_WIDTH)
