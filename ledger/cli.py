@@ -283,7 +283,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                     "fleets": [{"fleet": c.chain, "records": c.count, "head": c.head,
                                 "extends_checkpoint_of": c.checkpoint_size} for c in report.chains],
                     "actors": {"authenticated": report.actors.enforced, "since": report.actors.since,
-                               "signed_decisions": report.actors.signed_decisions,
+                               "signed_decisions": report.actors.signed.commands,
+                               "signed_facts": report.actors.signed.facts,
                                "summary": report.actors.describe()}})
         return 0
     for chain in report.chains:

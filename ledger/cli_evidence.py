@@ -19,6 +19,7 @@ from ledger.errors import InputError, UnknownFleetError
 from ledger.evidence import Trust, read_key_chain, verify_proof_text
 from ledger.keys import read_public_key
 from ledger.names import seq_argument, shown
+from ledger.policy import POLICY_CHAIN
 from ledger.store import KEY_CHAIN, default_db
 from ledger.witness import Witness
 
@@ -71,7 +72,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         checkpoint = ledger.checkpoint(args.fleet, args.public_key)  # verifies the fleet first
         size = int(checkpoint.split("\n", 2)[1])
         key_chain = list(ledger.raw_records(KEY_CHAIN))
-        added = write_bundle(out, checkpoint, ledger.raw_records(args.fleet), key_chain)
+        policy_chain = list(ledger.raw_records(POLICY_CHAIN))  # none in open mode
+        added = write_bundle(out, checkpoint, ledger.raw_records(args.fleet), key_chain, policy_chain)
     print(f"exported {size} records of fleet {args.fleet} to {out} ({added} new files)")
     return 0
 
@@ -83,6 +85,7 @@ def cmd_verify_bundle(args: argparse.Namespace) -> int:
     report = verify_bundle(Path(args.bundle), anchor)
     print(f"verified bundle: {report.chain.count} records in fleet {report.fleet}, "
           f"head {report.chain.head}, {report.tiles} tiles and bundles match the checkpoint")
+    print(report.actors.describe())
     return 0
 
 

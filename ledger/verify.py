@@ -711,6 +711,8 @@ def verify_ledger(
         names = list(fleets) if fleets is not None else store.chains()
         for name in names:
             report.chains.append(verifier.verify_chain(name, checkpoint))
-        if isinstance(store, Store):  # records held elsewhere (a bundle) carry no policy chain
-            report.actors = verify_actors(store, verifier.ledger_id, names, verifier.verify_chain)
+        if isinstance(store, Store):  # a bundle's policy chain is checked by `ledger.bundle`
+            heads = {chain.chain: chain.count for chain in report.chains}  # no further than verified
+            report.actors = verify_actors(store, verifier.ledger_id, heads,
+                                          lambda chain: verifier.verify_chain(chain).count)
     return report

@@ -21,6 +21,11 @@ position:
 A ledger whose key holder rewrote a command and signed the record again with
 the ledger key alone fails here: the actor's signature no longer verifies. The
 first fault found (lowest position) is raised with its evidence.
+
+The checks read records through `ChainRows`, so they run the same over a
+database or over an exported bundle's files, and only up to each chain's head
+as chain verification proved it: a record appended while verify runs is
+neither checked nor counted.
 """
 
 from __future__ import annotations
@@ -29,10 +34,10 @@ import base64
 import binascii
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from cryptography.exceptions import InvalidSignature
@@ -43,7 +48,7 @@ from ledger.envelope import Envelope, SignedEnvelope
 from ledger.errors import Fault, FaultCheck, InputError, VerificationError
 from ledger.events import EVENT_TYPES, EventKind
 from ledger.policy import OPEN_NOTE, POLICY_CHAIN, Action, Policy, PolicyEvent
-from ledger.store import Store, stored_bytes
+from ledger.store import PAGE_SIZE
 
 #: Signature checks below this many run in-process; above, in a process pool on every core.
 PARALLEL_SIGNATURES = 2048
@@ -74,6 +79,38 @@ COMPANIONS = frozenset({"move.superseded"})
 SignatureJob = tuple[int, bytes, str, bytes]
 
 
+class ChainRows(Protocol):
+    """What the checks read: a `Store`, or records held elsewhere (an exported bundle)."""
+
+    def rows(self, chain: str, after: int, limit: int) -> list[tuple[int, bytes]]: ...
+
+    def last_seq(self, chain: str) -> int: ...
+
+
+@dataclass(frozen=True)
+class SignedCount:
+    """Verified actor signatures of a chain, by what was signed: a command (a decision, a
+    refusal whose signature held, an approval) asks the gate for something; a fact is a
+    reporter's account of its own worker, which the gate does not decide."""
+
+    commands: int = 0
+    facts: int = 0
+
+    def __add__(self, other: SignedCount) -> SignedCount:
+        return SignedCount(self.commands + other.commands, self.facts + other.facts)
+
+    @staticmethod
+    def of(record: dict[str, Any]) -> SignedCount:
+        """How a record checked to carry a verified actor signature counts (zero if it has none)."""
+        if record.get("actor_verified") is not True:
+            return SignedCount()
+        return SignedCount(0, 1) if _is_fact(record) else SignedCount(1, 0)
+
+
+def _is_fact(record: dict[str, Any]) -> bool:
+    return bool(record["envelope"]["action"] == Action.REPORT.value)
+
+
 @dataclass(frozen=True)
 class ActorsReport:
     """What verification proved about who did what."""
@@ -81,13 +118,19 @@ class ActorsReport:
     enforced: bool
     since: str | None = None
     policy_records: int = 0
-    signed_decisions: int = 0
+    signed: SignedCount = SignedCount()
+
+    @property
+    def signed_decisions(self) -> int:
+        """The signed commands (facts apart): the name `verify -o json` gives them."""
+        return self.signed.commands
 
     def describe(self) -> str:
         if not self.enforced:
             return OPEN_NOTE
-        return (f"actors: {self.signed_decisions} signed command(s) verified against the policy "
-                f"(enforced since {self.since}, {self.policy_records} policy records)")
+        return (f"actors: {self.signed.commands} signed command(s), {self.signed.facts} signed fact(s) "
+                f"verified against the policy (enforced since {self.since}, "
+                f"{self.policy_records} policy records)")
 
 
 def _verify_one(job: SignatureJob) -> bool:
@@ -139,7 +182,7 @@ class _Pending:
 class ActorChecker:
     """Re-checks the signed commands of one ledger against its policy history."""
 
-    def __init__(self, store: Store, ledger_id: str):
+    def __init__(self, store: ChainRows, ledger_id: str):
         self.store = store
         self.ledger_id = ledger_id
         #: Pending requests of the chain being checked, by position.
@@ -167,19 +210,22 @@ class ActorChecker:
     def policy(self) -> Policy:
         return self.history[-1]
 
-    def records(self, chain: str) -> Iterator[dict[str, Any]]:
-        for row in self.store.scan(chain):
-            yield orjson.loads(stored_bytes(row.state))
+    def records(self, chain: str, head: int) -> Iterator[dict[str, Any]]:
+        """The chain's records up to `head` (its verified length), parsed."""
+        for rows in _row_batches(self.store, chain, head, PAGE_SIZE):
+            for data in rows:
+                yield orjson.loads(data)
 
     # -- the policy chain ---------------------------------------------------------------------
 
-    def check_policy_chain(self) -> int:
-        """Fold the policy chain, checking each change made once the policy was enforced."""
+    def check_policy_chain(self, head: int) -> int:
+        """Fold the policy chain up to its verified `head`, checking each change made once the
+        policy was enforced; the number of policy records folded."""
         self.pending = {}
         signatures = _Signatures()
         faults: list[Fault] = []
         nonces: dict[str, int] = {}
-        for record in self.records(POLICY_CHAIN):
+        for record in self.records(POLICY_CHAIN, head):
             if self.policy.enforced:
                 fault = self._check_record(POLICY_CHAIN, record, signatures, nonces)
                 if fault is not None:
@@ -192,27 +238,26 @@ class ActorChecker:
 
     # -- a fleet chain ------------------------------------------------------------------------
 
-    def check_chain(self, chain: str) -> int:
-        """Check every signed command of a fleet's chain; the number of verified ones."""
+    def check_chain(self, chain: str, head: int) -> SignedCount:
+        """Check every signed command and fact of a fleet's chain up to its verified `head`."""
         policy = self.policy
         if not policy.enforced:
-            return 0
+            return SignedCount()
         self.pending = {}
-        last = self.store.last_row(chain)
-        if last is not None and last.originator_version >= PARALLEL_SIGNATURES and (os.cpu_count() or 1) > 1:
-            return self._check_chain_parallel(chain)
+        if head >= PARALLEL_SIGNATURES and (os.cpu_count() or 1) > 1:
+            return self._check_chain_parallel(chain, head)
         signatures = _Signatures()
         faults: list[Fault] = []
         nonces: dict[str, int] = {}
-        checked = 0
-        for record in self.records(chain):
+        checked = SignedCount()
+        for record in self.records(chain, head):
             if self.open_era(record):
                 continue
             fault = self._check_record(chain, record, signatures, nonces)
             if fault is not None:
                 faults.append(fault)
                 break
-            checked += record.get("actor_verified") is True
+            checked += SignedCount.of(record)
         self._raise_first(chain, faults, signatures)
         return checked
 
@@ -220,7 +265,7 @@ class ActorChecker:
         """Decided before the policy was enforced (and not claiming otherwise)."""
         return str(record["timestamp"]) <= (self.policy.enforced_since or "") and "policy_seq" not in record
 
-    def _check_chain_parallel(self, chain: str) -> int:
+    def _check_chain_parallel(self, chain: str, head: int) -> SignedCount:
         """The same checks with the per-record work (parsing, envelope, key, role, signature) on
         every core; the parent keeps what spans records (nonces, pending requests) in order."""
         if self._pool is None:
@@ -230,8 +275,8 @@ class ActorChecker:
         window: deque[Future[_BatchResult]] = deque()
         ahead = 4 * (os.cpu_count() or 1)
         nonces: dict[str, int] = {}
-        checked = 0
-        for rows in _row_batches(self.store, chain):
+        checked = SignedCount()
+        for rows in _row_batches(self.store, chain, head, SIGNATURE_BATCH):
             window.append(self._pool.submit(_check_rows, chain, rows))
             if len(window) >= ahead:
                 checked += self._merge(chain, window.popleft().result(), nonces)
@@ -239,35 +284,41 @@ class ActorChecker:
             checked += self._merge(chain, window.popleft().result(), nonces)
         return checked
 
-    def _merge(self, chain: str, result: _BatchResult, nonces: dict[str, int]) -> int:
+    def _merge(self, chain: str, result: _BatchResult, nonces: dict[str, int]) -> SignedCount:
         """Take a worker's batch in order: its nonces, the records it left to the parent, its fault."""
         verified, deferred, fault = result
         signatures = _Signatures()
         faults: list[Fault] = []
-        items: list[tuple[int, str | bytes]] = [*verified]
+        items: list[tuple[int, tuple[str, bool] | bytes]] = [(seq, (nonce, fact))
+                                                             for seq, nonce, fact in verified]
         items += [(int(orjson.loads(data)["seq"]), data) for data in deferred]
-        checked = 0
+        commands = facts = 0
         for seq, item in sorted(items, key=lambda i: i[0]):
             if fault is not None and seq > fault.seq:
                 break
-            if isinstance(item, str):  # the nonce of a command the worker verified
-                if item in nonces:
+            if isinstance(item, tuple):  # the nonce of a command or fact the worker verified
+                nonce, fact = item
+                if nonce in nonces:
                     faults.append(Fault(chain, seq, FaultCheck.ACTOR_NONCE, "a nonce used once",
-                                        f"nonce {item} of seq {nonces[item]}", "a signed command replayed"))
+                                        f"nonce {nonce} of seq {nonces[nonce]}", "a signed command replayed"))
                     break
-                nonces[item] = seq
-                checked += 1
+                nonces[nonce] = seq
+                facts += fact
+                commands += not fact
                 continue
             record = orjson.loads(item)
             problem = self._check_record(chain, record, signatures, nonces)
             if problem is not None:
                 faults.append(problem)
                 break
-            checked += record.get("actor_verified") is True
+            if record.get("actor_verified") is True:
+                fact = _is_fact(record)
+                facts += fact
+                commands += not fact
         if fault is not None:
             faults.append(fault)
         self._raise_first(chain, faults, signatures)
-        return checked
+        return SignedCount(commands, facts)
 
     def _check_record(self, chain: str, record: dict[str, Any], signatures: _Signatures,
                       nonces: dict[str, int]) -> Fault | None:
@@ -429,7 +480,8 @@ class ActorChecker:
             raise VerificationError(min(candidates, key=lambda f: f.seq))
 
 
-_BatchResult = tuple[list[tuple[int, str]], list[bytes], "Fault | None"]
+# (seq, nonce, whether a fact) of each verified signature; records left to the parent; the fault
+_BatchResult = tuple[list[tuple[int, str, bool]], list[bytes], "Fault | None"]
 _worker: list[ActorChecker] = []
 
 
@@ -444,13 +496,13 @@ def _init_checker(parent: tuple[int, bool], ledger_id: str, history: list[Policy
 def _check_rows(chain: str, rows: list[bytes]) -> _BatchResult:
     """A worker's share: the per-record checks of a batch, signatures included.
 
-    Returns the (seq, nonce) of each verified command, the records that name a
+    Returns the (seq, nonce, is a fact) of each verified signature, the records that name a
     pending request (left to the parent, which knows the requests), and the
     first fault of the batch.
     """
     checker = _worker[0]
     signatures = _Signatures()
-    verified: list[tuple[int, str]] = []
+    verified: list[tuple[int, str, bool]] = []
     deferred: list[bytes] = []
     fault: Fault | None = None
     for data in rows:
@@ -470,22 +522,22 @@ def _check_rows(chain: str, rows: list[bytes]) -> _BatchResult:
         if fault is not None:
             break
         if record.get("actor_verified") is True:
-            verified.append((int(record["seq"]), str(record["envelope"]["nonce"])))
+            verified.append((int(record["seq"]), str(record["envelope"]["nonce"]), _is_fact(record)))
     bad = signatures.first_bad()
     if bad is not None and (fault is None or bad < fault.seq):
         fault = _bad_signature(chain, bad)
     return verified, deferred, fault
 
 
-def _row_batches(store: Store, chain: str) -> Iterator[list[bytes]]:
-    batch: list[bytes] = []
-    for row in store.scan(chain):
-        batch.append(stored_bytes(row.state))
-        if len(batch) >= SIGNATURE_BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def _row_batches(store: ChainRows, chain: str, head: int, size: int) -> Iterator[list[bytes]]:
+    """A chain's stored records from its start up to `head`, `size` at a time, in order."""
+    after = 0
+    while after < head:
+        rows = store.rows(chain, after, min(size, head - after))
+        if not rows or rows[-1][0] <= after:  # (a damaged position ends it: verify named it)
+            return
+        yield [data for seq, data in rows if seq <= head]
+        after = rows[-1][0]
 
 
 def _bad_signature(chain: str, seq: int) -> Fault:
@@ -526,19 +578,24 @@ def _envelope_mismatch(envelope: Envelope, record: dict[str, Any], chain: str, l
     return None
 
 
-def verify_actors(store: Store, ledger_id: str, chains: Sequence[str],
-                  verify_chain: Callable[[str], Any]) -> ActorsReport:
-    """Verify the policy chain (as a chain, then as a policy) and every signed decision in `chains`."""
-    if store.last_row(POLICY_CHAIN) is None:
+def verify_actors(store: ChainRows, ledger_id: str, heads: Mapping[str, int],
+                  verify_chain: Callable[[str], int]) -> ActorsReport:
+    """Verify the policy chain (as a chain, then as a policy) and every signed command and fact
+    of the chains in `heads`, each up to the head chain verification proved (chain -> its
+    verified length). `verify_chain(POLICY_CHAIN)` verifies the policy chain as a chain and
+    returns its verified length."""
+    if store.last_seq(POLICY_CHAIN) == 0:
         return ActorsReport(False)
-    verify_chain(POLICY_CHAIN)
+    policy_head = verify_chain(POLICY_CHAIN)
     checker = ActorChecker(store, ledger_id)
     try:
-        count = checker.check_policy_chain()
+        count = checker.check_policy_chain(policy_head)
         policy = checker.policy
         if not policy.enforced:
             return ActorsReport(False, policy_records=count)
-        signed = sum(checker.check_chain(chain) for chain in chains)
+        signed = SignedCount()
+        for chain, head in heads.items():
+            signed += checker.check_chain(chain, head)
     finally:
         checker.close()
     return ActorsReport(True, policy.enforced_since, count, signed)

@@ -182,7 +182,7 @@ def test_each_role_does_what_it_is_granted(people: People, capsys: pytest.Captur
     denied = cli(capsys, env, *as_(people, "ann", "deploy", "v3"))
     assert denied.code == 1 and "role_denied" in denied.err
     result = ok(cli(capsys, env, "verify"))
-    assert "actors: 7 signed command(s) verified" in result.out
+    assert "actors: 7 signed command(s), 0 signed fact(s) verified" in result.out
 
 
 # -- refusals: who may ask -------------------------------------------------------------------------
@@ -307,7 +307,7 @@ def test_a_reporter_signs_facts_of_its_own_workers_only(people: People,
     assert refusal["command"] == "worker.started"
     ok(cli(capsys, env, "worker", "sessions", "v1-a", "--version", "v1", "--sessions", "3", *sink))
     ok(cli(capsys, env, "worker", "start", "v9-z", "--version", "v9", "--fleet", FLEET, "--actor", "x"))
-    assert "actors: 3 signed" in ok(cli(capsys, env, "verify")).out
+    assert "actors: 0 signed command(s), 3 signed fact(s) verified" in ok(cli(capsys, env, "verify")).out
 
     def more_sessions(record: dict[str, Any]) -> None:
         record["active_sessions"] = 99

@@ -67,7 +67,7 @@ def test_a_sink_with_a_reporter_signs_its_pools_facts(people: People) -> None:
     facts = [r for r in records(env) if r.get("source_worker") == "pool-a"]
     assert facts and all(r["actor"] == "rep" and r["actor_verified"] is True for r in facts)
     assert any(r["event"] == "deployment.drain_started" for r in facts)
-    assert "signed command" in verify_actors_line(env)
+    assert f"{len(facts)} signed fact(s) verified" in verify_actors_line(env)
 
 
 def test_a_sink_reporting_a_worker_outside_the_binding_is_refused_and_recorded(people: People) -> None:
@@ -158,7 +158,7 @@ def test_the_local_driver_with_a_reporter_key_records_signed_worker_facts(fleet_
     assert {r["event"] for r in facts} >= {"worker.started", "worker.sessions", "worker.exited"}
     assert all(r["actor"] == "rep" and r["actor_verified"] is True for r in facts)
     assert "command.rejected" not in {r["event"] for r in records(env)}
-    assert "signed command" in verify_actors_line(env)
+    assert f"{len(facts)} signed fact(s) verified" in verify_actors_line(env)
 
 
 def test_a_worker_outside_its_reporters_binding_is_refused_and_recorded(fleet_people: People) -> None:
