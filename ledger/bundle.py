@@ -35,8 +35,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import orjson
-
 from ledger.chain import EMPTY_TREE_ROOT, leaf_hash, node_hash, parse_checkpoint, subtree_peaks
 from ledger.errors import Fault, FaultCheck, InputError, StorageError, VerificationError
 from ledger.evidence import CheckpointRole, MemoryStore, Trust, read_key_chain
@@ -52,8 +50,6 @@ MAX_ENTRY = 0xFFFF
 KEYS_FILE = "keys.jsonl"
 POLICY_FILE = "policy.jsonl"
 #: The top-level fields only a record of an enforced ledger has.
-ACTOR_FIELDS = ("policy_seq", "actor_verified", "envelope")
-_ACTOR_MARKS = tuple(f'"{name}":'.encode() for name in ACTOR_FIELDS)  # as canonical bytes hold them
 
 VERIFY_MD = """# Verifying this bundle
 
@@ -336,25 +332,13 @@ def _policy_chain(directory: Path) -> list[bytes] | None:
     return read_key_chain(_read(path, "the policy chain"))
 
 
-def _first_signed(source: BundleSource) -> int | None:
-    """The position of the fleet's first record that only an enforced ledger writes (one
-    claiming an actor signature or naming a policy position), if any."""
-    for n in range((source.size + TILE_WIDTH - 1) // TILE_WIDTH):
-        for position, data in enumerate(source.bundle(n), n * TILE_WIDTH + 1):
-            if any(mark in data for mark in _ACTOR_MARKS):  # a cheap look first, then exactly
-                record = orjson.loads(data)  # (verified already: a JSON object)
-                if any(name in record for name in ACTOR_FIELDS):
-                    return position
-    return None
-
-
 def _in_file(error: VerificationError, where: str) -> VerificationError:
     """The same fault, saying which of the bundle's files holds the record."""
     fault = error.fault
     return VerificationError(replace(fault, detail=f"{fault.detail}; {where}" if fault.detail else where))
 
 
-def _check_actors(source: BundleSource, verifier: Verifier, fleet: str, head: int,
+def _check_actors(source: BundleSource, verifier: Verifier, fleet: str, chain: ChainReport,
                   policy: list[bytes] | None) -> ActorsReport:
     """The checks `ledger verify` makes of who did what, over the bundle's files.
 
@@ -363,7 +347,7 @@ def _check_actors(source: BundleSource, verifier: Verifier, fleet: str, head: in
     their signatures went unchecked, so the bundle fails instead."""
 
     try:
-        report = verify_actors(source, verifier.ledger_id, {fleet: head},
+        report = verify_actors(source, verifier.ledger_id, {fleet: chain.count},
                                lambda chain: verifier.verify_chain(chain).count)
     except VerificationError as error:
         fault = error.fault
@@ -375,8 +359,8 @@ def _check_actors(source: BundleSource, verifier: Verifier, fleet: str, head: in
         width = min(TILE_WIDTH, source.size - bundle * TILE_WIDTH)
         raise _in_file(error, f"in {tile_path('entries', bundle, width)}") from None
     if not report.enforced:
-        signed = _first_signed(source)
-        if signed is not None:
+        signed = chain.first_attested  # found by verifying the chain (`ledger.verify.ATTESTED`)
+        if signed:
             found = (f"no {POLICY_FILE}" if policy is None
                      else f"a {POLICY_FILE} of {len(policy)} record(s) that never enforces a policy")
             raise VerificationError(Fault(fleet, signed, FaultCheck.BUNDLE,
@@ -406,7 +390,7 @@ def verify_bundle(directory: Path, anchor_raw: bytes) -> BundleReport:
     with Verifier(source, anchor_raw) as verifier:
         verifier.verify_keys()
         chain = verifier.verify_chain(fleet, checkpoint)
-        actors = _check_actors(source, verifier, fleet, chain.count, policy)
+        actors = _check_actors(source, verifier, fleet, chain, policy)
     tiles = [0]
 
     def compare(name: str, data: bytes) -> None:

@@ -42,10 +42,15 @@ from ledger.errors import Fault, FaultCheck, InputError, VerificationError
 from ledger.events import INTERNAL_EVENTS, stored_check, stored_schema_error
 from ledger.keys import key_id, parse_public_key, verify_signature
 from ledger.names import is_ledger_id, shown
+from ledger.policy import POLICY_CHAIN
 from ledger.store import KEY_CHAIN, Store
 from ledger.verify_actors import ActorsReport, verify_actors
 
 SPAN = 1024  # records per unit of work: a power of two, so each full span is one Merkle subtree
+#: Fields the gate of an enforced ledger puts in every record it decides (its attestation:
+#: whether the actor's signature held, and the policy it was decided against), and nothing
+#: else writes: a record carrying one needs a policy chain to be checked against.
+ATTESTED = ("actor_verified", "policy_seq")
 PARALLEL_THRESHOLD = 4096
 Progress = Callable[[int, int], None]
 
@@ -77,6 +82,9 @@ class ChainReport:
     #: The Merkle root of the `count` records; None when the verifier was asked for no roots.
     root: bytes | None = None
     checkpoint_size: int | None = None
+    #: The position of the first record only an enforced ledger's gate writes (0: none), for
+    #: the actor checks: such a record is never taken as open mode.
+    first_attested: int = 0
 
 
 @dataclass
@@ -208,6 +216,8 @@ class Span:
     #: The peaks and head at `cut` (a checkpoint's size), when it falls in the span.
     cut_peaks: list[tuple[int, bytes]] | None = None
     cut_head: str = ""
+    #: The first record that passed carrying the gate's attestation (see `ATTESTED`), or 0.
+    first_attested: int = 0
     fault: RawFault | None = None
 
 
@@ -262,6 +272,7 @@ class SpanChecker:
         last_by_key: dict[str, tuple[int, str, str]] = {}
         expected = first
         first_prev = first_timestamp = kid = head = last_timestamp = last_sig = cut_head = ""
+        attested_at = 0
         for position, data in rows:
             if position != expected:
                 return None
@@ -307,6 +318,8 @@ class SpanChecker:
             if signatures and not verify_signature(keys[kid], sig, signed_message(digest, ledger_id)):
                 return None
             head, last_timestamp, last_sig = digest, timestamp, sig
+            if not attested_at and (ATTESTED[0] in record or ATTESTED[1] in record):
+                attested_at = position
             if leaves is not None:
                 leaves.append(_sha256(b"\x00" + data).digest())
             if position == cut:
@@ -319,7 +332,7 @@ class SpanChecker:
             if since < start or (end is not None and until > end):
                 return None
         span = Span(first, expected - first, first_prev, first_timestamp, runs[0][0], head,
-                    last_timestamp, last_by_key)
+                    last_timestamp, last_by_key, first_attested=attested_at)
         if leaves is not None:
             span.peaks = subtree_peaks(leaves)
             if cut_head:
@@ -368,6 +381,8 @@ class SpanChecker:
                 key_kid, key_end = kid, epochs[kid][1]
             head, last_timestamp = digest, timestamp
             last_by_key[kid] = (position, digest, sig)
+            if not span.first_attested and any(name in record for name in ATTESTED):
+                span.first_attested = position
             if leaves is not None:
                 leaves.append(_sha256(b"\x00" + data).digest())
             if position == cut:
@@ -491,6 +506,7 @@ class _Linker:
                 self.accumulator.add_subtree(height, node)
             self.last_timestamp = span.last_timestamp
             self.last_by_key.update(span.last_by_key)
+            self.report.first_attested = self.report.first_attested or span.first_attested
             self.report.count = last
             self.report.head = span.head
         if span.fault is not None:
@@ -715,4 +731,21 @@ def verify_ledger(
             heads = {chain.chain: chain.count for chain in report.chains}  # no further than verified
             report.actors = verify_actors(store, verifier.ledger_id, heads,
                                           lambda chain: verifier.verify_chain(chain).count)
+            if not report.actors.enforced:
+                _refuse_attested_in_open_mode(report)
     return report
+
+
+def _refuse_attested_in_open_mode(report: LedgerReport) -> None:
+    """A record the gate attested was decided under an enforced policy: with no policy chain
+    that enforces one (its records deleted or cut back), its actor checks cannot be made,
+    so the ledger is not taken as open mode."""
+    for chain in report.chains:
+        if chain.first_attested:
+            records = report.actors.policy_records
+            found = (f"{records} {POLICY_CHAIN} record(s) that never enforce a policy" if records
+                     else f"no {POLICY_CHAIN} records")
+            raise VerificationError(Fault(
+                chain.chain, chain.first_attested, FaultCheck.POLICY_POSITION,
+                f"a policy chain ({POLICY_CHAIN}) that enforces the policy this record names", found,
+                "policy records deleted? the record's actor checks cannot be made"))

@@ -37,6 +37,7 @@ from ledger.gate import Outcome
 from ledger.keys import load_signer
 from ledger.policy import POLICY_CHAIN, fold
 from ledger.policy_decide import EnablePolicy, decide_policy
+from tests.backends import tamper_for
 from tests.conftest import CliResult, Env, run_cli
 
 FLEET = "prod"
@@ -569,6 +570,24 @@ def test_verify_catches_an_altered_actor_signature(people: People, capsys: pytes
     assert (fault.chain, fault.seq, fault.check) == (FLEET, count(people.env) - 1, "actor signature")
     result = cli(capsys, people.env, "verify")
     assert result.code == 1 and "actor signature" in result.err
+
+
+@pytest.mark.parametrize("kept", [0, 1])
+def test_verify_does_not_take_a_ledger_whose_policy_records_were_deleted_as_open_mode(
+        people: People, capsys: pytest.CaptureFixture[str], kept: int) -> None:
+    """Deleting the policy chain (or cutting it back to before the policy was enforced) would
+    make every signed decision unchecked: verify names the first decision attested under the
+    policy instead of reporting open mode."""
+    live_v1_v2(people, capsys)
+    tamper_for(people.env.db, POLICY_CHAIN).truncate_after(kept)
+    first = next(r["seq"] for r in records(people.env) if "actor_verified" in r)
+    result = cli(capsys, people.env, "verify")
+    assert result.code == 1 and "open mode" not in result.out
+    found = (f"{kept} {POLICY_CHAIN} record(s) that never enforce a policy" if kept
+             else f"no {POLICY_CHAIN} records")
+    assert result.err == (f"ledger: policy position at {FLEET} seq {first}: expected a policy chain "
+                          f"({POLICY_CHAIN}) that enforces the policy this record names, found {found} "
+                          "(policy records deleted? the record's actor checks cannot be made)\n")
 
 
 @pytest.mark.parametrize("kid", ["ledger", "actor"])

@@ -101,3 +101,18 @@ def test_a_damaged_signature_on_intact_content_is_found_only_with_all_signatures
     assert run_cli(capsys, "verify", *env.args(), "--fleet", "prod").code == 0
     full = run_cli(capsys, "verify", *env.args(), "--fleet", "prod", "--all-signatures")
     assert full.code == 1 and "signature at prod seq 3:" in full.err
+
+
+def test_an_unchecked_signature_is_unchecked_in_form_too(
+        env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """A `sig` that is not even base64 on intact content: outside the hash, its form proves
+    nothing the signature check would not, so the default passes as for any damaged
+    signature; `--all-signatures` checks its form and names it as a schema fault."""
+    with env.open() as lg:
+        seed(lg)
+    record = orjson.loads(_rows(env)[3])
+    record["sig"] = "not a signature!"
+    env.tamper.set_state(3, canonical(record))
+    assert run_cli(capsys, "verify", *env.args(), "--fleet", "prod").code == 0
+    full = run_cli(capsys, "verify", *env.args(), "--fleet", "prod", "--all-signatures")
+    assert full.code == 1 and "schema at prod seq 3:" in full.err and "sig" in full.err
