@@ -253,8 +253,8 @@ class SpanChecker:
         test on the same values, and each key's time in force compared once per
         run of records it signed (timestamps never go back, so a run's first and
         last record bound the rest). It accepts no span those refuse: on
-        anything else, a fault or a field name the schema admits by pattern, it
-        gives up, and the exact check decides and names the first fault. (It
+        anything else, a fault, it gives up, and the exact check decides and
+        names the first fault. (It
         also gives up on a span whose first record is outside its key's time:
         the exact check leaves that record's link to the caller, who names it.)
         """
@@ -263,9 +263,9 @@ class SpanChecker:
         chain, keys, ledger_id, signatures, cut = (self.chain, self.keys, self.ledger_id,
                                                    self.signatures, self.cut)
         key_chain = chain == KEY_CHAIN
-        #: event type of this chain -> (its schema's part for this check, the names it lists), as
-        #: bound methods
-        schemas: dict[str, tuple[Callable[[Any], bool], Callable[[Any], bool]]] = {}
+        #: event type of this chain -> its schema's part for this check, whether a record has only
+        #: the names it lists (quick), whether its names conform (listed or by pattern)
+        schemas: dict[str, tuple[Callable[[Any], bool], Callable[[Any], bool], Callable[[Any], bool]]] = {}
         leaves: list[bytes] | None = [] if self.merkle else None
         #: (kid, first timestamp, last timestamp) of each run of records one key signed
         runs: list[tuple[str, str, str]] = []
@@ -289,10 +289,10 @@ class SpanChecker:
                 if check is None or type(event) is not str or (event in INTERNAL_EVENTS) != key_chain:
                     return None
                 schema = schemas[event] = (check.validator(linked=True, signed=signatures).is_valid,
-                                           check.known.issuperset)
-            conforms, named = schema
+                                           check.known.issuperset, check.names_conform)
+            conforms, listed, named = schema
             if (record.get("seq") != position or record.get("fleet") != chain or not conforms(record)
-                    or not named(record)):
+                    or not (listed(record) or named(record))):
                 return None
             stated = record.pop("hash")
             sig = record.pop("sig")
