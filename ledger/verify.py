@@ -232,8 +232,8 @@ class SpanChecker:
     signatures: bool
     cut: int = 0  # a checkpoint's size: the span holding it reports the tree there
     #: Fold the records into the span's Merkle subtrees: for a root (a checkpoint to match or
-    #: to sign). Verifying the chain alone needs none, and the leaf and node hashes are a
-    #: third of the work per record.
+    #: to sign). Verifying the chain alone needs none, and the leaf and node hashes are about
+    #: a sixth of the work per record.
     merkle: bool = True
 
     def check(self, first: int, rows: Sequence[tuple[int, bytes]]) -> Span:
@@ -252,11 +252,11 @@ class SpanChecker:
         `check_record` and `_check_exact` in their cheapest order, each the same
         test on the same values, and each key's time in force compared once per
         run of records it signed (timestamps never go back, so a run's first and
-        last record bound the rest). It accepts no span those refuse: on
-        anything else, a fault, it gives up, and the exact check decides and
-        names the first fault. (It
-        also gives up on a span whose first record is outside its key's time:
-        the exact check leaves that record's link to the caller, who names it.)
+        last record bound the rest). It accepts no span those refuse: on a
+        fault it gives up, and the exact check decides and names the first one.
+        (It also gives up on a span whose first record is outside its key's
+        time: the exact check leaves that record's link to the caller, who
+        names it.)
         """
         if not rows:
             return None
