@@ -99,13 +99,6 @@ class Refusal:
     target: str | None = None
     from_version: str | None = None
 
-    def record(self, request: RollbackRequest) -> dict[str, Any]:
-        return record(
-            "rollback.rejected", request.actor, "fleet", result="rejected", check=self.check.value,
-            reason=request.reason, detail=self.reason, version=self.target or None,
-            from_version=self.from_version or None, idempotency_key=request.idempotency_key or None,
-        )
-
 
 def plan_rollback(state: FleetHistory, request: RollbackRequest) -> RollbackPlan | Refusal:
     """Decide a rollback against a fleet's state: a plan, or the check that refuses it."""
