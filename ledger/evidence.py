@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from hashlib import sha256
+from typing import TypeVar
 
 import orjson
 
@@ -49,6 +50,7 @@ from ledger.encoding import canonical
 from ledger.errors import Fault, FaultCheck, InputError, VerificationError
 from ledger.keys import key_id, verify_signature
 from ledger.proofs import (
+    HASH_SIZE,
     Node,
     ProofError,
     consistency_proof,
@@ -169,16 +171,31 @@ def _leaves(store: Store, fleet: str, size: int) -> list[bytes]:
     return leaves
 
 
-def tree_nodes(store: Store, fleet: str, size: int) -> Node:
-    """The `node` callback for a fleet's tree of `size` leaves: stored interior hashes
-    (O(log n) reads per proof) when the chain has them, else computed from its leaves."""
-    if store.has_nodes(fleet, size):
-        return lambda level, index: store.node(fleet, level, index)
-    return nodes_from_leaves(_leaves(store, fleet, size))
+T = TypeVar("T")
 
 
-def _root_check(node: Node, checkpoint: Checkpoint, fleet: str) -> None:
-    root = subtree_hash(0, checkpoint.size, node)
+def with_tree(store: Store, fleet: str, size: int, compute: Callable[[Node], T]) -> T:
+    """`compute` over the `node` callback of a fleet's tree of `size` leaves.
+
+    With stored interior hashes, the nodes `compute` reads are fetched in one
+    query: it runs once over placeholder hashes to learn which (the RFC 6962
+    algorithms read the same nodes whatever their hashes), then over the stored
+    ones. Without them, the tree is computed from the chain's leaves.
+    """
+    if not store.has_nodes(fleet, size):
+        return compute(nodes_from_leaves(_leaves(store, fleet, size)))
+    wanted: list[tuple[int, int]] = []
+
+    def placeholder(level: int, index: int) -> bytes:
+        wanted.append((level, index))
+        return bytes(HASH_SIZE)
+
+    compute(placeholder)
+    stored = store.nodes(fleet, wanted)
+    return compute(lambda level, index: stored[level, index])
+
+
+def _root_check(root: bytes, checkpoint: Checkpoint, fleet: str) -> None:
     if root != checkpoint.root:
         raise VerificationError(Fault(fleet, checkpoint.size, FaultCheck.CHECKPOINT_ROOT,
                                       _b64s(checkpoint.root),
@@ -190,15 +207,16 @@ def prove_inclusion(store: Store, fleet: str, seq: int, checkpoint_text: str) ->
     checkpoint, _ = parse_checkpoint(checkpoint_text)
     if not 1 <= seq <= checkpoint.size:
         raise InputError(f"seq {seq} is not in the checkpoint's {checkpoint.size} records")
-    node = tree_nodes(store, fleet, checkpoint.size)
-    _root_check(node, checkpoint, fleet)
+    size = checkpoint.size
+    root, leaf, path = with_tree(store, fleet, size, lambda node: (
+        subtree_hash(0, size, node), node(0, seq - 1), inclusion_proof(seq - 1, size, node)))
+    _root_check(root, checkpoint, fleet)
     rows = store.page(fleet, seq - 1, 1)
     record = bytes(rows[0].state) if rows else b""
-    if leaf_hash(record) != node(0, seq - 1):
+    if leaf_hash(record) != leaf:
         raise VerificationError(Fault(fleet, seq, FaultCheck.RECORD, "the record the tree holds",
                                       "other bytes" if rows else "no record",
                                       "the stored record changed since it was appended"))
-    path = inclusion_proof(seq - 1, checkpoint.size, node)
     lines = [TLOG_PROOF_HEADER, f"extra {_b64s(record)}", f"index {seq - 1}", *map(_b64s, path)]
     return "\n".join(lines) + "\n\n" + checkpoint_text
 
@@ -212,10 +230,11 @@ def prove_consistency(store: Store, old_text: str, new_text: str) -> str:
     if not 0 < old.size <= new.size:
         raise InputError(f"no consistency proof from {old.size} to {new.size} records")
     fleet = new.origin.split("/", 2)[-1]
-    node = tree_nodes(store, fleet, new.size)
-    _root_check(node, old, fleet)
-    _root_check(node, new, fleet)
-    path = consistency_proof(old.size, new.size, node)
+    old_root, new_root, path = with_tree(store, fleet, new.size, lambda node: (
+        subtree_hash(0, old.size, node), subtree_hash(0, new.size, node),
+        consistency_proof(old.size, new.size, node)))
+    _root_check(old_root, old, fleet)
+    _root_check(new_root, new, fleet)
     return "\n".join([CONSISTENCY_HEADER, *map(_b64s, path)]) + "\n\n" + old_text + "\n" + new_text
 
 

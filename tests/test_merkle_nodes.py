@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -59,28 +60,28 @@ def test_appends_store_the_nodes_and_a_proof_reads_logarithmically_many(
     store = Store(env.db)
     try:
         assert store.has_nodes("prod", len(leaves))
-        for (level, index), node in _expected(leaves).items():
-            assert store.node("prod", level, index) == node
+        expected = _expected(leaves)
+        assert store.nodes("prod", list(expected)) == expected
     finally:
         store.close()
-    reads: list[tuple[int, int]] = []
-    real = Store.node
+    reads: list[list[tuple[int, int]]] = []
+    real = Store.nodes
 
-    def counting(self: Store, chain: str, level: int, index: int) -> bytes:
-        reads.append((level, index))
-        return real(self, chain, level, index)
+    def counting(self: Store, chain: str, wanted: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        reads.append(list(wanted))
+        return real(self, chain, wanted)
 
     def no_scan(*_: Any, **__: Any) -> Any:
         raise AssertionError("the proof read the leaves")
 
     checkpoint = env.dir / "cp"
     checkpoint.write_text(run_cli(capsys, "checkpoint", *env.args(), "--fleet", "prod").out)
-    monkeypatch.setattr(Store, "node", counting)
+    monkeypatch.setattr(Store, "nodes", counting)
     monkeypatch.setattr(Store, "scan", no_scan)
     made = run_cli(capsys, "prove", *env.args(), "--fleet", "prod", "--seq", "17", "--checkpoint",
                    str(checkpoint))
     assert made.code == 0, made.err
-    assert 0 < len(reads) <= 4 * len(leaves).bit_length()
+    assert len(reads) == 1 and 0 < len(set(reads[0])) <= 4 * len(leaves).bit_length()  # one query
     monkeypatch.undo()
     proof = env.dir / "p"
     proof.write_text(made.out)
@@ -101,3 +102,20 @@ def test_a_chain_without_nodes_is_proven_from_its_leaves(
     proof = env.dir / "p"
     proof.write_text(made.out)
     assert run_cli(capsys, "verify-proof", str(proof), "--public-key", str(env.pub)).code == 0
+
+
+def test_a_stored_node_gone_is_a_storage_fault_in_one_line(
+        env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """The nodes a proof needs are read in one query; one of them missing is damaged storage
+    (exit 4), never a proof made from what is left."""
+    with env.open() as lg:
+        seed(lg)
+        lg.append_many("prod", [build.worker_start(f"w{i}", "v1", "ops") for i in range(20)])
+    checkpoint = env.dir / "cp"
+    checkpoint.write_text(run_cli(capsys, "checkpoint", *env.args(), "--fleet", "prod").out)
+    env.tamper.raw.execute((f"DELETE FROM {_nodes_table(env)} WHERE level >= 1", ()))  # type: ignore[attr-defined]
+    made = run_cli(capsys, "prove", *env.args(), "--fleet", "prod", "--seq", "1", "--checkpoint",
+                   str(checkpoint))
+    assert made.code == 4 and made.out == ""
+    assert made.err.startswith("ledger: storage fault: the tree node ") and made.err.count("\n") == 1
+    assert "of prod is missing in" in made.err
