@@ -56,7 +56,7 @@ KEY_CHAIN = "@keys"
 #: The policy chain (`ledger.policy.POLICY_CHAIN`), named here so the store imports no policy.
 POLICY_CHAIN = "@policy"
 PAGE_SIZE = 2000
-NODES_PER_READ = 200  # (level, index) pairs per query for `Store.nodes`: 400 parameters, under every limit
+NODES_PER_READ = 200  # nodes per query for `Store.nodes`: 600 parameters, under either database's limit
 OPEN_ATTEMPTS = 5
 
 
@@ -541,10 +541,13 @@ class Store:
         mark = "?" if self.is_sqlite else "%s"
         for first in range(0, len(wanted), NODES_PER_READ):
             part = wanted[first:first + NODES_PER_READ]
-            terms = " OR ".join([f"(level={mark} AND idx={mark})"] * len(part))
+            # Each term names a whole key, so both SQLite and PostgreSQL look each one up in the
+            # primary key's index (the stream factored out, SQLite would scan the stream's nodes).
+            terms = " OR ".join([f"(stream={mark} AND level={mark} AND idx={mark})"] * len(part))
+            stream = stream_id(chain)
             with self.reading(), self.recorder.datastore.transaction(commit=False) as cursor:
-                cursor.execute(f"SELECT level, idx, hash FROM {self._nodes_table()} WHERE stream={mark} "
-                               f"AND ({terms})", (stream_id(chain), *(n for pair in part for n in pair)))
+                cursor.execute(f"SELECT level, idx, hash FROM {self._nodes_table()} WHERE {terms}",
+                               tuple(n for level, index in part for n in (stream, level, index)))
                 rows = cursor.fetchall()
             found.update(((int(row["level"]), int(row["idx"])), bytes(row["hash"])) for row in rows)
         missing = next((pair for pair in wanted if pair not in found), None)
