@@ -49,7 +49,6 @@ TILE_WIDTH = 1 << TILE_HEIGHT
 MAX_ENTRY = 0xFFFF
 KEYS_FILE = "keys.jsonl"
 POLICY_FILE = "policy.jsonl"
-#: The top-level fields only a record of an enforced ledger has.
 
 VERIFY_MD = """# Verifying this bundle
 

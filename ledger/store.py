@@ -534,8 +534,9 @@ class Store:
             return False
 
     def nodes(self, chain: str, wanted: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-        """Stored interior hashes (see `ledger.merkle_nodes`) by (level, index), in one read:
-        a proof's O(log n) nodes cost one round trip, whatever the tree's size."""
+        """Stored interior hashes (see `ledger.merkle_nodes`) by (level, index), read
+        `NODES_PER_READ` to a query: a proof's O(log n) nodes cost one round trip, whatever
+        the tree's size."""
         wanted = sorted(set(wanted))
         found: dict[tuple[int, int], bytes] = {}
         mark = "?" if self.is_sqlite else "%s"

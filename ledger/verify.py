@@ -79,7 +79,8 @@ class ChainReport:
     chain: str
     count: int = 0
     head: str = GENESIS_PREV
-    #: The Merkle root of the `count` records; None when the verifier was asked for no roots.
+    #: The Merkle root of the `count` records; None when the verifier was asked for no roots
+    #: and had no checkpoint to match (matching one folds the tree).
     root: bytes | None = None
     checkpoint_size: int | None = None
     #: The position of the first record only an enforced ledger's gate writes (0: none), for
@@ -130,7 +131,11 @@ def check_record(
         return (position, FaultCheck.ENCODING, "a JSON record", "undecodable bytes", str(exc))
     if type(record) is not dict:
         return (position, FaultCheck.ENCODING, "a JSON object", type(record).__name__, "")
-    if _dumps(record, option=_SORTED) != data:  # `canonical`, called directly: this runs per record
+    try:
+        canonical_bytes = _dumps(record, option=_SORTED)  # `canonical`, called directly: per record
+    except orjson.JSONEncodeError as exc:  # nested deeper than the encoder goes: never written so
+        return (position, FaultCheck.ENCODING, "canonical JSON bytes", "bytes no encoder writes", str(exc))
+    if canonical_bytes != data:
         return (position, FaultCheck.ENCODING, "canonical JSON bytes", "non-canonical bytes", "")
     seq = record.get("seq")
     if seq != position:
@@ -278,9 +283,9 @@ class SpanChecker:
                 return None
             try:
                 record = _loads(data)
-            except orjson.JSONDecodeError:
-                return None
-            if type(record) is not dict or _dumps(record, option=_SORTED) != data:
+                if type(record) is not dict or _dumps(record, option=_SORTED) != data:
+                    return None
+            except (orjson.JSONDecodeError, orjson.JSONEncodeError):
                 return None
             event = record.get("event")
             schema = schemas.get(event) if type(event) is str else None
@@ -328,8 +333,8 @@ class SpanChecker:
         runs[-1] = (kid, runs[-1][1], last_timestamp)
         last_by_key[kid] = (expected - 1, head, last_sig)
         for run_kid, since, until in runs:
-            start, end = self.epochs[run_kid]
-            if since < start or (end is not None and until > end):
+            epoch = self.epochs.get(run_kid)
+            if epoch is None or since < epoch[0] or (epoch[1] is not None and until > epoch[1]):
                 return None
         span = Span(first, expected - first, first_prev, first_timestamp, runs[0][0], head,
                     last_timestamp, last_by_key, first_attested=attested_at)

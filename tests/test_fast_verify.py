@@ -116,3 +116,15 @@ def test_an_unchecked_signature_is_unchecked_in_form_too(
     assert run_cli(capsys, "verify", *env.args(), "--fleet", "prod").code == 0
     full = run_cli(capsys, "verify", *env.args(), "--fleet", "prod", "--all-signatures")
     assert full.code == 1 and "schema at prod seq 3:" in full.err and "sig" in full.err
+
+
+def test_a_record_nested_deeper_than_any_encoder_writes_is_an_encoding_fault(
+        env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """The parser takes deeper nesting than the encoder writes: such bytes were never written
+    by the ledger, and verify names them (exit 1), never an internal error."""
+    with env.open() as lg:
+        seed(lg)
+    env.tamper.set_state(2, b'{"a":' + b"[" * 300 + b"]" * 300 + b"}")
+    for extra in ([], ["--all-signatures"]):
+        result = run_cli(capsys, "verify", *env.args(), "--fleet", "prod", *extra)
+        assert result.code == 1 and result.err.startswith("ledger: encoding at prod seq 2:"), result.err

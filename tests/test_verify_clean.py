@@ -86,7 +86,7 @@ def damage(draw: st.DrawFn, built: Built) -> tuple[list[tuple[int, bytes]], str]
     at = draw(st.integers(0, len(rows) - 1))
     position, data = rows[at]
     kind = draw(st.sampled_from(["none", "byte", "drop", "repeat", "swap", "edit", "reseal", "claim",
-                                 "cut", "rewrite", "rewrite", "rewrite", "attest", "attest"]))
+                                 "cut", "rewrite", "rewrite", "rewrite", "attest", "attest", "deep"]))
     if kind == "byte":
         index = draw(st.integers(0, len(data) - 1))
         data = data[:index] + bytes([data[index] ^ draw(st.integers(1, 255))]) + data[index + 1:]
@@ -111,6 +111,9 @@ def damage(draw: st.DrawFn, built: Built) -> tuple[list[tuple[int, bytes]], str]
         rows[at] = (position, resealed)
     elif kind == "cut":
         rows = rows[:at]
+    elif kind == "deep":  # JSON nested deeper than the encoder goes (the parser goes further)
+        depth = draw(st.sampled_from([200, 300, 1000]))
+        rows[at] = (position, b'{"a":' + b"[" * depth + b"]" * depth + b"}")
     elif kind in ("rewrite", "attest"):  # a key holder rewrites the tail from `at` on, all relinked
         if kind == "attest":  # the gate's attestation fields, on the decision or a fact
             at = draw(st.sampled_from([BEFORE, at]))
