@@ -712,9 +712,10 @@ def verify_ledger(
     checkpoint_text: str | None = None,
     progress: Progress | None = None,
     all_signatures: bool = True,
-    roots: bool = True,
+    roots: bool = False,
 ) -> LedgerReport:
-    """Verify the key chain, then each fleet (all of them unless named)."""
+    """Verify the key chain, then each fleet (all of them unless named); each chain's Merkle
+    root is reported with `roots` (or a checkpoint to match), as `Ledger.verify` does."""
     report = LedgerReport()
     with Verifier(store, anchor_raw, progress, all_signatures, roots) as verifier:
         report.keys = verifier.verify_keys()
