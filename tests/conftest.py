@@ -147,14 +147,19 @@ def user_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
 
 @pytest.fixture(scope="session")
 def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A PostgreSQL server for the whole session."""
+    """A PostgreSQL server for the whole session.
+
+    One this session starts does not wait for the disk at each commit (no test here crashes
+    it; tests that crash a server start their own, durable one), which saves much of the
+    time every writing test spends on PostgreSQL."""
     given = os.environ.get("LEDGER_TEST_PG_URL")
     if given:
         yield given
         return
     directory = tmp_path_factory.mktemp("postgres")
     started = subprocess.run([str(ROOT / "scripts" / "postgres-up"), str(directory)],
-                             capture_output=True, text=True, timeout=600)
+                             capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "PG_SYNCHRONOUS_COMMIT": "off"})
     assert started.returncode == 0, started.stderr
     yield started.stdout.strip()
     subprocess.run([str(ROOT / "scripts" / "postgres-down"), str(directory)], capture_output=True,

@@ -6,6 +6,7 @@ can restart it without disturbing the session's shared server.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -23,8 +24,10 @@ from tests.test_concurrency import WRITER
 def own_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     directory = Path(subprocess.run(["mktemp", "-d", "/tmp/ledger-pg-restart.XXXXXX"],
                                     capture_output=True, text=True, check=True).stdout.strip())
+    # durable, whatever the caller's environment says: the tests on this server crash it
     started = subprocess.run([str(ROOT / "scripts" / "postgres-up"), str(directory)],
-                             capture_output=True, text=True, timeout=600)
+                             capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "PG_SYNCHRONOUS_COMMIT": "on"})
     assert started.returncode == 0, started.stderr
     yield started.stdout.strip(), directory
     subprocess.run([str(ROOT / "scripts" / "postgres-down"), str(directory)], capture_output=True,
