@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ledger import Ledger, Receipt
+from ledger import Ledger, Receipt, verify_actors
 from ledger import commands as build
 from ledger.cli import main as cli_main
 from ledger.events import GATED_EVENTS
@@ -216,6 +217,27 @@ def pg_env(pg_schema: str, tmp_path: Path) -> Iterator[Env]:
     e = Env(tmp_path, pg_schema, tmp_path / "ledger.key", "postgres")
     Ledger.init(e.db, e.key, actor="test").close()
     yield e
+
+
+def doctored_copy(bundle: Path, copy: Path, name: str, change: Callable[[bytes], bytes] | None) -> Path:
+    """A copy of the exported `bundle` at `copy` with its file `name` changed (`change` of its
+    bytes) or, with no change, deleted: what a reviewer might be handed instead."""
+    shutil.copytree(bundle, copy)
+    target = copy / name
+    if change is None:
+        target.unlink()
+    else:
+        target.write_bytes(change(target.read_bytes()))
+    return copy
+
+
+@pytest.fixture(params=["serial", "parallel"])
+def checking(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Verify's actor checks in-process, or (as for a long chain) in its pool of processes."""
+    if request.param == "parallel":
+        monkeypatch.setattr(verify_actors, "PARALLEL_SIGNATURES", 1)
+        monkeypatch.setattr(verify_actors, "SIGNATURE_BATCH", 2)
+    return str(request.param)
 
 
 @pytest.fixture

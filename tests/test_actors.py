@@ -24,7 +24,6 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger import verify_actors
 from ledger.actors import ActorSigner, load_actor_signer
 from ledger.app import open_app
 from ledger.chain import signed_message
@@ -544,15 +543,6 @@ def reseal_head(env: Env, change: Any, back: int = 0) -> None:
         record["hash"] = prev = hashlib.sha256(canonical(body)).hexdigest()
         record["sig"] = signer.sign(signed_message(record["hash"], ledger_id))
         tamper.set_state(seq, canonical(record))
-
-
-@pytest.fixture(params=["serial", "parallel"])
-def checking(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Verify's actor checks in-process, or (as for a long chain) in its pool of processes."""
-    if request.param == "parallel":
-        monkeypatch.setattr(verify_actors, "PARALLEL_SIGNATURES", 1)
-        monkeypatch.setattr(verify_actors, "SIGNATURE_BATCH", 2)
-    return str(request.param)
 
 
 def test_verify_catches_an_altered_actor_signature(people: People, capsys: pytest.CaptureFixture[str],

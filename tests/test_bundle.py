@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from ledger import commands as build
 from ledger.bundle import index_path
-from tests.conftest import Env, run_cli, seed
+from tests.conftest import Env, doctored_copy, run_cli, seed
 
 
 def test_tile_indexes_are_written_in_x_prefixed_groups_of_three() -> None:
@@ -82,14 +82,8 @@ def test_a_doctored_bundle_fails_and_a_rewritten_history_is_not_exported_over_it
 
     copies = iter(range(100))
 
-    def doctored(name: str, change: object) -> int:
-        copy = env.dir / f"copy-{next(copies)}"
-        shutil.copytree(out, copy)
-        target = copy / name
-        if change is None:
-            target.unlink()
-        else:
-            target.write_bytes(change(target.read_bytes()))  # type: ignore[operator]
+    def doctored(name: str, change: Callable[[bytes], bytes] | None) -> int:
+        copy = doctored_copy(out, env.dir / f"copy-{next(copies)}", name, change)
         result = run_cli(capsys, "verify", "--bundle", str(copy), "--public-key", pub)
         assert result.err.count("\n") == 1, result.err
         return result.code

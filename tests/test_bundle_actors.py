@@ -21,7 +21,6 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import pytest
 
-from ledger import verify_actors
 from ledger.bundle import POLICY_FILE, verify_bundle, write_bundle
 from ledger.chain import Checkpoint, checkpoint_origin, merkle_root, note_key_name, sign_checkpoint
 from ledger.encoding import canonical
@@ -29,7 +28,7 @@ from ledger.errors import VerificationError
 from ledger.keys import load_signer, read_public_key
 from ledger.policy import OPEN_NOTE, POLICY_CHAIN
 from ledger.store import KEY_CHAIN
-from tests.conftest import Env, _connect, run_cli, run_process, seed
+from tests.conftest import Env, _connect, doctored_copy, run_cli, run_process, seed
 from tests.test_actors import (
     FLEET,
     People,
@@ -168,13 +167,7 @@ def test_a_missing_emptied_or_altered_policy_chain_is_refused_with_evidence(
     copies = iter(range(100))
 
     def doctored(change: Callable[[bytes], bytes] | None) -> str:
-        copy = env.dir / f"copy-{next(copies)}"
-        shutil.copytree(out, copy)
-        target = copy / POLICY_FILE
-        if change is None:
-            target.unlink()
-        else:
-            target.write_bytes(change(target.read_bytes()))
+        copy = doctored_copy(out, env.dir / f"copy-{next(copies)}", POLICY_FILE, change)
         code, _, err = verify(capsys, env, copy)
         assert code == 1, err
         return err
@@ -272,15 +265,6 @@ def test_an_open_ledger_bundle_has_no_policy_chain_and_says_what_that_means(env:
     assert "No `policy.jsonl` means the ledger had no policy" in (out / "VERIFY.md").read_text()
     code, got, _ = verify(capsys, env, out)
     assert code == 0 and got.splitlines()[1] == OPEN_NOTE
-
-
-@pytest.fixture(params=["serial", "parallel"])
-def checking(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The actor checks in-process, or (as for a long chain) in their pool of processes."""
-    if request.param == "parallel":
-        monkeypatch.setattr(verify_actors, "PARALLEL_SIGNATURES", 1)
-        monkeypatch.setattr(verify_actors, "SIGNATURE_BATCH", 2)
-    return str(request.param)
 
 
 def test_verify_checks_signed_commands_only_up_to_the_head_it_verified(
