@@ -23,10 +23,11 @@ Every ledger is a real SQLite file in a temporary directory, deleted at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,24 @@ def _ledger(root: Path, name: str) -> tuple[Path, Path]:
     return db, key
 
 
+@contextlib.contextmanager
+def _open_and_enforced(root: Path, name: str, signer: ActorSigner | None = None) -> Iterator[tuple[App, App]]:
+    """Two fresh ledgers, opened: one in open mode, one to enforce a policy on (its app signs as
+    `signer`): the two sides of a signed-versus-unsigned figure."""
+    open_db, open_key = _ledger(root, f"open-{name}")
+    signed_db, signed_key = _ledger(root, f"enforced-{name}")
+    with open_app(open_db, open_key, projections=root / f"open-{name}-views.db") as plain, \
+            open_app(signed_db, signed_key, projections=root / f"enforced-{name}-views.db",
+                     signer=signer) as enforced:
+        yield plain, enforced
+
+
+def _p50_ratio(signed: list[float], unsigned: list[float]) -> tuple[float, float, float]:
+    """(signed p50 ms, unsigned p50 ms, their ratio)."""
+    ours, baseline = percentile(signed, 0.5) * 1000, percentile(unsigned, 0.5) * 1000
+    return ours, baseline, ours / baseline
+
+
 def _enforce(app: App, admin: ActorSigner, *actors: tuple[ActorSigner, tuple[str, ...]]) -> None:
     service = app.service
     assert service.submit_policy(EnablePolicy(Meta(admin.name), admin=admin.name,
@@ -89,14 +108,11 @@ def _cycle(app: App, version: str, previous: str | None, who: str) -> float:
 
 
 def figure_signed_rollback(root: Path, n: int, log: Log) -> Figure:
-    open_db, open_key = _ledger(root, "open")
-    signed_db, signed_key = _ledger(root, "enforced")
     # One actor who may deploy and roll back, so both ledgers run the same commands.
     admin, ops = ActorSigner.generate("admin"), ActorSigner.generate("ops")
     unsigned: list[float] = []
     signed: list[float] = []
-    with open_app(open_db, open_key, projections=root / "open-views.db") as plain, \
-            open_app(signed_db, signed_key, projections=root / "enforced-views.db", signer=ops) as enforced:
+    with _open_and_enforced(root, "decisions", ops) as (plain, enforced):
         _enforce(enforced, admin, (ops, ("deployer", "oncall")))
         _cycle(plain, "v0", None, ops.name)
         _cycle(enforced, "v0", None, ops.name)
@@ -105,21 +121,17 @@ def figure_signed_rollback(root: Path, n: int, log: Log) -> Figure:
             signed.append(_cycle(enforced, f"v{i}", "v0", ops.name))
             if i % 20 == 0:
                 log(f"signed-rollback: {i}/{n} pairs")
-    ours, baseline = percentile(signed, 0.5) * 1000, percentile(unsigned, 0.5) * 1000
-    ratio = ours / baseline
+    ours, baseline, ratio = _p50_ratio(signed, unsigned)
     return Figure("signed-rollback", f"signed gated rollback decision, p50 of {n}", ours, baseline, "ms",
                   ratio, "<= 1.5", ratio <= 1.5,
                   "baseline: the same unsigned rollback through the gate of an open ledger")
 
 
 def figure_signed_report(root: Path, n: int, log: Log) -> Figure:
-    open_db, open_key = _ledger(root, "open-facts")
-    signed_db, signed_key = _ledger(root, "enforced-facts")
     admin, reporter = ActorSigner.generate("admin"), ActorSigner.generate("pool-reporter")
     unsigned: list[float] = []
     signed: list[float] = []
-    with open_app(open_db, open_key, projections=root / "open-facts-views.db") as plain, \
-            open_app(signed_db, signed_key, projections=root / "enforced-facts-views.db") as enforced:
+    with _open_and_enforced(root, "facts") as (plain, enforced):
         _enforce(enforced, admin)
         bind = AddActor(reporter.name, (reporter.public_raw,), ("reporter",), Meta(admin.name),
                         workers=("w-*",))
@@ -136,8 +148,7 @@ def figure_signed_report(root: Path, n: int, log: Log) -> Figure:
             assert outcome.accepted, outcome.decision
             if (i + 1) % 100 == 0:
                 log(f"signed-report: {i + 1}/{n} pairs")
-    ours, baseline = percentile(signed, 0.5) * 1000, percentile(unsigned, 0.5) * 1000
-    ratio = ours / baseline
+    ours, baseline, ratio = _p50_ratio(signed, unsigned)
     return Figure("signed-report", f"reporter-signed worker fact, p50 of {n}", ours, baseline, "ms",
                   ratio, "<= 2.0", ratio <= 2.0,
                   "baseline: the same fact appended unsigned to an open ledger")

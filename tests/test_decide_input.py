@@ -16,7 +16,7 @@ import pytest
 from ledger import commands as build
 from ledger.decide import Complete, Deploy, Fail, Meta, Rollback, WorkerPlan
 from ledger.errors import InputError
-from ledger.gate import FleetService
+from ledger.gate import FleetService, Outcome
 from ledger.model import MoveKind
 from ledger.rollback import DEFAULT_DRAIN_TIMEOUT_S, RollbackRequest
 from projections.runner import Projections
@@ -138,16 +138,21 @@ def test_a_driven_deploy_starts_as_many_workers_as_the_current_version_runs(env:
     assert (record["start_workers"], record["drain_workers"]) == (["v2-op7-1", "v2-op7-2"], ["w0", "w1"])
 
 
+def _roll_back_then_complete(env: Env) -> Outcome:
+    """Roll prod back to v1 through the gate, then ask it to complete the rollback."""
+    with env.open() as lg, Projections(lg.store, notice=lambda _m: None) as views:
+        gate = FleetService(lg, views)
+        request = RollbackRequest("prod", actor="on-call", reason="errors up")
+        assert gate.submit("prod", Rollback(request, Meta("on-call"))).accepted
+        return gate.submit("prod", Complete("v1", Meta("on-call")))
+
+
 def test_a_rollback_is_not_complete_while_a_worker_of_another_version_lives(env: Env) -> None:
     with env.open() as lg:
         seed(lg)
         submit(lg, "prod", build.deploy("v2", "ci"), build.worker_start("w9", "v2", "platform"),
                build.complete("v2", "ci"))
-    with env.open() as lg, Projections(lg.store, notice=lambda _m: None) as views:
-        gate = FleetService(lg, views)
-        request = RollbackRequest("prod", actor="on-call", reason="errors up")
-        assert gate.submit("prod", Rollback(request, Meta("on-call"))).accepted
-        outcome = gate.submit("prod", Complete("v1", Meta("on-call")))
+    outcome = _roll_back_then_complete(env)
     assert not outcome.accepted
     assert outcome.decision.detail.startswith("workers not on v1 alone: w9; ")
 
@@ -167,11 +172,7 @@ def test_a_refused_rollback_completion_names_at_most_ten_workers(env: Env) -> No
         submit(lg, "prod", build.deploy("v2", "ci"),
                *[build.worker_start(f"w{n}", "v2", "platform") for n in range(10, 21)],
                build.complete("v2", "ci"))
-    with env.open() as lg, Projections(lg.store, notice=lambda _m: None) as views:
-        gate = FleetService(lg, views)
-        request = RollbackRequest("prod", actor="on-call", reason="errors up")
-        assert gate.submit("prod", Rollback(request, Meta("on-call"))).accepted
-        outcome = gate.submit("prod", Complete("v1", Meta("on-call")))
+    outcome = _roll_back_then_complete(env)
     names = ", ".join(f"w{n}" for n in range(10, 20))
     assert outcome.decision.detail.startswith(f"workers not on v1 alone: {names}; ")
 
