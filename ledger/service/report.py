@@ -138,7 +138,7 @@ def _timeline(data: ReportData, records: list[dict[str, Any]]) -> None:
 
 def _verify(ledger: Ledger, fleet: str, kept: str | None) -> Verification:
     try:
-        report = ledger.verify(fleets=[fleet], checkpoint=kept)
+        report = ledger.verify(fleets=[fleet], checkpoint=kept, roots=True)
     except LedgerError as exc:
         return Verification(False, f"FAILED: {exc}", kept)
     chain = report.chains[0]
@@ -147,7 +147,7 @@ def _verify(ledger: Ledger, fleet: str, kept: str | None) -> Verification:
         return Verification(True, f"{text}; extends the kept checkpoint of {chain.checkpoint_size} records",
                             kept)
     try:
-        note: str | None = ledger.checkpoint(fleet)
+        note: str | None = ledger.checkpoint_of(report)  # of the history just verified
     except LedgerError:
         note = None  # no signing key here: the status stands on the verification alone
     return Verification(True, text, note)
