@@ -426,10 +426,7 @@ class Store:
         position SQLite holds as something other than an integer (a hand-edited
         row) comes back as -1, which is no record's position.
         """
-        table = self.recorder.events_table_name
-        mark = "?"
-        if not self.is_sqlite:
-            table, mark = f'"{self.recorder.datastore.schema}"."{table}"', "%s"
+        table, mark = self._events_table(), self._mark()
         with self.reading(), self.recorder.datastore.transaction(commit=False) as cursor:
             if self.is_sqlite:
                 cursor.sqlite_cursor.row_factory = None  # plain tuples: no Row object per record
@@ -489,11 +486,8 @@ class Store:
 
     def chains(self) -> list[str]:
         """Names of the fleets that have records (the key chain excluded)."""
-        table = self.recorder.events_table_name
-        if is_postgres(self.db):
-            table = f'"{self.recorder.datastore.schema}"."{table}"'
         with self.reading(), self.recorder.datastore.transaction(commit=False) as cursor:
-            cursor.execute(f"SELECT DISTINCT originator_id AS stream FROM {table}")
+            cursor.execute(f"SELECT DISTINCT originator_id AS stream FROM {self._events_table()}")
             names = [row["stream"] for row in cursor.fetchall()]
         return sorted(n.removeprefix(FLEET_PREFIX) for n in names if n.startswith(FLEET_PREFIX))
 
@@ -504,10 +498,7 @@ class Store:
         is not retried for seconds when the server is away, so a caller who
         must answer at once (is there such a fleet?) gets its `StorageError` at once.
         """
-        table = self.recorder.events_table_name
-        mark = "?"
-        if is_postgres(self.db):
-            table, mark = f'"{self.recorder.datastore.schema}"."{table}"', "%s"
+        table, mark = self._events_table(), self._mark()
         with self.reading(), self.recorder.datastore.transaction(commit=False) as cursor:
             cursor.execute(f"SELECT MAX(originator_version) AS head FROM {table} "
                            f"WHERE originator_id = {mark}", (stream_id(chain),))
@@ -515,16 +506,26 @@ class Store:
         head = row["head"] if row is not None else None
         return int(head) if head is not None else None
 
-    def _nodes_table(self) -> str:
-        table = merkle_nodes.table_name(self.recorder.events_table_name)
+    def _qualified(self, table: str) -> str:
+        """A table's name as this database's queries write it (in the ledger's schema on PostgreSQL)."""
         return table if self.is_sqlite else f'"{self.recorder.datastore.schema}"."{table}"'
+
+    def _events_table(self) -> str:
+        return self._qualified(self.recorder.events_table_name)
+
+    def _nodes_table(self) -> str:
+        return self._qualified(merkle_nodes.table_name(self.recorder.events_table_name))
+
+    def _mark(self) -> str:
+        """The parameter placeholder of this database's driver."""
+        return "?" if self.is_sqlite else "%s"
 
     def has_nodes(self, chain: str, size: int) -> bool:
         """Whether the interior hashes of the chain's first `size` leaves are stored
         (a chain has them for every leaf or for none; an older database has no table)."""
         if size <= 0:
             return False
-        mark = "?" if self.is_sqlite else "%s"
+        mark = self._mark()
         try:
             with self.recorder.datastore.transaction(commit=False) as cursor:
                 cursor.execute(f"SELECT COUNT(*) AS n FROM {self._nodes_table()} WHERE stream={mark} "
@@ -539,7 +540,7 @@ class Store:
         the tree's size."""
         wanted = sorted(set(wanted))
         found: dict[tuple[int, int], bytes] = {}
-        mark = "?" if self.is_sqlite else "%s"
+        mark = self._mark()
         for first in range(0, len(wanted), NODES_PER_READ):
             part = wanted[first:first + NODES_PER_READ]
             # Each term names a whole key, so both SQLite and PostgreSQL look each one up in the
