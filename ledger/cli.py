@@ -33,7 +33,7 @@ from ledger.config import Config
 from ledger.encoding import MAX_RECORD_BYTES, parse_record
 from ledger.errors import InputError, LedgerError, UnknownFleetError
 from ledger.feed import FeedFilter, feed, parse_time
-from ledger.names import escape_controls, seq_argument, shown
+from ledger.names import count_argument, escape_controls, seq_argument, shown
 from ledger.openrtc import cli as openrtc_cli
 from ledger.policy import POLICY_CHAIN
 from ledger.postgres_url import redact, redact_text
@@ -380,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("feed", help="print records as JSON lines from a cursor")
     _common(p)
     p.add_argument("--after", type=seq_argument, default=0, help="start after this seq")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=count_argument, default=None, help="print at most this many records")
     p.add_argument("--event", default=None)
     p.add_argument("--actor", default=None)
     p.add_argument("--version", default=None, help="records naming this version")

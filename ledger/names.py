@@ -132,3 +132,14 @@ def seq_argument(text: str) -> int:
     if not 0 <= value <= MAX_SEQ:
         raise argparse.ArgumentTypeError(f"a position must be 0 to {MAX_SEQ}, not {value}")
     return value
+
+
+def count_argument(text: str) -> int:
+    """A command-line count (`--limit`): a whole number from 1 to `MAX_SEQ`, checked while parsing."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= MAX_SEQ:
+        raise argparse.ArgumentTypeError(f"a count must be 1 to {MAX_SEQ}, not {value}")
+    return value

@@ -104,7 +104,10 @@ def test_jsonl_file_with_one_bad_line_writes_nothing(env: Env, capsys: pytest.Ca
     ["prove", "--fleet", "prod", "--seq", "99999999999999999999"],
     ["approve", "99999999999999999999", "--actor", "a"],
     ["approve", "x1", "--actor", "a"],
-], ids=["feed-after-huge", "feed-after-negative", "show-huge", "prove-huge", "approve-huge", "approve-text"])
+    ["feed", "--fleet", "prod", "--limit", "-1"],
+    ["feed", "--fleet", "prod", "--limit", "0"],
+], ids=["feed-after-huge", "feed-after-negative", "show-huge", "prove-huge", "approve-huge", "approve-text",
+        "feed-limit-negative", "feed-limit-zero"])
 def test_a_position_no_store_can_hold_is_bad_input(sqlite_env: Env, argv: list[str]) -> None:
     """A seq beyond a signed 64-bit integer is refused while parsing, not by the database (exit 70)."""
     env = sqlite_env
